@@ -1,0 +1,36 @@
+# `make demo` and `make test` set everything up on a fresh machine (Python >= 3.10 with venv).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# torch/torchvision pinned to the releases these make targets are tested with; a newer
+# compatible pair works too (pip install -e . in your own environment).
+TORCH_PIN := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: demo test lint format bench clean
+
+$(BIN)/selfsup: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH_PIN)
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(BIN)/selfsup
+
+demo: $(BIN)/selfsup
+	$(BIN)/selfsup demo
+
+test: $(BIN)/selfsup
+	$(BIN)/python -m pytest
+
+lint: $(BIN)/selfsup
+	$(BIN)/ruff check src tests tools bench
+	$(BIN)/ruff format --check src tests tools bench
+
+format: $(BIN)/selfsup
+	$(BIN)/ruff format src tests tools bench
+	$(BIN)/ruff check --fix src tests tools bench
+
+bench: $(BIN)/selfsup
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,234 @@
+"""The `selfsup` command line: train, eval, demo, list, config."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+from selfsup import __version__
+
+EXAMPLES = """examples:
+  selfsup demo
+  selfsup train counting --data images/ --out runs/count --steps 5000
+  selfsup train counting --data cifar10_train.npz --out runs/c10 optim.lr=0.02 data.batch_size=64
+  torchrun --nproc_per_node=2 -m selfsup train counting --data images/ --out runs/ddp
+  selfsup eval linear runs/count --data train.npz --test test.npz --json probe.json
+"""
+
+
+def add_train_parser(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "train",
+        help="pretrain a backbone with a pretext task",
+        description="Train TASK on unlabelled images. Settings come from the config dataclasses, "
+        "then --config FILE, then key=value overrides (see `selfsup config TASK`). If OUT "
+        "holds a checkpoint, training resumes from it.",
+    )
+    p.add_argument("task", help="pretext task (see `selfsup list tasks`)")
+    p.add_argument("--data", help="image folder or .npz (sets data.path)")
+    p.add_argument("--out", required=True, help="run folder: config, metrics, checkpoints")
+    p.add_argument("--config", help="YAML config file (for example configs/counting_small.yaml)")
+    p.add_argument("--steps", type=int, help="total training steps (sets train.steps)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    # key=value overrides are collected from the leftover arguments in `main` (an nargs="*"
+    # positional after TASK would be consumed, empty, before the options are parsed).
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="dotted overrides, e.g. optim.lr=0.01 data.batch_size=128",
+    )
+
+
+def add_eval_parser(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("eval", help="evaluate a representation")
+    protocols = p.add_subparsers(dest="protocol", required=True, metavar="PROTOCOL")
+    lin = protocols.add_parser(
+        "linear",
+        help="per-layer linear probe on frozen features",
+        description="Train a linear classifier on the frozen, average-pooled features of every "
+        "layer (or --layers) and report test top-1/top-5 per layer.",
+    )
+    lin.add_argument("run", metavar="RUN", help="run folder, checkpoint file, or random:<backbone>")
+    lin.add_argument("--data", required=True, help="labelled training images (folder or .npz)")
+    lin.add_argument("--test", required=True, help="labelled test images (folder or .npz)")
+    lin.add_argument("--json", help="write the results here")
+    lin.add_argument(
+        "--random-init",
+        action="store_true",
+        help="evaluate RUN's architecture with random weights (the floor)",
+    )
+    lin.add_argument("--layers", nargs="+", help="layers to probe (default: all probe layers)")
+    lin.add_argument(
+        "--image-size", type=int, help="evaluate at this size (default: the run's data.image_size)"
+    )
+    lin.add_argument("--epochs", type=int, default=30, help="probe epochs (default 30)")
+    lin.add_argument("--steps", type=int, help="bound the probe to N steps (smoke runs)")
+    lin.add_argument("--lr", type=float, default=1e-3, help="probe AdamW learning rate")
+    lin.add_argument("--weight-decay", type=float, default=5e-4, help="probe weight decay")
+    lin.add_argument(
+        "--max-dims",
+        type=int,
+        default=4096,
+        help="pool each layer to at most this many dimensions (default 4096)",
+    )
+    lin.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    lin.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="selfsup",
+        description="Self-supervised visual representation learning with pretext tasks.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"selfsup {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_train_parser(commands)
+    add_eval_parser(commands)
+    demo = commands.add_parser(
+        "demo",
+        help="pretrain counting on the bundled CIFAR-10 sample and probe it",
+        description="Pretrain the counting task for a few minutes on the CIFAR-10 sample that "
+        "ships with selfsup, then compare per-layer linear probes against random init.",
+    )
+    demo.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
+    demo.add_argument("--steps", type=int, help="pretraining steps (default: the demo preset)")
+    demo.add_argument("--probe-epochs", type=int, help="linear probe epochs")
+    lst = commands.add_parser("list", help="list tasks or backbones")
+    lst.add_argument("what", choices=("tasks", "backbones"))
+    cfg = commands.add_parser("config", help="print a task's full default config with help")
+    cfg.add_argument("task")
+    return parser
+
+
+def command_train(args: argparse.Namespace) -> None:
+    from selfsup.config import ConfigError, load_yaml, merge, parse_overrides, resolve
+    from selfsup.tasks import task_config_class
+    from selfsup.train import train
+
+    values: dict = load_yaml(args.config) if args.config else {}
+    if values.get("task", args.task) != args.task:
+        raise ConfigError(
+            f"task: the config file is for {values['task']!r} but the command trains {args.task!r}"
+        )
+    values["task"] = args.task
+    if args.data:
+        values = merge(values, {"data": {"path": args.data}})
+    if args.steps is not None:
+        values = merge(values, {"train": {"steps": args.steps}})
+    values = merge(values, parse_overrides(args.overrides))
+    cfg = resolve(values, task_config_class)
+    if not cfg.data.path:
+        raise ConfigError("data.path: no training data given (use --data PATH)")
+    train(cfg, args.out, progress=not args.quiet)
+
+
+def command_eval(args: argparse.Namespace) -> None:
+    from selfsup.eval.linear import ProbeSettings, format_table
+    from selfsup.eval.protocol import (
+        default_image_size,
+        linear_probe_layers,
+        load_labelled,
+        results_by_layer,
+    )
+    from selfsup.runs import load_backbone
+
+    loaded = load_backbone(args.run, random_init=args.random_init)
+    size = args.image_size or default_image_size(loaded)
+    progress = not args.quiet
+    train = load_labelled(args.data, size, progress=progress)
+    test = load_labelled(args.test, size, progress=progress)
+    settings = ProbeSettings(
+        epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay, steps=args.steps
+    )
+    result = linear_probe_layers(
+        loaded,
+        train,
+        test,
+        layers=args.layers,
+        settings=settings,
+        device=args.device,
+        max_dims=args.max_dims,
+        progress=progress,
+    )
+    print(format_table({loaded.name: results_by_layer(result)}))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2))
+        print(f"wrote {args.json}")
+
+
+def command_config(args: argparse.Namespace) -> None:
+    from selfsup.config import dump, resolve
+    from selfsup.tasks import task_config_class
+
+    cfg = resolve({"task": args.task}, task_config_class)
+    print(yaml.safe_dump(dump(cfg), sort_keys=False), end="")
+
+
+def command_list(args: argparse.Namespace) -> None:
+    if args.what == "tasks":
+        from selfsup.tasks import list_tasks
+
+        print("\n".join(list_tasks()))
+    else:
+        from selfsup.backbones import list_backbones
+
+        print("\n".join(list_backbones()))
+
+
+def command_demo(args: argparse.Namespace) -> None:
+    from selfsup.demo import run_demo
+
+    run_demo(args.out, steps=args.steps, probe_epochs=args.probe_epochs)
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """Errors caused by the user's input: reported in one line, without a traceback."""
+    from selfsup.checkpoint import CheckpointError
+    from selfsup.config import ConfigError
+    from selfsup.data import BadImageError, DataFormatError
+    from selfsup.train import NonFiniteLossError
+
+    return (ConfigError, DataFormatError, BadImageError, CheckpointError, NonFiniteLossError)
+
+
+COMMANDS = {
+    "train": command_train,
+    "eval": command_eval,
+    "demo": command_demo,
+    "list": command_list,
+    "config": command_config,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        not_overrides = [a for a in extra if "=" not in a or a.startswith("-")]
+        if args.command != "train" or not_overrides:
+            parser.error(f"unrecognized arguments: {' '.join(not_overrides or extra)}")
+        args.overrides = [*args.overrides, *extra]
+    try:
+        COMMANDS[args.command](args)
+    except user_errors() as err:
+        print(f"selfsup: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            "selfsup: interrupted; rerun the same command to resume from the last checkpoint",
+            file=sys.stderr,
+        )
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

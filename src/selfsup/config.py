@@ -1,0 +1,343 @@
+"""Experiment configuration: nested dataclasses, YAML files and dotted `key=value` overrides.
+
+The dataclasses are the single source of truth for keys, types, defaults and help. A config
+is resolved in three layers: dataclass defaults < YAML file < command-line overrides, and then
+validated; every error names the dotted key (for example `optim.lr`) and what is wrong.
+
+Task-specific settings live in a section named after the task (`counting:` for the counting
+task); its dataclass comes from the task registry, so adding a task never edits this file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration key or value is wrong; the message names the dotted key."""
+
+
+def param(
+    default: Any,
+    help: str,
+    *,
+    choices: tuple | None = None,
+    low: float | None = None,
+    low_exclusive: bool = False,
+) -> Any:
+    """A dataclass field with help text and the constraints `validate` checks.
+
+    `low` is a lower bound (`low_exclusive=True` makes it strict). Mutable defaults (lists)
+    are copied per instance.
+    """
+    meta = {"help": help, "choices": choices, "low": low, "low_exclusive": low_exclusive}
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class DataConfig:
+    path: str = param(
+        "",
+        "Training images: an image folder (ImageFolder tree or flat) or an .npz "
+        "(`images` uint8 NHWC, or packed JPEG `jpeg` + `offsets`).",
+    )
+    image_size: int = param(
+        32,
+        "Side of the square uint8 image every sample is brought to before "
+        "views are built: shorter side resized to it, then centre-cropped. "
+        "32 for CIFAR, 64 for Tiny ImageNet, 256 for ImageNet.",
+        low=8,
+    )
+    batch_size: int = param(128, "Images per step per process (DDP: per rank).", low=1)
+    cache: str = param(
+        "auto",
+        "`memory` decodes everything once into a uint8 tensor; `stream` "
+        "decodes in DataLoader workers; `auto` caches when it fits in "
+        "`cache_max_gb`.",
+        choices=("auto", "memory", "stream"),
+    )
+    cache_max_gb: float = param(4.0, "Largest decoded cache `auto` will build, in GiB.", low=0.0)
+    workers: int = param(
+        2,
+        "DataLoader worker processes for decoding (stream mode and the one-off cache build).",
+        low=0,
+    )
+    on_bad_image: str = param(
+        "raise",
+        "A corrupt or unreadable image: `raise` stops naming the "
+        "file; `skip` drops it and counts it.",
+        choices=("raise", "skip"),
+    )
+    small_images: str = param(
+        "upscale",
+        "Images whose shorter side is below `image_size`: "
+        "`upscale` them (bicubic) or `reject` them as bad images.",
+        choices=("upscale", "reject"),
+    )
+
+
+@dataclass
+class BackboneConfig:
+    name: str = param("alexnet_small", "Backbone architecture (see `selfsup list backbones`).")
+    batch_norm: bool = param(True, "AlexNet: batch norm after every conv.")
+    width: float = param(1.0, "ResNet: channel width multiplier.", low=0.0, low_exclusive=True)
+    stem: str = param(
+        "imagenet",
+        "ResNet stem: `imagenet` (7x7/2 + maxpool) or `small` (3x3/1, for 32-64 px inputs).",
+        choices=("imagenet", "small"),
+    )
+    num_stages: int = param(4, "ResNet: stages kept (the multi-task paper cuts after 3).", low=1)
+
+
+@dataclass
+class OptimConfig:
+    name: str = param("sgd", "Optimizer.", choices=("sgd", "adamw"))
+    lr: float = param(0.05, "Peak learning rate (after warm-up).", low=0.0, low_exclusive=True)
+    momentum: float = param(0.9, "SGD momentum (AdamW: beta1).", low=0.0)
+    weight_decay: float = param(
+        5e-4, "Decoupled for AdamW, L2 for SGD; not applied to biases and norm parameters.", low=0.0
+    )
+    schedule: str = param(
+        "cosine", "Learning-rate schedule after warm-up.", choices=("cosine", "constant")
+    )
+    warmup_steps: int = param(100, "Linear warm-up steps.", low=0)
+    grad_clip: float = param(5.0, "Clip the global gradient norm to this (0 disables).", low=0.0)
+
+
+@dataclass
+class CheckpointConfig:
+    every: int = param(200, "Steps between checkpoints (`checkpoints/last.pt`, atomic).", low=1)
+
+
+@dataclass
+class TrainConfig:
+    steps: int = param(
+        1000,
+        "Total optimisation steps; a rerun with a larger value trains on from the last checkpoint.",
+        low=1,
+    )
+    seed: int = param(0, "Seed for weights, data order and views.")
+    device: str = param(
+        "auto", "`auto` (CUDA when present), `cpu` or `cuda`.", choices=("auto", "cpu", "cuda")
+    )
+    precision: str = param(
+        "auto",
+        "`auto`: bf16 autocast on CUDA GPUs that support it (else "
+        "fp16 AMP) and on CPUs with AMX; fp32 on CPUs without AMX, where "
+        "bf16 convolutions are slower. Or `bf16`, `fp16`, `fp32`.",
+        choices=("auto", "bf16", "fp16", "fp32"),
+    )
+    channels_last: bool = param(True, "Use the channels_last memory format (faster convs).")
+    log_every: int = param(20, "Steps between lines in metrics.jsonl.", low=1)
+    compile: bool = param(False, "torch.compile the task module (slow start, faster steps).")
+
+
+@dataclass
+class ExperimentConfig:
+    task: str = param("counting", "Pretext task (see `selfsup list tasks`).")
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    # The task's own section (an instance of the task's config dataclass), stored in the
+    # YAML under the task's name and validated under that name.
+    task_config: Any = field(default=None, metadata={"task_section": True})
+
+
+# ---------------------------------------------------------------------------------------------
+# From plain dicts to dataclasses, with errors that name the key
+# ---------------------------------------------------------------------------------------------
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Convert a YAML value to the field's type, or raise ConfigError naming `key`."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, options[0], key)
+    if origin in (list, tuple):
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (item_type, *_) = typing.get_args(annotation) or (Any,)
+        items = [_coerce(v, item_type, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if annotation is Any:
+        return value
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if annotation is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if annotation is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    if dataclasses.is_dataclass(annotation):
+        return from_dict(annotation, value, key)
+    raise ConfigError(f"{key}: unsupported type {annotation}")
+
+
+def from_dict(cls: type, values: dict | None, prefix: str = "") -> Any:
+    """Build dataclass `cls` from `values`; unknown keys and bad types raise ConfigError."""
+    values = {} if values is None else values
+    if not isinstance(values, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls) if f.init}
+    for name in values:
+        if name not in known:
+            where = f"{prefix}.{name}" if prefix else name
+            raise ConfigError(f"unknown key '{where}'; valid keys here: {', '.join(sorted(known))}")
+    kwargs = {}
+    for name, value in values.items():
+        key = f"{prefix}.{name}" if prefix else name
+        kwargs[name] = _coerce(value, hints[name], key)
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict:
+    """Plain nested dict of a config (tuples become lists, so it round-trips through YAML)."""
+    out = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            value = to_dict(value)
+        elif isinstance(value, tuple):
+            value = list(value)
+        out[f.name] = value
+    return out
+
+
+def validate(cfg: Any, prefix: str = "") -> None:
+    """Check choices and bounds declared with `param`, recursively; raise naming the key."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        if f.metadata.get("task_section"):
+            continue
+        if dataclasses.is_dataclass(value):
+            validate(value, key)
+            continue
+        choices, low = f.metadata.get("choices"), f.metadata.get("low")
+        if choices is not None and value not in choices:
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(str, choices))}")
+        if low is not None and isinstance(value, int | float):
+            too_low = value <= low if f.metadata.get("low_exclusive") else value < low
+            if too_low:
+                bound = f"> {low}" if f.metadata.get("low_exclusive") else f">= {low}"
+                raise ConfigError(f"{key}: must be {bound}, got {value!r}")
+    check = getattr(cfg, "check", None)
+    if callable(check):
+        check(prefix)
+
+
+# ---------------------------------------------------------------------------------------------
+# Resolving an experiment: defaults < YAML < overrides
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """`["optim.lr=0.01", "data.batch_size=64"]` -> nested dict with YAML-typed values."""
+    tree: dict = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key.sub=value")
+        key, raw = item.split("=", 1)
+        if not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"override {item!r} has an empty key part")
+        value = yaml.safe_load(raw) if raw.strip() else ""
+        node = tree
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r} conflicts with an earlier override")
+        node[leaf] = value
+    return tree
+
+
+def merge(base: dict, update: dict) -> dict:
+    """Recursive dict merge; `update` wins."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {err}") from err
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {path}: expected a mapping at the top level")
+    return values
+
+
+def resolve(values: dict, task_config_class: typing.Callable[[str], type]) -> ExperimentConfig:
+    """Build and validate an ExperimentConfig from a merged dict.
+
+    `task_config_class(name)` returns the config dataclass of task `name` (from the task
+    registry); the section named after the task is parsed into it.
+    """
+    values = dict(values)
+    task = values.get("task", ExperimentConfig.task)
+    if not isinstance(task, str):
+        raise ConfigError(f"task: expected a task name, got {task!r}")
+    task_cls = task_config_class(task)
+    task_values = values.pop(task, None)
+    values.pop("task_config", None)
+    cfg = from_dict(ExperimentConfig, values)
+    cfg.task_config = from_dict(task_cls, task_values, task)
+    validate(cfg)
+    validate(cfg.task_config, task)
+    return cfg
+
+
+def dump(cfg: ExperimentConfig) -> dict:
+    """The resolved config as a plain dict with the task section under the task's name."""
+    out = to_dict(cfg)
+    out.pop("task_config")
+    out[cfg.task] = to_dict(cfg.task_config)
+    return out
+
+
+def field_docs(cls: type, prefix: str = "") -> list[tuple[str, str, Any, str]]:
+    """(dotted key, type name, default, help) for every leaf field; feeds docs and --help."""
+    rows = []
+    hints = typing.get_type_hints(cls)
+    instance = cls()
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        value = getattr(instance, f.name)
+        if dataclasses.is_dataclass(value):
+            rows += field_docs(type(value), key)
+        elif "help" in f.metadata:
+            type_name = getattr(hints[f.name], "__name__", str(hints[f.name]))
+            rows.append((key, type_name, value, f.metadata["help"]))
+    return rows

@@ -1,0 +1,199 @@
+"""Image sources: where images come from, detected from the path the user gives.
+
+- a folder: an ImageFolder tree (`root/<class>/**/<image>`, labels from sorted class names) or
+  a flat folder of images (no labels);
+- an `.npz`: decoded `images` (uint8, (N, H, W, 3) or (N, H, W)) or packed JPEG (`jpeg` uint8
+  bytes concatenated + `offsets` (N + 1,)), with optional `labels` (N,) and `class_names`.
+
+A source only knows how to count, name and decode its images; fixing their size and batching
+them is the loader's job.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from selfsup.data.decode import open_image
+
+IMAGE_SUFFIXES = (
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".bmp",
+    ".gif",
+    ".webp",
+    ".tif",
+    ".tiff",
+    ".ppm",
+    ".pgm",
+    ".pbm",
+)
+
+
+class DataFormatError(ValueError):
+    """The data path is missing, empty or in a layout selfsup does not recognise."""
+
+
+class ImageSource:
+    """Base class: `len`, `name(i)`, `load(i) -> (H, W, 3) uint8`, optional labels."""
+
+    path: Path
+    labels: np.ndarray | None = None
+    class_names: list[str] | None = None
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def name(self, index: int) -> str:
+        raise NotImplementedError
+
+    def load(self, index: int, min_size: int | None = None) -> np.ndarray:
+        raise NotImplementedError
+
+    def decoded_array(self) -> np.ndarray | None:
+        """All images as one (N, H, W, 3) uint8 array when stored that way, else None."""
+        return None
+
+    def describe(self) -> str:
+        labels = f", {len(self.class_names or [])} classes" if self.labels is not None else ""
+        return f"{type(self).__name__} {self.path} ({len(self)} images{labels})"
+
+
+class FolderSource(ImageSource):
+    """An ImageFolder tree or a flat folder of image files."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        class_dirs = sorted(d for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
+        flat = sorted(f for f in path.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        if class_dirs and not flat:
+            files, labels = [], []
+            for label, class_dir in enumerate(class_dirs):
+                found = sorted(
+                    f
+                    for f in class_dir.rglob("*")
+                    if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()
+                )
+                files += found
+                labels += [label] * len(found)
+            self.class_names = [d.name for d in class_dirs]
+            self.labels = np.asarray(labels, dtype=np.int64)
+        else:
+            files = [f for f in flat if f.is_file()]
+        if not files:
+            raise DataFormatError(
+                f"{path}: no images found (looked for {', '.join(IMAGE_SUFFIXES)} files, "
+                "either directly in the folder or in one sub-folder per class)"
+            )
+        self.files = files
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def name(self, index: int) -> str:
+        return str(self.files[index])
+
+    def load(self, index: int, min_size: int | None = None) -> np.ndarray:
+        return open_image(self.files[index], self.name(index), min_size)
+
+
+class NpzSource(ImageSource):
+    """Images stored in an .npz, decoded (`images`) or as packed JPEG (`jpeg` + `offsets`)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            archive = np.load(path, allow_pickle=False)
+            keys = set(archive.files)
+        except Exception as err:  # zipfile/pickle errors: the file is not a usable npz
+            raise DataFormatError(f"{path}: cannot be read as an .npz archive ({err})") from err
+        self.images = self.jpeg = self.offsets = None
+        if "images" in keys:
+            self.images = self._decoded(archive["images"])
+            count = len(self.images)
+        elif {"jpeg", "offsets"} <= keys:
+            self.jpeg, self.offsets = self._packed(archive["jpeg"], archive["offsets"])
+            count = len(self.offsets) - 1
+        else:
+            raise DataFormatError(
+                f"{path}: keys {sorted(keys)} hold no images; expected `images` (uint8 N,H,W,3) "
+                "or packed JPEG `jpeg` + `offsets`"
+            )
+        if count == 0:
+            raise DataFormatError(f"{path}: the archive holds 0 images")
+        if "labels" in keys:
+            self.labels = self._labels(archive["labels"], count)
+        if "class_names" in keys:
+            self.class_names = [str(n) for n in archive["class_names"]]
+        elif self.labels is not None:
+            self.class_names = [str(i) for i in range(int(self.labels.max()) + 1)]
+        self.count = count
+
+    def _decoded(self, images: np.ndarray) -> np.ndarray:
+        if images.dtype != np.uint8:
+            raise DataFormatError(f"{self.path}: `images` must be uint8, got {images.dtype}")
+        if images.ndim == 3:  # grayscale (N, H, W)
+            images = np.repeat(images[..., None], 3, axis=3)
+        if images.ndim != 4 or images.shape[3] not in (1, 3, 4):
+            raise DataFormatError(f"{self.path}: `images` must be (N, H, W, 3), got {images.shape}")
+        if images.shape[3] == 1:
+            images = np.repeat(images, 3, axis=3)
+        return images[..., :3]  # RGBA: alpha dropped (decoded arrays carry no compositing)
+
+    def _packed(self, jpeg: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if jpeg.dtype != np.uint8 or jpeg.ndim != 1:
+            raise DataFormatError(
+                f"{self.path}: `jpeg` must be a 1-D uint8 byte array, got {jpeg.dtype} {jpeg.shape}"
+            )
+        if offsets.ndim != 1 or not np.issubdtype(offsets.dtype, np.integer) or len(offsets) < 1:
+            raise DataFormatError(f"{self.path}: `offsets` must be a 1-D integer array")
+        if offsets[0] != 0 or offsets[-1] != len(jpeg) or np.any(np.diff(offsets) < 0):
+            raise DataFormatError(
+                f"{self.path}: `offsets` must rise from 0 to len(jpeg)={len(jpeg)}"
+            )
+        return jpeg, offsets.astype(np.int64)
+
+    def _labels(self, labels: np.ndarray, count: int) -> np.ndarray:
+        if labels.shape != (count,):
+            raise DataFormatError(
+                f"{self.path}: `labels` has shape {labels.shape} but there are {count} images"
+            )
+        if not np.issubdtype(labels.dtype, np.integer) or (count and labels.min() < 0):
+            raise DataFormatError(
+                f"{self.path}: `labels` must be non-negative integers, got {labels.dtype}"
+            )
+        return labels.astype(np.int64)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def name(self, index: int) -> str:
+        return f"{self.path}[{index}]"
+
+    def load(self, index: int, min_size: int | None = None) -> np.ndarray:
+        if self.images is not None:
+            return self.images[index]
+        start, end = self.offsets[index], self.offsets[index + 1]
+        return open_image(self.jpeg[start:end].tobytes(), self.name(index), min_size)
+
+    def decoded_array(self) -> np.ndarray | None:
+        return self.images
+
+
+def open_source(path: str | Path) -> ImageSource:
+    """Detect the format of `path` (folder or .npz) and open it, or raise DataFormatError."""
+    path = Path(path)
+    if not str(path):
+        raise DataFormatError("no data path given (use --data PATH: a folder or an .npz)")
+    if not path.exists():
+        raise DataFormatError(f"{path}: does not exist")
+    if path.is_dir():
+        return FolderSource(path)
+    if path.suffix.lower() == ".npz":
+        return NpzSource(path)
+    raise DataFormatError(
+        f"{path}: not a recognised dataset; expected a folder of images "
+        "(flat or one sub-folder per class) or an .npz file"
+    )

@@ -1,0 +1,1 @@
+"""Evaluation protocols: frozen features per layer, linear probes, results and tables."""

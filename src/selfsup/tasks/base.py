@@ -1,0 +1,50 @@
+"""What every pretext task is: a module that owns its views, its heads and its loss.
+
+The training loop knows nothing about any task. Per step it calls
+
+    views = task.make_views(images, generator)   # batched tensor ops on (B, 3, S, S) uint8
+    out = task(views)                            # {"loss": scalar, <metric>: scalar, ...}
+
+and back-propagates `out["loss"]`. The backbone is `task.backbone`, which is what evaluation
+and export read from a checkpoint.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from selfsup.backbones import Backbone
+
+# Inputs are normalised with the ImageNet statistics, whatever the data: a fixed convention
+# keeps every exported backbone usable with one documented preprocessing.
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+
+
+class PretextTask(nn.Module):
+    """Base class; subclasses set `name`, `config_class` and implement the two methods."""
+
+    name: ClassVar[str]
+    config_class: ClassVar[type]
+
+    def __init__(self, config: Any, backbone: Backbone):
+        super().__init__()
+        self.config = config
+        self.backbone = backbone
+
+    def make_views(
+        self, images: torch.Tensor, generator: torch.Generator
+    ) -> dict[str, torch.Tensor]:
+        """(B, 3, S, S) uint8 -> the tensors `forward` needs (float, normalised)."""
+        raise NotImplementedError
+
+    def forward(self, views: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The loss (key "loss") and scalar metrics for logging."""
+        raise NotImplementedError
+
+    def min_image_size(self) -> int:
+        """Smallest `data.image_size` the task's views can be built from."""
+        return 1

@@ -1,0 +1,178 @@
+"""Learning to count (Noroozi, Pirsiavash, Favaro, ICCV 2017).
+
+A feature phi: image -> R^k ending in a ReLU counts visual primitives. Counting is equivariant
+to tiling: the counts of a downsampled image D(x) equal the sum of the counts of its four
+tiles T_1..T_4(x). With y another image (its downsampled version D(y)), the loss is
+
+    l(x, y) = |phi(D x) - sum_j phi(T_j x)|^2 + max(0, M - |phi(D y) - sum_j phi(T_j x)|^2)
+
+with squared L2 norms of whole k-vectors and the hinge on that norm. The second (contrastive)
+term rules out the trivial phi = 0. Shortcut guards: the downsampling kernel is drawn per
+sample (so tiles and downsampled images cannot be told apart by their resampling artefacts)
+and images become grayscale with some probability (so chromatic aberration cannot be used).
+
+The six branches of the paper (4 tiles, D x, D y) share weights, so they run as one batched
+forward of 5B images: y is another image of the same batch (a random cyclic shift of the
+batch, which never pairs an image with itself), and phi(D y) is phi(D x) of that image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from selfsup.backbones import Backbone
+from selfsup.config import ConfigError, param
+from selfsup.data import views as V
+from selfsup.tasks import register_task
+from selfsup.tasks.base import MEAN, STD, PretextTask
+
+
+@dataclass
+class CountingConfig:
+    num_counts: int = param(1000, "k, the size of the counting vector (paper: 1000).", low=1)
+    margin: float = param(10.0, "M, the hinge margin on the squared norm (paper: 10).", low=0.0)
+    crop_size: int = param(
+        32, "Side 2s of the crop x; tiles and D(x) are s x s (paper: 228).", low=4
+    )
+    crop_scale: list[float] = param(
+        [1.0, 1.0],
+        "Area fraction range of the crop before it is "
+        "resized to crop_size; [1, 1] takes plain crop_size crops "
+        "(the paper's 228 crops of 256 images).",
+    )
+    downsample_kernels: list[str] = param(
+        list(V.RESIZE_KERNELS),
+        "Kernels D draws from per sample (nearest, bilinear, bicubic, area, lanczos).",
+    )
+    grayscale_prob: float = param(0.67, "Probability of converting x to grayscale.", low=0.0)
+    hflip_prob: float = param(0.5, "Probability of mirroring x.", low=0.0)
+    color_jitter: float = param(
+        0.0,
+        "Brightness/contrast/saturation jitter strength (0: off; the paper uses none).",
+        low=0.0,
+    )
+    head_pool: int = param(
+        1,
+        "The final feature map is average-pooled to head_pool x head_pool "
+        "and flattened into the head (3 keeps AlexNet's 3x3 pool5 at 114 px).",
+        low=1,
+    )
+    head_hidden: list[int] = param(
+        [1024],
+        "Hidden widths of the fully connected head before "
+        "the k outputs (paper: fc6, fc7 = 4096, 4096).",
+    )
+
+    def check(self, prefix: str) -> None:
+        if self.crop_size % 2:
+            raise ConfigError(f"{prefix}.crop_size: must be even (2s), got {self.crop_size}")
+        if len(self.crop_scale) != 2 or not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
+            raise ConfigError(
+                f"{prefix}.crop_scale: expected [low, high] with 0 < low <= high "
+                f"<= 1, got {self.crop_scale}"
+            )
+        unknown = [k for k in self.downsample_kernels if k not in V.RESIZE_KERNELS]
+        if unknown or not self.downsample_kernels:
+            raise ConfigError(
+                f"{prefix}.downsample_kernels: {unknown or 'empty'}; choose from "
+                f"{', '.join(V.RESIZE_KERNELS)}"
+            )
+        for key in ("grayscale_prob", "hflip_prob"):
+            if getattr(self, key) > 1:
+                raise ConfigError(f"{prefix}.{key}: a probability must be <= 1")
+
+
+def counting_loss(
+    phi_tiles: torch.Tensor, phi_down: torch.Tensor, phi_other: torch.Tensor, margin: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The counting loss and its two terms, averaged over the batch.
+
+    phi_tiles (B, 4, k), phi_down = phi(D x) (B, k), phi_other = phi(D y) (B, k).
+    Returns (loss, equivariance term, contrastive distance |phi(D y) - sum phi(T x)|^2).
+    """
+    tile_sum = phi_tiles.sum(dim=1)  # (B, k)
+    equivariance = (phi_down - tile_sum).pow(2).sum(dim=1)  # (B,)
+    contrast = (phi_other - tile_sum).pow(2).sum(dim=1)  # (B,)
+    loss = equivariance + torch.relu(margin - contrast)
+    return loss.mean(), equivariance.mean(), contrast.mean()
+
+
+class CountingHead(nn.Module):
+    """Feature map -> pooled grid -> fully connected layers -> k non-negative counts."""
+
+    def __init__(self, channels: int, pool: int, hidden: list[int], num_counts: int):
+        super().__init__()
+        layers: list[nn.Module] = [nn.AdaptiveAvgPool2d(pool), nn.Flatten()]
+        width = channels * pool * pool
+        for size in hidden:
+            layers += [nn.Linear(width, size), nn.ReLU(inplace=True)]
+            width = size
+        layers += [nn.Linear(width, num_counts), nn.ReLU()]  # counts are non-negative
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.layers(features)  # (B, k)
+
+
+@register_task
+class Counting(PretextTask):
+    name = "counting"
+    config_class = CountingConfig
+
+    def __init__(self, config: CountingConfig, backbone: Backbone):
+        super().__init__(config, backbone)
+        self.head = CountingHead(
+            backbone.num_features, config.head_pool, config.head_hidden, config.num_counts
+        )
+
+    def min_image_size(self) -> int:
+        return self.config.crop_size if self.config.crop_scale == [1.0, 1.0] else 2
+
+    def phi(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, 3, s, s) normalised -> (N, k) counts."""
+        return self.head(self.backbone(images))
+
+    def make_views(
+        self, images: torch.Tensor, generator: torch.Generator
+    ) -> dict[str, torch.Tensor]:
+        cfg = self.config
+        size = cfg.crop_size
+        if cfg.crop_scale == [1.0, 1.0]:
+            x = V.to_float(V.random_crop(images, size, generator))  # (B, 3, 2s, 2s)
+        else:
+            x = V.random_resized_crop(images, size, generator, scale=tuple(cfg.crop_scale))
+        x = V.random_hflip(x, cfg.hflip_prob, generator)
+        if cfg.color_jitter > 0:
+            s = cfg.color_jitter
+            x = V.color_jitter(x, generator, brightness=s, contrast=s, saturation=s)
+        x = V.random_grayscale(x, cfg.grayscale_prob, generator)
+        down = V.resize_random_kernel(x, size // 2, tuple(cfg.downsample_kernels), generator)
+        tiles = V.tiles_2x2(x).flatten(0, 1)  # (4B, 3, s, s)
+        batch = images.shape[0]
+        shift = int(torch.randint(1, batch, (1,), generator=generator)) if batch > 1 else 0
+        return {
+            "tiles": V.normalize(tiles, MEAN, STD),
+            "down": V.normalize(down, MEAN, STD),
+            "other": (torch.arange(batch) + shift) % batch,  # y_i = x_{other[i]}
+        }
+
+    def forward(self, views: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        tiles, down = views["tiles"], views["down"]
+        batch = down.shape[0]
+        phi = self.phi(torch.cat([tiles, down])).float()  # (5B, k), one pass for six branches
+        phi_tiles = phi[: 4 * batch].view(batch, 4, -1)  # (B, 4, k)
+        phi_down = phi[4 * batch :]  # (B, k)
+        phi_other = phi_down[views["other"].to(phi.device)]  # phi(D y), (B, k)
+        loss, equivariance, contrast = counting_loss(
+            phi_tiles, phi_down, phi_other, self.config.margin
+        )
+        active = (phi_down > 0).any(dim=0).float().sum()  # units non-zero somewhere in batch
+        return {
+            "loss": loss,
+            "equivariance": equivariance.detach(),
+            "contrast": contrast.detach(),
+            "active_units": active,
+        }

@@ -1,0 +1,244 @@
+"""The one training loop, for every pretext task.
+
+A run folder holds `config.yaml` (the resolved config), `metrics.jsonl` (one JSON object per
+logged step) and `checkpoints/last.pt`. When that checkpoint exists the run resumes from it:
+same step, weights, optimizer and RNG state, and (since batches and views are functions of
+(seed, step, rank)) the same data, so a killed run continues exactly as if it never stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+from torch import nn
+from tqdm import tqdm
+
+from selfsup import checkpoint, dist
+from selfsup.config import ExperimentConfig, OptimConfig, dump
+from selfsup.data import ImageStream, open_source
+from selfsup.runs import backbone_from_config
+from selfsup.runtime import autocast, resolve_device, resolve_precision
+from selfsup.tasks import PretextTask, build_task
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the message names the step and the last checkpoint."""
+
+
+def build_model(cfg: ExperimentConfig) -> PretextTask:
+    torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
+    return build_task(cfg.task, cfg.task_config, backbone_from_config(cfg.backbone))
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    """Weight decay on weights only: biases and normalisation parameters are not decayed."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999))
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+
+
+def learning_rate(step: int, total_steps: int, cfg: OptimConfig) -> float:
+    """Linear warm-up to `cfg.lr`, then constant or cosine decay to zero at `total_steps`."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "constant":
+        return cfg.lr
+    progress = (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps)
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def view_generator(seed: int, step: int, rank: int) -> torch.Generator:
+    """The RNG for one step's views: a function of (seed, step, rank) only."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 4099 + rank)
+
+
+def to_device(
+    views: dict[str, torch.Tensor], device: torch.device, channels_last: bool
+) -> dict[str, torch.Tensor]:
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return {
+        k: v.to(device, non_blocking=True, memory_format=fmt)
+        if v.dim() == 4
+        else v.to(device, non_blocking=True)
+        for k, v in views.items()
+    }
+
+
+@dataclass
+class Run:
+    """Everything a training loop iterates over, built from a config."""
+
+    cfg: ExperimentConfig
+    folder: Path
+    device: torch.device
+    model: PretextTask
+    optimizer: torch.optim.Optimizer
+    stream: ImageStream
+    start_step: int = 0
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.folder / "checkpoints" / "last.pt"
+
+
+def prepare(cfg: ExperimentConfig, folder: str | Path, progress: bool = True) -> Run:
+    """Process group, data, model, optimizer; resume from the run folder's checkpoint."""
+    folder = Path(folder)
+    device = resolve_device(cfg.train.device)
+    dist.init(device)
+    model = build_model(cfg)
+    if cfg.data.image_size < model.min_image_size():
+        raise ValueError(
+            f"data.image_size={cfg.data.image_size} is smaller than the "
+            f"{cfg.task} views need ({model.min_image_size()})"
+        )
+    model.to(
+        device,
+        memory_format=torch.channels_last if cfg.train.channels_last else torch.contiguous_format,
+    )
+    optimizer = build_optimizer(model, cfg.optim)
+    stream = ImageStream(
+        open_source(cfg.data.path),
+        size=cfg.data.image_size,
+        batch_size=cfg.data.batch_size,
+        mode=cfg.data.cache,
+        cache_max_gb=cfg.data.cache_max_gb,
+        workers=cfg.data.workers,
+        seed=cfg.train.seed,
+        rank=dist.rank(),
+        world_size=dist.world_size(),
+        on_bad_image=cfg.data.on_bad_image,
+        small_images=cfg.data.small_images,
+        progress=progress,
+    )
+    run = Run(cfg, folder, device, model, optimizer, stream)
+    if run.checkpoint_path.exists():
+        state = checkpoint.load(run.checkpoint_path)
+        check_same_model(state["config"], cfg, run.checkpoint_path)
+        checkpoint.load_module_state(model, state["model"], run.checkpoint_path)
+        optimizer.load_state_dict(state["optimizer"])
+        checkpoint.set_rng_states(state["rng"])
+        run.start_step = state["step"]
+        if dist.is_main():
+            print(f"resumed from step {run.start_step} ({run.checkpoint_path})")
+    elif dist.is_main():
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "config.yaml").write_text(yaml.safe_dump(dump(cfg), sort_keys=False))
+    return run
+
+
+def check_same_model(saved: dict, cfg: ExperimentConfig, path: Path) -> None:
+    """Refuse to resume a checkpoint made for another task or backbone."""
+    current = dump(cfg)
+    for key in ("task", "backbone"):
+        if saved.get(key) != current[key]:
+            raise checkpoint.CheckpointError(
+                f"checkpoint {path} was trained with {key}={saved.get(key)} but the config asks "
+                f"for {key}={current[key]}; use another --out folder"
+            )
+
+
+def save(run: Run, step: int) -> None:
+    if not dist.is_main():
+        return
+    state = {
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "step": step,
+        "config": dump(run.cfg),
+        "rng": checkpoint.rng_states(),
+    }
+    checkpoint.save_atomic(state, run.checkpoint_path)
+
+
+def train(cfg: ExperimentConfig, folder: str | Path, progress: bool = True) -> Run:
+    """Train `cfg.task` until step `cfg.train.steps`, resuming from `folder` when possible."""
+    run = prepare(cfg, folder, progress)
+    model, device, total = run.model, run.device, cfg.train.steps
+    amp_dtype = resolve_precision(cfg.train.precision, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    trained = nn.parallel.DistributedDataParallel(model) if dist.world_size() > 1 else model
+    if cfg.train.compile:
+        trained = torch.compile(trained)
+    model.train()
+    log = (run.folder / "metrics.jsonl").open("a") if dist.is_main() else None
+    bar = tqdm(
+        total=total,
+        initial=run.start_step,
+        desc=f"train {cfg.task}",
+        unit="step",
+        disable=not (progress and dist.is_main()),
+        dynamic_ncols=True,
+    )
+    window: dict[str, float] = {}
+    window_start, window_images, window_steps = time.perf_counter(), 0, 0
+    batches = run.stream.batches(run.start_step) if run.start_step < total else iter(())
+    for step, images, _ in batches:
+        # --- views (batched tensor ops on the device) -------------------------------------
+        views = model.make_views(
+            images.to(device, non_blocking=True), view_generator(cfg.train.seed, step, dist.rank())
+        )
+        views = to_device(views, device, cfg.train.channels_last)
+        # --- forward / backward / step ---------------------------------------------------
+        for group in run.optimizer.param_groups:
+            group["lr"] = learning_rate(step, total, cfg.optim)
+        with autocast(device, amp_dtype):
+            out = trained(views)
+        loss = out["loss"]
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"task {cfg.task}: loss is {loss.item()} at step {step}; last finite checkpoint: "
+                f"{run.checkpoint_path if run.checkpoint_path.exists() else 'none yet'}. Try a "
+                "lower optim.lr or optim.grad_clip."
+            )
+        run.optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if cfg.optim.grad_clip > 0:
+            scaler.unscale_(run.optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+        scaler.step(run.optimizer)
+        scaler.update()
+        # --- log and checkpoint ----------------------------------------------------------
+        for key, value in out.items():
+            window[key] = window.get(key, 0.0) + float(value.detach())
+        window_images += images.shape[0] * dist.world_size()
+        window_steps += 1
+        done = step + 1
+        if done % cfg.train.log_every == 0 or done == total:
+            elapsed = time.perf_counter() - window_start
+            record = {
+                "step": done,
+                "epoch": round(done / run.stream.steps_per_epoch, 4),
+                "lr": run.optimizer.param_groups[0]["lr"],
+                **{k: v / window_steps for k, v in window.items()},
+                "images_per_sec": round(window_images / elapsed, 2),
+            }
+            if log:
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+            bar.set_postfix(loss=f"{record['loss']:.4g}", img_s=f"{record['images_per_sec']:.0f}")
+            window, window_start, window_images, window_steps = {}, time.perf_counter(), 0, 0
+        if done % cfg.checkpoint.every == 0 or done == total:
+            save(run, done)
+        bar.update(1)
+        if done >= total:
+            break
+    bar.close()
+    if log:
+        log.close()
+    if run.start_step >= total and dist.is_main():
+        print(f"already trained to step {run.start_step} (train.steps={total}); nothing to do")
+    dist.barrier()
+    return run
