@@ -87,3 +87,18 @@ def test_every_field_has_help():
     rows = field_docs(ExperimentConfig)
     assert {"optim.lr", "data.batch_size", "checkpoint.every"} <= {r[0] for r in rows}
     assert all(help_text for *_, help_text in rows)
+
+
+def test_commented_yaml_round_trips_and_documents_every_key():
+    from selfsup.config import commented_yaml
+
+    cfg = resolve_overrides("optim.lr=0.02", "counting.crop_size=16")
+    text = commented_yaml(cfg)
+    assert dump(resolve(yaml.safe_load(text), task_config_class)) == dump(cfg)
+    assert "# Peak learning rate" in text and "# k, the size of the counting vector" in text
+
+
+def test_small_config_spells_out_the_defaults():
+    """The demo relies on the dataclass defaults being configs/counting_small.yaml."""
+    values = yaml.safe_load((ROOT / "configs" / "counting_small.yaml").read_text())
+    assert dump(resolve(values, task_config_class)) == dump(resolve({}, task_config_class))

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tests.conftest import make_images
 
 from selfsup.data import BadImageError, DataFormatError, ImageStream, decode_all, open_source
 from selfsup.data.decode import fit_to_square, open_image
+from tests.conftest import make_images
 
 
 def write_png(path: Path, array: np.ndarray, mode: str | None = None) -> Path:

@@ -11,25 +11,8 @@ import torch
 
 from selfsup import checkpoint
 from selfsup.cli import main
-from selfsup.config import parse_overrides, resolve
-from selfsup.tasks import task_config_class
 from selfsup.train import NonFiniteLossError, learning_rate, train
-
-TINY = [
-    "backbone.name=alexnet_small",
-    "counting.num_counts=32",
-    "counting.head_hidden=[32]",
-    "counting.crop_size=16",
-    "data.batch_size=16",
-    "data.workers=0",
-    "train.log_every=2",
-    "optim.warmup_steps=2",
-]
-
-
-def tiny_config(data: Path, *extra: str):
-    values = parse_overrides([*TINY, f"data.path={data}", *extra])
-    return resolve(values, task_config_class)
+from tests.helpers import TINY, tiny_config
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
@@ -47,36 +30,39 @@ def test_run_folder_layout_and_metrics(tiny_npz, tmp_path):
 
 
 def test_resume_continues_exactly(tiny_npz, tmp_path):
-    """A run interrupted after its step-3 checkpoint and rerun ends bitwise equal."""
+    """A run killed after step 4 (checkpoint at 3, metrics logged at 4) and rerun ends
+    bitwise equal to an uninterrupted one, and logs each step once."""
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     cfg = tiny_config(tiny_npz, "train.steps=6", "checkpoint.every=3")
     train(cfg, straight, progress=False)
-    stop_after_checkpoint(cfg, resumed, at_step=3)
+    crash_at_step(cfg, resumed, step=4)
     assert checkpoint.load(resumed / "checkpoints" / "last.pt")["step"] == 3
     train(cfg, resumed, progress=False)
     a, b = weights(straight), weights(resumed)
+    logged = [json.loads(line)["step"] for line in (resumed / "metrics.jsonl").open()]
+    assert logged == [2, 4, 6]  # the step-4 line of the crashed part is not duplicated
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert checkpoint.load(resumed / "checkpoints" / "last.pt")["step"] == 6
 
 
-def stop_after_checkpoint(cfg, folder: Path, at_step: int) -> None:
-    """Run training but crash right after the checkpoint at `at_step` is written."""
+def crash_at_step(cfg, folder: Path, step: int) -> None:
+    """Run training and crash as step `step` (0-based) starts, like a killed process."""
     import selfsup.train as loop
 
-    original = loop.save
+    original = loop.learning_rate
 
-    def save_then_crash(run, step):
-        original(run, step)
-        if step == at_step:
+    def crash(current, total, optim):
+        if current == step:
             raise KeyboardInterrupt
+        return original(current, total, optim)
 
-    loop.save = save_then_crash
+    loop.learning_rate = crash
     try:
         with pytest.raises(KeyboardInterrupt):
             train(cfg, folder, progress=False)
     finally:
-        loop.save = original
+        loop.learning_rate = original
 
 
 def test_rerun_with_more_steps_trains_on(tiny_npz, tmp_path, capsys):

@@ -7,8 +7,6 @@ import json
 import sys
 from pathlib import Path
 
-import yaml
-
 from selfsup import __version__
 
 EXAMPLES = """examples:
@@ -45,6 +43,8 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def add_eval_parser(commands: argparse._SubParsersAction) -> None:
+    from selfsup.eval.linear import ProbeSettings
+
     p = commands.add_parser("eval", help="evaluate a representation")
     protocols = p.add_subparsers(dest="protocol", required=True, metavar="PROTOCOL")
     lin = protocols.add_parser(
@@ -66,10 +66,21 @@ def add_eval_parser(commands: argparse._SubParsersAction) -> None:
     lin.add_argument(
         "--image-size", type=int, help="evaluate at this size (default: the run's data.image_size)"
     )
-    lin.add_argument("--epochs", type=int, default=30, help="probe epochs (default 30)")
-    lin.add_argument("--steps", type=int, help="bound the probe to N steps (smoke runs)")
-    lin.add_argument("--lr", type=float, default=1e-3, help="probe AdamW learning rate")
-    lin.add_argument("--weight-decay", type=float, default=5e-4, help="probe weight decay")
+    lin.add_argument(
+        "--weight-decay",
+        type=float,
+        nargs="+",
+        default=list(ProbeSettings.weight_decays),
+        help="L2 strengths tried on a validation split of --data (default "
+        f"{' '.join(f'{wd:g}' for wd in ProbeSettings.weight_decays)}); one value skips the "
+        "selection",
+    )
+    lin.add_argument(
+        "--steps",
+        type=int,
+        default=200,
+        help="L-BFGS iterations at most per fit (default 200; fewer for smoke runs)",
+    )
     lin.add_argument(
         "--max-dims",
         type=int,
@@ -99,10 +110,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
     demo.add_argument("--steps", type=int, help="pretraining steps (default: the demo preset)")
-    demo.add_argument("--probe-epochs", type=int, help="linear probe epochs")
+
     lst = commands.add_parser("list", help="list tasks or backbones")
     lst.add_argument("what", choices=("tasks", "backbones"))
-    cfg = commands.add_parser("config", help="print a task's full default config with help")
+    cfg = commands.add_parser(
+        "config",
+        help="print a task's full default config, with help, as YAML",
+        description="Print every config key of TASK with its default and help; a starting "
+        "point for --config files: selfsup config counting > my.yaml",
+    )
     cfg.add_argument("task")
     return parser
 
@@ -144,9 +160,7 @@ def command_eval(args: argparse.Namespace) -> None:
     progress = not args.quiet
     train = load_labelled(args.data, size, progress=progress)
     test = load_labelled(args.test, size, progress=progress)
-    settings = ProbeSettings(
-        epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay, steps=args.steps
-    )
+    settings = ProbeSettings(weight_decays=tuple(args.weight_decay), steps=args.steps)
     result = linear_probe_layers(
         loaded,
         train,
@@ -165,11 +179,10 @@ def command_eval(args: argparse.Namespace) -> None:
 
 
 def command_config(args: argparse.Namespace) -> None:
-    from selfsup.config import dump, resolve
+    from selfsup.config import commented_yaml, resolve
     from selfsup.tasks import task_config_class
 
-    cfg = resolve({"task": args.task}, task_config_class)
-    print(yaml.safe_dump(dump(cfg), sort_keys=False), end="")
+    print(commented_yaml(resolve({"task": args.task}, task_config_class)), end="")
 
 
 def command_list(args: argparse.Namespace) -> None:
@@ -186,7 +199,7 @@ def command_list(args: argparse.Namespace) -> None:
 def command_demo(args: argparse.Namespace) -> None:
     from selfsup.demo import run_demo
 
-    run_demo(args.out, steps=args.steps, probe_epochs=args.probe_epochs)
+    run_demo(args.out, steps=args.steps)
 
 
 def user_errors() -> tuple[type[Exception], ...]:

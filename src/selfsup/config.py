@@ -121,7 +121,7 @@ class CheckpointConfig:
 @dataclass
 class TrainConfig:
     steps: int = param(
-        1000,
+        2000,
         "Total optimisation steps; a rerun with a larger value trains on from the last checkpoint.",
         low=1,
     )
@@ -341,3 +341,27 @@ def field_docs(cls: type, prefix: str = "") -> list[tuple[str, str, Any, str]]:
             type_name = getattr(hints[f.name], "__name__", str(hints[f.name]))
             rows.append((key, type_name, value, f.metadata["help"]))
     return rows
+
+
+def commented_yaml(cfg: ExperimentConfig) -> str:
+    """The resolved config as YAML with each key's help as a comment above it."""
+    helps = {key: text for key, _, _, text in field_docs(ExperimentConfig)}
+    helps.update(
+        {f"{cfg.task}.{key}": text for key, _, _, text in field_docs(type(cfg.task_config))}
+    )
+    lines = []
+
+    def emit(values: dict, prefix: str, indent: str) -> None:
+        for name, value in values.items():
+            key = f"{prefix}.{name}" if prefix else name
+            if isinstance(value, dict):
+                lines.append(f"{indent}{name}:")
+                emit(value, key, indent + "  ")
+                continue
+            if key in helps:
+                lines.append(f"{indent}# {helps[key]}")
+            rendered = yaml.safe_dump({name: value}, default_flow_style=True, width=1000)
+            lines.append(f"{indent}{rendered.strip()[1:-1]}")
+
+    emit(dump(cfg), "", "")
+    return "\n".join(lines) + "\n"

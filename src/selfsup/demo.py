@@ -21,7 +21,6 @@ from selfsup.train import train
 
 # The demo preset: the small counting config, sized to finish in a few minutes on 2 CPU cores.
 DEMO_STEPS = 600
-DEMO_PROBE_EPOCHS = 30
 
 
 def sample_path(split: str) -> Path:
@@ -29,7 +28,7 @@ def sample_path(split: str) -> Path:
     return Path(str(resources.files("selfsup") / "assets" / f"cifar10_sample_{split}.npz"))
 
 
-def demo_config(out: str, steps: int) -> dict:
+def demo_config(steps: int) -> dict:
     return {
         "task": "counting",
         "data": {"path": str(sample_path("train")), "image_size": 32, "batch_size": 128},
@@ -39,18 +38,19 @@ def demo_config(out: str, steps: int) -> dict:
 
 
 def run_demo(
-    out: str = "runs/demo", steps: int | None = None, probe_epochs: int | None = None
+    out: str = "runs/demo", steps: int | None = None, probe: ProbeSettings | None = None
 ) -> dict:
+    """Pretrain, probe both models, print the table; returns the results by model name."""
     started = time.perf_counter()
     steps = steps or DEMO_STEPS
-    cfg = resolve(demo_config(out, steps), task_config_class)
+    cfg = resolve(demo_config(steps), task_config_class)
     print(
         f"[1/2] pretraining counting ({cfg.backbone.name}) on the bundled CIFAR-10 sample "
         f"for {steps} steps -> {out}"
     )
     train(cfg, out)
     print("[2/2] linear probes on frozen features: counting vs random init")
-    settings = ProbeSettings(epochs=probe_epochs or DEMO_PROBE_EPOCHS)
+    settings = probe or ProbeSettings()
     train_set = load_labelled(str(sample_path("train")), cfg.data.image_size)
     test_set = load_labelled(str(sample_path("test")), cfg.data.image_size)
     results = {}

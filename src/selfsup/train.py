@@ -20,7 +20,7 @@ from torch import nn
 from tqdm import tqdm
 
 from selfsup import checkpoint, dist
-from selfsup.config import ExperimentConfig, OptimConfig, dump
+from selfsup.config import ConfigError, ExperimentConfig, OptimConfig, dump
 from selfsup.data import ImageStream, open_source
 from selfsup.runs import backbone_from_config
 from selfsup.runtime import autocast, resolve_device, resolve_precision
@@ -87,6 +87,7 @@ class Run:
     optimizer: torch.optim.Optimizer
     stream: ImageStream
     start_step: int = 0
+    scaler_state: dict | None = None  # GradScaler state (fp16 autocast only)
 
     @property
     def checkpoint_path(self) -> Path:
@@ -100,9 +101,9 @@ def prepare(cfg: ExperimentConfig, folder: str | Path, progress: bool = True) ->
     dist.init(device)
     model = build_model(cfg)
     if cfg.data.image_size < model.min_image_size():
-        raise ValueError(
-            f"data.image_size={cfg.data.image_size} is smaller than the "
-            f"{cfg.task} views need ({model.min_image_size()})"
+        raise ConfigError(
+            f"data.image_size: {cfg.data.image_size} is smaller than the {cfg.task} views "
+            f"need ({model.min_image_size()})"
         )
     model.to(
         device,
@@ -131,12 +132,24 @@ def prepare(cfg: ExperimentConfig, folder: str | Path, progress: bool = True) ->
         optimizer.load_state_dict(state["optimizer"])
         checkpoint.set_rng_states(state["rng"])
         run.start_step = state["step"]
+        run.scaler_state = state.get("scaler")
         if dist.is_main():
+            drop_metrics_after(folder / "metrics.jsonl", run.start_step)
             print(f"resumed from step {run.start_step} ({run.checkpoint_path})")
     elif dist.is_main():
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "config.yaml").write_text(yaml.safe_dump(dump(cfg), sort_keys=False))
     return run
+
+
+def drop_metrics_after(path: Path, step: int) -> None:
+    """Forget metric lines logged after the checkpoint: the resumed run logs them again."""
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
+    if len(kept) != len(lines):
+        path.write_text("".join(kept))
 
 
 def check_same_model(saved: dict, cfg: ExperimentConfig, path: Path) -> None:
@@ -150,12 +163,13 @@ def check_same_model(saved: dict, cfg: ExperimentConfig, path: Path) -> None:
             )
 
 
-def save(run: Run, step: int) -> None:
+def save(run: Run, step: int, scaler: torch.amp.GradScaler) -> None:
     if not dist.is_main():
         return
     state = {
         "model": run.model.state_dict(),
         "optimizer": run.optimizer.state_dict(),
+        "scaler": scaler.state_dict(),
         "step": step,
         "config": dump(run.cfg),
         "rng": checkpoint.rng_states(),
@@ -169,6 +183,8 @@ def train(cfg: ExperimentConfig, folder: str | Path, progress: bool = True) -> R
     model, device, total = run.model, run.device, cfg.train.steps
     amp_dtype = resolve_precision(cfg.train.precision, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    if run.scaler_state:
+        scaler.load_state_dict(run.scaler_state)
     trained = nn.parallel.DistributedDataParallel(model) if dist.world_size() > 1 else model
     if cfg.train.compile:
         trained = torch.compile(trained)
@@ -231,7 +247,7 @@ def train(cfg: ExperimentConfig, folder: str | Path, progress: bool = True) -> R
             bar.set_postfix(loss=f"{record['loss']:.4g}", img_s=f"{record['images_per_sec']:.0f}")
             window, window_start, window_images, window_steps = {}, time.perf_counter(), 0, 0
         if done % cfg.checkpoint.every == 0 or done == total:
-            save(run, done)
+            save(run, done, scaler)
         bar.update(1)
         if done >= total:
             break

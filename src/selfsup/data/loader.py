@@ -209,10 +209,6 @@ class ImageStream:
                 labels = torch.from_numpy(labels_all[[i for i, _ in kept]])
             yield step, batch, labels
 
-    @property
-    def epochs_per_step(self) -> float:
-        return 1.0 / self.steps_per_epoch
-
     def describe(self) -> str:
         gib = self.num_images * 3 * self.size**2 / 2**30
         return (

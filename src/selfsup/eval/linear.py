@@ -1,14 +1,16 @@
 """Linear probes on frozen features: one multinomial logistic regression per layer.
 
-Features are standardised with the training set's mean and std, then a linear classifier is
-trained with AdamW and a cosine schedule on mini-batches. Top-1 and top-5 accuracy on the test
-set are reported per layer.
+Features are standardised with the training set's mean and std, then an L2-regularised
+multinomial logistic regression is fitted to convergence with full-batch L-BFGS (as in CLIP's
+linear-probe protocol): there is no learning rate or epoch count to tune, only the L2 strength.
+That strength is chosen per layer on a validation split carved from the training features
+(never on the test set); the classifier is then refitted on all training features with it, and
+top-1 / top-5 accuracy on the test set is reported.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -16,12 +18,12 @@ import torch.nn.functional as F
 
 @dataclass
 class ProbeSettings:
-    epochs: int = 30
-    lr: float = 1e-3
-    weight_decay: float = 5e-4
-    batch_size: int = 512
+    # L2 strengths tried on the validation split (loss = mean CE + wd/2 * |W|^2); one value
+    # skips the selection.
+    weight_decays: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+    val_fraction: float = 0.1  # share of the training features held out for the selection
+    steps: int = 200  # L-BFGS iterations at most per fit (it usually converges earlier)
     seed: int = 0
-    steps: int | None = None  # bounds the run (smoke tests); overrides epochs when given
 
 
 @dataclass
@@ -31,13 +33,15 @@ class ProbeResult:
     train_top1: float
     dims: int
     steps: int
+    weight_decay: float = 0.0
+    val_top1: dict[str, float] = field(default_factory=dict)  # per tried weight decay
 
 
-def _standardise(train: torch.Tensor, test: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def standardise(train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
+    """Scale every feature to zero mean, unit variance using the training rows' statistics."""
     train = train.float()
-    mean = train.mean(dim=0)
-    std = train.std(dim=0).clamp_min(1e-6)
-    return (train - mean) / std, (test.float() - mean) / std
+    mean, std = train.mean(dim=0), train.std(dim=0).clamp_min(1e-6)
+    return [(train - mean) / std] + [(x.float() - mean) / std for x in others]
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor, k: int = 1) -> float:
@@ -45,6 +49,75 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor, k: int = 1) -> float:
     k = min(k, logits.shape[1])
     top = logits.topk(k, dim=1).indices
     return (top == labels[:, None]).any(dim=1).float().mean().item()
+
+
+def fit_logistic(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    num_classes: int,
+    weight_decay: float,
+    steps: int,
+    start: torch.nn.Linear | None = None,
+) -> tuple[torch.nn.Linear, int]:
+    """L2-regularised multinomial logistic regression on standardised (N, D) features.
+
+    Returns the classifier and the L-BFGS iterations used. `start` warm-starts the fit.
+    """
+    classifier = torch.nn.Linear(x.shape[1], num_classes)
+    with torch.no_grad():
+        if start is None:  # the problem is convex: start from zero, deterministically
+            classifier.weight.zero_()
+            classifier.bias.zero_()
+        else:
+            classifier.load_state_dict(start.state_dict())
+    optimizer = torch.optim.LBFGS(
+        classifier.parameters(),
+        lr=1.0,
+        max_iter=steps,
+        history_size=20,
+        tolerance_grad=1e-6,
+        tolerance_change=1e-9,
+        line_search_fn="strong_wolfe",
+    )
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(classifier(x), y)
+        loss = loss + 0.5 * weight_decay * classifier.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    iterations = optimizer.state[classifier.weight].get("n_iter", 0)
+    return classifier, int(iterations)
+
+
+def validation_split(
+    labels: torch.Tensor, fraction: float, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random (seeded) train / validation row indices."""
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    count = max(1, round(fraction * len(labels)))
+    return order[count:], order[:count]
+
+
+def select_weight_decay(
+    x: torch.Tensor, y: torch.Tensor, num_classes: int, settings: ProbeSettings
+) -> tuple[float, dict[str, float]]:
+    """The L2 strength with the best validation top-1 (ties: the stronger regularisation)."""
+    if len(settings.weight_decays) == 1:
+        return settings.weight_decays[0], {}
+    fit_rows, val_rows = validation_split(y, settings.val_fraction, settings.seed)
+    fit_x, val_x = standardise(x[fit_rows], x[val_rows])
+    scores: dict[str, float] = {}
+    previous = None
+    # Strongest regularisation first: each fit warm-starts the next, weaker one.
+    for wd in sorted(settings.weight_decays, reverse=True):
+        previous, _ = fit_logistic(fit_x, y[fit_rows], num_classes, wd, settings.steps, previous)
+        with torch.no_grad():
+            scores[f"{wd:g}"] = accuracy(previous(val_x), y[val_rows])
+    best = max(sorted(settings.weight_decays, reverse=True), key=lambda wd: scores[f"{wd:g}"])
+    return best, scores
 
 
 def train_linear_probe(
@@ -55,32 +128,11 @@ def train_linear_probe(
     num_classes: int,
     settings: ProbeSettings | None = None,
 ) -> ProbeResult:
-    """Fit a linear classifier on (N, D) features and score it on the test features."""
+    """Choose the L2 strength on validation, refit on all training rows, score on test."""
     settings = settings or ProbeSettings()
-    train_x, test_x = _standardise(train_x, test_x)
-    generator = torch.Generator().manual_seed(settings.seed)
-    torch.manual_seed(settings.seed)
-    classifier = torch.nn.Linear(train_x.shape[1], num_classes)
-    optimizer = torch.optim.AdamW(
-        classifier.parameters(), lr=settings.lr, weight_decay=settings.weight_decay
-    )
-    batch = min(settings.batch_size, len(train_x))
-    steps_per_epoch = math.ceil(len(train_x) / batch)
-    total = settings.steps or settings.epochs * steps_per_epoch
-    step = 0
-    while step < total:
-        order = torch.randperm(len(train_x), generator=generator)
-        for start in range(0, len(order), batch):
-            if step >= total:
-                break
-            rows = order[start : start + batch]
-            for group in optimizer.param_groups:  # cosine decay to zero
-                group["lr"] = settings.lr * 0.5 * (1 + math.cos(math.pi * step / total))
-            loss = F.cross_entropy(classifier(train_x[rows]), train_y[rows])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
+    weight_decay, val_scores = select_weight_decay(train_x, train_y, num_classes, settings)
+    train_x, test_x = standardise(train_x, test_x)
+    classifier, steps = fit_logistic(train_x, train_y, num_classes, weight_decay, settings.steps)
     with torch.no_grad():
         test_logits = classifier(test_x)
         train_logits = classifier(train_x[:10_000])
@@ -89,7 +141,9 @@ def train_linear_probe(
         top5=accuracy(test_logits, test_y, 5),
         train_top1=accuracy(train_logits, train_y[:10_000]),
         dims=train_x.shape[1],
-        steps=total,
+        steps=steps,
+        weight_decay=weight_decay,
+        val_top1=val_scores,
     )
 
 
