@@ -70,7 +70,7 @@ def entries(data: Path) -> dict[str, dict]:
             "probe_train": data / "cifar10" / "train_jpeg.npz",
             "probe_test": data / "cifar10" / "test_jpeg.npz",
             "config": "configs/counting_small.yaml",
-            "steps": 3000,
+            "steps": 2000,
             "overrides": [],
         },
         "counting_tinyimagenet": {
@@ -78,7 +78,7 @@ def entries(data: Path) -> dict[str, dict]:
             "probe_train": tiny_train,
             "probe_test": tiny_val,
             "config": "configs/counting_small.yaml",
-            "steps": 3000,
+            "steps": 500,
             "overrides": ["data.image_size=64", "counting.crop_size=64"],
         },
     }

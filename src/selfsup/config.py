@@ -101,7 +101,7 @@ class BackboneConfig:
 @dataclass
 class OptimConfig:
     name: str = param("sgd", "Optimizer.", choices=("sgd", "adamw"))
-    lr: float = param(0.05, "Peak learning rate (after warm-up).", low=0.0, low_exclusive=True)
+    lr: float = param(0.01, "Peak learning rate (after warm-up).", low=0.0, low_exclusive=True)
     momentum: float = param(0.9, "SGD momentum (AdamW: beta1).", low=0.0)
     weight_decay: float = param(
         5e-4, "Decoupled for AdamW, L2 for SGD; not applied to biases and norm parameters.", low=0.0

@@ -20,7 +20,7 @@ from selfsup.tasks import task_config_class
 from selfsup.train import train
 
 # The demo preset: the small counting config, sized to finish in a few minutes on 2 CPU cores.
-DEMO_STEPS = 600
+DEMO_STEPS = 300
 
 
 def sample_path(split: str) -> Path:

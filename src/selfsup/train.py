@@ -125,6 +125,13 @@ def prepare(cfg: ExperimentConfig, folder: str | Path, progress: bool = True) ->
         progress=progress,
     )
     run = Run(cfg, folder, device, model, optimizer, stream)
+    if dist.is_main() and progress:
+        print(f"data: {stream.describe()}")
+    if dist.is_main() and stream.skipped:
+        print(
+            f"skipped {len(stream.skipped)} unreadable images (data.on_bad_image=skip), "
+            f"e.g. {stream.skipped[0]}"
+        )
     if run.checkpoint_path.exists():
         state = checkpoint.load(run.checkpoint_path)
         check_same_model(state["config"], cfg, run.checkpoint_path)

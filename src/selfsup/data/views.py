@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torchvision.ops import roi_align
 
 # Downsampling kernels. "lanczos" is approximated by antialiased bicubic (torch has no Lanczos):
 # like Lanczos it low-passes before subsampling, which is what matters for the counting task's
@@ -56,8 +57,6 @@ def random_resized_crop(
 
     One `roi_align` call (bilinear) crops and resizes the whole batch.
     """
-    from torchvision.ops import roi_align
-
     batch, _, height, width = images.shape
     area = _uniform(batch, *scale, generator) * height * width
     log_ratio = _uniform(

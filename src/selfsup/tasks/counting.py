@@ -38,10 +38,10 @@ class CountingConfig:
         32, "Side 2s of the crop x; tiles and D(x) are s x s (paper: 228).", low=4
     )
     crop_scale: list[float] = param(
-        [1.0, 1.0],
-        "Area fraction range of the crop before it is "
-        "resized to crop_size; [1, 1] takes plain crop_size crops "
-        "(the paper's 228 crops of 256 images).",
+        [0.3, 1.0],
+        "Area fraction range of a random crop that is resized to crop_size; [1, 1] takes plain "
+        "crop_size crops (the paper's 228 px crops of 256 px images). On 32 px images, "
+        "[0.3, 1] beat [1, 1] in our probes: upscaled crops make tiles and D(x) equally sharp.",
     )
     downsample_kernels: list[str] = param(
         list(V.RESIZE_KERNELS),
