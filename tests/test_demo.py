@@ -17,5 +17,5 @@ def test_demo_pretrains_and_prints_a_table_against_random_init(tmp_path, capsys)
     )
     assert set(results) == {"demo", "random:alexnet_small"}
     out = capsys.readouterr().out
-    assert "| layer | demo | random:alexnet_small |" in out and "| conv5 |" in out
+    assert "| demo | linear |" in out and "| random:alexnet_small | linear |" in out
     assert (tmp_path / "demo" / "linear_probe.json").is_file()

@@ -4,11 +4,27 @@ import numpy as np
 import pytest
 import torch
 
+from selfsup.checkpoint import CheckpointError
 from selfsup.cli import main
-from selfsup.eval.features import extract_features, pooled_grid
-from selfsup.eval.linear import ProbeSettings, accuracy, format_table, train_linear_probe
+from selfsup.data import DataFormatError
+from selfsup.eval import linear
+from selfsup.eval.features import cached_features, extract_features, pooled_grid
+from selfsup.eval.knn import KnnSettings, knn_votes, weighted_knn
+from selfsup.eval.linear import ProbeSettings, accuracy, train_linear_probe
+from selfsup.eval.protocol import EvalOptions, LabelledImages, linear_eval, load_labelled
+from selfsup.eval.report import table, write_report
 from selfsup.runs import load_backbone
+from selfsup.train import train
 from tests.helpers import tiny_config
+
+CPU = {"device": torch.device("cpu"), "amp_dtype": None, "progress": False}
+
+
+def clusters(n: int, classes: int, dims: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    centres = torch.randn(classes, dims, generator=generator) * 3
+    labels = torch.arange(n) % classes
+    return centres[labels] + torch.randn(n, dims, generator=generator), labels
 
 
 def test_pooled_grid_keeps_dimensions_near_the_budget():
@@ -16,6 +32,7 @@ def test_pooled_grid_keeps_dimensions_near_the_budget():
     assert pooled_grid(256, 4, 4096) == 4
     assert pooled_grid(384, 8, 4096) == 3  # 3456 dims
     assert pooled_grid(4096, 2, 1024) == 1  # never below one cell
+    assert pooled_grid(64, 32, 0) == 1  # 0: global pooling
 
 
 def test_accuracy_top_k():
@@ -24,61 +41,141 @@ def test_accuracy_top_k():
     assert accuracy(logits, labels) == 0.5 and accuracy(logits, labels, 2) == 1.0
 
 
-def test_probe_separates_linearly_separable_features():
-    generator = torch.Generator().manual_seed(0)
-    centres = torch.randn(5, 20, generator=generator) * 3
-    labels = torch.arange(500) % 5
-    features = centres[labels] + torch.randn(500, 20, generator=generator)
-    result = train_linear_probe(
-        features[:400], labels[:400], features[400:], labels[400:], 5, ProbeSettings()
-    )
-    assert result.top1 > 0.95 and result.top5 == 1.0 and result.dims == 20
+def test_probe_reaches_100_percent_on_separable_clusters():
+    x, y = clusters(500, 5, 20, seed=0)
+    result = train_linear_probe(x[:400], y[:400], x[400:], y[400:], 5)
+    assert result.top1 == 1.0 and result.top5 == 1.0 and result.dims == 20
+    assert set(result.val_top1) == {f"{wd:g}" for wd in ProbeSettings.weight_decays}
 
 
-def test_probe_is_at_chance_on_random_labels():
-    generator = torch.Generator().manual_seed(1)
-    features = torch.randn(600, 10, generator=generator)
-    labels = torch.randint(0, 4, (600,), generator=generator)
-    result = train_linear_probe(
-        features[:400], labels[:400], features[400:], labels[400:], 4, ProbeSettings()
-    )
-    assert result.top1 < 0.4
+def test_probe_is_at_chance_on_shuffled_labels():
+    x, y = clusters(800, 4, 10, seed=1)
+    shuffled = y[torch.randperm(800, generator=torch.Generator().manual_seed(2))]
+    result = train_linear_probe(x[:600], shuffled[:600], x[600:], shuffled[600:], 4)
+    assert result.top1 < 0.35  # chance is 0.25
+
+
+def test_weight_decay_is_chosen_without_looking_at_the_test_set(monkeypatch):
+    """Selection sees only training rows: the test features never reach it."""
+    x, y = clusters(300, 3, 8, seed=3)
+    test_x = torch.full((50, 8), float("nan"))  # would poison any fit that touched it
+    seen = []
+    original = linear.select_weight_decay
+
+    def spy(train_x, *args):
+        seen.append(train_x)
+        return original(train_x, *args)
+
+    monkeypatch.setattr(linear, "select_weight_decay", spy)
+    result = train_linear_probe(x, y, test_x, torch.zeros(50, dtype=torch.long), 3)
+    assert len(seen) == 1 and seen[0] is x
+    assert np.isfinite(list(result.val_top1.values())).all()
+    fit_rows, val_rows = linear.validation_split(y, 0.1, 0)
+    assert len(set(fit_rows.tolist()) & set(val_rows.tolist())) == 0
+    assert len(fit_rows) + len(val_rows) == len(y)
+
+
+def test_knn_matches_a_brute_force_reference():
+    generator = torch.Generator().manual_seed(4)
+    train_x, train_y = torch.randn(120, 6, generator=generator), torch.randint(0, 3, (120,))
+    test_x = torch.randn(30, 6, generator=generator)
+    settings = KnnSettings(k=7, temperature=0.5, chunk=8)
+    scores = knn_votes(train_x, train_y, test_x, 3, settings)
+    for i in range(30):
+        sims = [
+            float(torch.dot(test_x[i], train_x[j]) / (test_x[i].norm() * train_x[j].norm()))
+            for j in range(120)
+        ]
+        nearest = sorted(range(120), key=lambda j: -sims[j])[:7]
+        expected = [0.0, 0.0, 0.0]
+        for j in nearest:
+            expected[int(train_y[j])] += float(np.exp(sims[j] / 0.5))
+        assert torch.allclose(scores[i], torch.tensor(expected), rtol=1e-4)
+
+
+def test_knn_classifies_clusters():
+    x, y = clusters(400, 4, 16, seed=5)
+    result = weighted_knn(x[:300], y[:300], x[300:], y[300:], 4, KnnSettings(k=20))
+    assert result.top1 > 0.95 and result.k == 20
 
 
 def test_features_cover_every_probe_layer_with_bounded_dims():
     loaded = load_backbone("random:alexnet_small")
     images = torch.randint(0, 255, (10, 3, 32, 32), dtype=torch.uint8)
     layers = list(loaded.backbone.probe_layers)
-    features = extract_features(
-        loaded.backbone,
-        images,
-        layers,
-        device=torch.device("cpu"),
-        amp_dtype=None,
-        max_dims=1024,
-        batch_size=4,
-        progress=False,
-    )
+    features = extract_features(loaded.backbone, images, layers, max_dims=1024, **CPU)
     assert list(features) == layers
     for layer, feats in features.items():
         assert feats.shape[0] == 10 and 0 < feats.shape[1] <= 1024, layer
         assert torch.isfinite(feats.float()).all()
 
 
-def test_table_has_a_row_per_layer_and_a_column_per_model():
-    from selfsup.eval.linear import ProbeResult
+def test_feature_cache_is_reused_and_invalidated_by_new_weights(tmp_path):
+    loaded = load_backbone("random:alexnet_small")
+    images = torch.randint(0, 255, (6, 3, 32, 32), dtype=torch.uint8)
+    kwargs = {"cache_dir": tmp_path, "data_key": "d1", "max_dims": 256, **CPU}
+    first = cached_features(loaded.backbone, images, ["conv2"], **kwargs)
+    files = list((tmp_path / "features").glob("*.pt"))
+    assert len(files) == 1
+    torch.save(first["conv2"] * 0 + 7, files[0])  # mark the cached copy
+    again = cached_features(loaded.backbone, images, ["conv2"], **kwargs)
+    assert (again["conv2"] == 7).all()  # read from the cache, not recomputed
+    with torch.no_grad():
+        next(loaded.backbone.parameters()).add_(1.0)  # "retrained" weights
+    changed = cached_features(loaded.backbone, images, ["conv2"], **kwargs)
+    assert not (changed["conv2"] == 7).all()
+    assert len(list((tmp_path / "features").glob("*.pt"))) == 2
 
-    r = ProbeResult(top1=0.5, top5=0.9, train_top1=0.6, dims=10, steps=1)
-    table = format_table({"a": {"conv1": r, "conv2": r}, "b": {"conv1": r}})
-    lines = table.splitlines()
-    assert lines[0] == "| layer | a | b |" and len(lines) == 4 and "50.0" in lines[2]
+
+def labelled(images: torch.Tensor, labels: torch.Tensor, name: str) -> LabelledImages:
+    return LabelledImages(name, images, labels, int(labels.max()) + 1, key=name)
 
 
-def test_eval_linear_cli_on_a_trained_run_and_random_init(tiny_npz, tmp_path, capsys):
-    from selfsup.train import train
+def test_linear_eval_rows_and_bad_layer(tmp_path):
+    loaded = load_backbone("random:alexnet_small")
+    images = torch.randint(0, 255, (40, 3, 32, 32), dtype=torch.uint8)
+    data = labelled(images, torch.arange(40) % 4, "d")
+    options = EvalOptions(cache_dir=None, progress=False)
+    settings = ProbeSettings(weight_decays=(1e-2,), steps=5)
+    result = linear_eval(
+        loaded, data, data, layers=["conv1", "conv5"], settings=settings, options=options
+    )
+    assert [row["layer"] for row in result["layers"]] == ["conv1", "conv5"]
+    with pytest.raises(ValueError, match=r"unknown layer.*conv9"):
+        linear_eval(loaded, data, data, layers=["conv9"], settings=settings, options=options)
+    other = labelled(images, torch.arange(40) % 5, "e")
+    with pytest.raises(DataFormatError, match="4 classes but e has 5"):
+        linear_eval(loaded, data, other, settings=settings, options=options)
 
+
+def test_report_writes_table_plot_and_json(tmp_path):
+    rows = [
+        {"layer": "conv1", "top1": 0.5, "top5": 0.9},
+        {"layer": "conv2", "top1": 0.6, "top5": 0.95},
+    ]
+    results = [
+        {"model": "a", "protocol": "linear", "layers": rows},
+        {"model": "random:x", "protocol": "linear", "layers": rows[:1]},
+    ]
+    markdown = write_report(results, tmp_path)
+    assert "| a | linear | 50.0 | 60.0 |" in markdown
+    assert "| random:x | linear | 50.0 |  |" in table(results)
+    assert (tmp_path / "accuracy.png").stat().st_size > 1000
+    assert json.loads((tmp_path / "results.json").read_text()) == results
+
+
+def test_cli_linear_knn_on_a_trained_run_and_random_init(tiny_npz, tmp_path, capsys):
     run = tmp_path / "run"
     train(tiny_config(tiny_npz, "train.steps=2"), run, progress=False)
+    common = [
+        "--data",
+        str(tiny_npz),
+        "--test",
+        str(tiny_npz),
+        "--quiet",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    ]
     for extra in ([], ["--random-init"]):
         out = tmp_path / f"probe{len(extra)}.json"
         code = main(
@@ -86,17 +183,13 @@ def test_eval_linear_cli_on_a_trained_run_and_random_init(tiny_npz, tmp_path, ca
                 "eval",
                 "linear",
                 str(run),
-                "--data",
-                str(tiny_npz),
-                "--test",
-                str(tiny_npz),
+                *common,
                 "--json",
                 str(out),
                 "--steps",
                 "5",
                 "--weight-decay",
                 "1e-3",
-                "--quiet",
                 "--layers",
                 "conv1",
                 "conv5",
@@ -108,7 +201,70 @@ def test_eval_linear_cli_on_a_trained_run_and_random_init(tiny_npz, tmp_path, ca
         assert [row["layer"] for row in result["layers"]] == ["conv1", "conv5"]
         assert all(0 <= row["top1"] <= 1 for row in result["layers"])
     assert result["model"] == "random:alexnet_small" and result["step"] == 0
-    assert "| conv1 |" in capsys.readouterr().out
+    code = main(["eval", "knn", str(run), *common, "--json", str(tmp_path / "knn.json")])
+    assert code == 0
+    knn = json.loads((tmp_path / "knn.json").read_text())
+    assert knn["protocol"] == "knn" and knn["layers"][0]["layer"] == "pool5"
+    assert "| run | linear |" in capsys.readouterr().out
+
+
+def test_finetune_and_report_with_supervised_baseline(tiny_npz, tmp_path, capsys):
+    run = tmp_path / "run"
+    train(tiny_config(tiny_npz, "train.steps=2"), run, progress=False)
+    common = [
+        "--data",
+        str(tiny_npz),
+        "--test",
+        str(tiny_npz),
+        "--quiet",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    ]
+    code = main(
+        [
+            "eval",
+            "finetune",
+            str(run),
+            *common,
+            "--steps",
+            "3",
+            "--batch-size",
+            "16",
+            "--json",
+            str(tmp_path / "ft.json"),
+        ]
+    )
+    assert code == 0
+    finetuned = json.loads((tmp_path / "ft.json").read_text())
+    assert finetuned["backbone_lr_scale"] == 0.1 and 0 <= finetuned["layers"][0]["top1"] <= 1
+    code = main(
+        [
+            "report",
+            str(run),
+            *common,
+            "--steps",
+            "5",
+            "--weight-decay",
+            "1e-3",
+            "--layers",
+            "conv2",
+            "--out",
+            str(tmp_path / "report"),
+        ]
+    )
+    assert code == 0
+    results = json.loads((tmp_path / "report" / "results.json").read_text())
+    assert [r["model"] for r in results] == [
+        "run",
+        "random:alexnet_small",
+        "supervised:alexnet_small",
+    ]
+    supervised_runs = list((tmp_path / "cache" / "runs").glob("supervised-*"))
+    assert len(supervised_runs) == 1  # trained once, with the run's budget (2 steps)
+    assert (
+        json.loads((supervised_runs[0] / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 2
+    )
+    assert (tmp_path / "report" / "accuracy.png").is_file()
 
 
 def test_eval_needs_labels(tmp_path, tiny_npz, capsys):
@@ -126,12 +282,38 @@ def test_eval_needs_labels(tmp_path, tiny_npz, capsys):
             "--steps",
             "1",
             "--quiet",
+            "--no-cache",
         ]
     )
     assert code == 2 and "needs labels" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("spec", ["nonexistent_run_folder"])
-def test_eval_names_a_missing_run(spec, tiny_npz, capsys):
-    code = main(["eval", "linear", spec, "--data", str(tiny_npz), "--test", str(tiny_npz)])
-    assert code == 2 and spec in capsys.readouterr().err
+def test_eval_names_a_missing_run(tiny_npz, capsys):
+    code = main(
+        [
+            "eval",
+            "linear",
+            "nonexistent_run_folder",
+            "--data",
+            str(tiny_npz),
+            "--test",
+            str(tiny_npz),
+            "--no-cache",
+        ]
+    )
+    assert code == 2 and "nonexistent_run_folder" in capsys.readouterr().err
+
+
+def test_checkpoint_of_another_backbone_is_a_clear_error(tiny_npz, tmp_path):
+    run = tmp_path / "run"
+    train(tiny_config(tiny_npz, "train.steps=1"), run, progress=False)
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=False)
+    state["config"]["backbone"]["name"] = "alexnet"  # weights are alexnet_small's
+    torch.save(state, run / "checkpoints" / "last.pt")
+    with pytest.raises(CheckpointError, match="does not fit"):
+        load_backbone(str(run))
+
+
+def test_load_labelled_reads_real_cifar(real_data):
+    data = load_labelled(str(real_data / "cifar10" / "test_1k.npz"), 32, progress=False)
+    assert data.images.shape == (1000, 3, 32, 32) and data.num_classes == 10 and data.key

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
 from selfsup import __version__
+from selfsup.eval.cli import add_eval_parser, add_report_parser, command_eval, command_report
 
 EXAMPLES = """examples:
   selfsup demo
@@ -15,6 +14,9 @@ EXAMPLES = """examples:
   selfsup train counting --data cifar10_train.npz --out runs/c10 optim.lr=0.02 data.batch_size=64
   torchrun --nproc_per_node=2 -m selfsup train counting --data images/ --out runs/ddp
   selfsup eval linear runs/count --data train.npz --test test.npz --json probe.json
+  selfsup eval knn runs/count --data train.npz --test test.npz
+  selfsup eval finetune runs/count --data train.npz --test test.npz --steps 500
+  selfsup report runs/count --data train.npz --test test.npz --out report/
 """
 
 
@@ -42,55 +44,6 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
     )
 
 
-def add_eval_parser(commands: argparse._SubParsersAction) -> None:
-    from selfsup.eval.linear import ProbeSettings
-
-    p = commands.add_parser("eval", help="evaluate a representation")
-    protocols = p.add_subparsers(dest="protocol", required=True, metavar="PROTOCOL")
-    lin = protocols.add_parser(
-        "linear",
-        help="per-layer linear probe on frozen features",
-        description="Train a linear classifier on the frozen, average-pooled features of every "
-        "layer (or --layers) and report test top-1/top-5 per layer.",
-    )
-    lin.add_argument("run", metavar="RUN", help="run folder, checkpoint file, or random:<backbone>")
-    lin.add_argument("--data", required=True, help="labelled training images (folder or .npz)")
-    lin.add_argument("--test", required=True, help="labelled test images (folder or .npz)")
-    lin.add_argument("--json", help="write the results here")
-    lin.add_argument(
-        "--random-init",
-        action="store_true",
-        help="evaluate RUN's architecture with random weights (the floor)",
-    )
-    lin.add_argument("--layers", nargs="+", help="layers to probe (default: all probe layers)")
-    lin.add_argument(
-        "--image-size", type=int, help="evaluate at this size (default: the run's data.image_size)"
-    )
-    lin.add_argument(
-        "--weight-decay",
-        type=float,
-        nargs="+",
-        default=list(ProbeSettings.weight_decays),
-        help="L2 strengths tried on a validation split of --data (default "
-        f"{' '.join(f'{wd:g}' for wd in ProbeSettings.weight_decays)}); one value skips the "
-        "selection",
-    )
-    lin.add_argument(
-        "--steps",
-        type=int,
-        default=200,
-        help="L-BFGS iterations at most per fit (default 200; fewer for smoke runs)",
-    )
-    lin.add_argument(
-        "--max-dims",
-        type=int,
-        default=4096,
-        help="pool each layer to at most this many dimensions (default 4096)",
-    )
-    lin.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    lin.add_argument("--quiet", action="store_true", help="no progress bars")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="selfsup",
@@ -102,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_train_parser(commands)
     add_eval_parser(commands)
+    add_report_parser(commands)
     demo = commands.add_parser(
         "demo",
         help="pretrain counting on the bundled CIFAR-10 sample and probe it",
@@ -145,39 +99,6 @@ def command_train(args: argparse.Namespace) -> None:
     train(cfg, args.out, progress=not args.quiet)
 
 
-def command_eval(args: argparse.Namespace) -> None:
-    from selfsup.eval.linear import ProbeSettings, format_table
-    from selfsup.eval.protocol import (
-        default_image_size,
-        linear_probe_layers,
-        load_labelled,
-        results_by_layer,
-    )
-    from selfsup.runs import load_backbone
-
-    loaded = load_backbone(args.run, random_init=args.random_init)
-    size = args.image_size or default_image_size(loaded)
-    progress = not args.quiet
-    train = load_labelled(args.data, size, progress=progress)
-    test = load_labelled(args.test, size, progress=progress)
-    settings = ProbeSettings(weight_decays=tuple(args.weight_decay), steps=args.steps)
-    result = linear_probe_layers(
-        loaded,
-        train,
-        test,
-        layers=args.layers,
-        settings=settings,
-        device=args.device,
-        max_dims=args.max_dims,
-        progress=progress,
-    )
-    print(format_table({loaded.name: results_by_layer(result)}))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2))
-        print(f"wrote {args.json}")
-
-
 def command_config(args: argparse.Namespace) -> None:
     from selfsup.config import commented_yaml, resolve
     from selfsup.tasks import task_config_class
@@ -215,6 +136,7 @@ def user_errors() -> tuple[type[Exception], ...]:
 COMMANDS = {
     "train": command_train,
     "eval": command_eval,
+    "report": command_report,
     "demo": command_demo,
     "list": command_list,
     "config": command_config,

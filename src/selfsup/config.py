@@ -139,6 +139,11 @@ class TrainConfig:
     channels_last: bool = param(True, "Use the channels_last memory format (faster convs).")
     log_every: int = param(20, "Steps between lines in metrics.jsonl.", low=1)
     compile: bool = param(False, "torch.compile the task module (slow start, faster steps).")
+    init_backbone: str = param(
+        "",
+        "A run folder or checkpoint whose backbone weights start this run (fine-tuning); its "
+        "backbone config must match `backbone`.",
+    )
 
 
 @dataclass

@@ -13,8 +13,9 @@ from importlib import resources
 from pathlib import Path
 
 from selfsup.config import resolve
-from selfsup.eval.linear import ProbeSettings, format_table
-from selfsup.eval.protocol import linear_probe_layers, load_labelled, results_by_layer
+from selfsup.eval.linear import ProbeSettings
+from selfsup.eval.protocol import EvalOptions, linear_eval, load_labelled
+from selfsup.eval.report import table
 from selfsup.runs import load_backbone
 from selfsup.tasks import task_config_class
 from selfsup.train import train
@@ -56,11 +57,12 @@ def run_demo(
     results = {}
     for random_init in (False, True):
         loaded = load_backbone(out, random_init=random_init)
-        results[loaded.name] = linear_probe_layers(loaded, train_set, test_set, settings=settings)
-    table = format_table({name: results_by_layer(r) for name, r in results.items()})
+        results[loaded.name] = linear_eval(
+            loaded, train_set, test_set, settings=settings, options=EvalOptions(cache_dir=None)
+        )
     (Path(out) / "linear_probe.json").write_text(json.dumps(results, indent=2))
     print("\nLinear probe top-1 (%) on the 1,000 test images, per layer:\n")
-    print(table)
+    print(table(list(results.values())))
     print(
         f"\nresults: {Path(out) / 'linear_probe.json'}  "
         f"(total {time.perf_counter() - started:.0f} s)"

@@ -21,8 +21,8 @@ from tqdm import tqdm
 
 from selfsup import checkpoint, dist
 from selfsup.config import ConfigError, ExperimentConfig, OptimConfig, dump
-from selfsup.data import ImageStream, open_source
-from selfsup.runs import backbone_from_config
+from selfsup.data import ImageSource, ImageStream, open_source
+from selfsup.runs import backbone_from_config, load_backbone
 from selfsup.runtime import autocast, resolve_device, resolve_precision
 from selfsup.tasks import PretextTask, build_task
 
@@ -31,22 +31,45 @@ class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the message names the step and the last checkpoint."""
 
 
-def build_model(cfg: ExperimentConfig) -> PretextTask:
+def build_model(cfg: ExperimentConfig, load_init: bool = True) -> PretextTask:
+    """The task with its backbone; weights from `train.init_backbone` when given (and
+    `load_init`: a resumed run takes every weight from its own checkpoint instead)."""
     torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
-    return build_task(cfg.task, cfg.task_config, backbone_from_config(cfg.backbone))
+    model = build_task(cfg.task, cfg.task_config, backbone_from_config(cfg.backbone))
+    if cfg.train.init_backbone and load_init:
+        source = load_backbone(cfg.train.init_backbone)
+        if source.config.get("backbone") != dump(cfg)["backbone"]:
+            raise ConfigError(
+                f"train.init_backbone: {source.source} holds backbone "
+                f"{source.config.get('backbone')} but this run builds {dump(cfg)['backbone']}"
+            )
+        model.backbone.load_state_dict(source.backbone.state_dict())
+    return model
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    """Weight decay on weights only: biases and normalisation parameters are not decayed."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
-    groups = [
-        {"params": decay, "weight_decay": cfg.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+def fill_from_data(cfg: ExperimentConfig, source: ImageSource) -> None:
+    """Settings that default to 0 meaning "from the data" (the number of classes)."""
+    if getattr(cfg.task_config, "num_classes", None) == 0 and source.labels is not None:
+        cfg.task_config.num_classes = len(source.class_names or []) or int(source.labels.max()) + 1
+
+
+def build_optimizer(model: PretextTask, cfg: OptimConfig) -> torch.optim.Optimizer:
+    """Parameter groups by learning-rate scale (the task's `lr_scales`) and by decay: biases
+    and normalisation parameters are not decayed. Each group keeps its `lr_scale`."""
+    scales = model.lr_scales()
+    groups: dict[tuple[float, bool], list] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        scale = next((v for prefix, v in scales.items() if name.startswith(prefix)), 1.0)
+        groups.setdefault((scale, param.ndim > 1), []).append(param)
+    param_groups = [
+        {"params": params, "lr_scale": scale, "weight_decay": cfg.weight_decay if decay else 0.0}
+        for (scale, decay), params in groups.items()
     ]
     if cfg.name == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999))
-    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+        return torch.optim.AdamW(param_groups, lr=cfg.lr, betas=(cfg.momentum, 0.999))
+    return torch.optim.SGD(param_groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
 
 
 def learning_rate(step: int, total_steps: int, cfg: OptimConfig) -> float:
@@ -99,7 +122,9 @@ def prepare(cfg: ExperimentConfig, folder: str | Path, progress: bool = True) ->
     folder = Path(folder)
     device = resolve_device(cfg.train.device)
     dist.init(device)
-    model = build_model(cfg)
+    source = open_source(cfg.data.path)
+    fill_from_data(cfg, source)
+    model = build_model(cfg, load_init=not (folder / "checkpoints" / "last.pt").exists())
     if cfg.data.image_size < model.min_image_size():
         raise ConfigError(
             f"data.image_size: {cfg.data.image_size} is smaller than the {cfg.task} views "
@@ -111,7 +136,7 @@ def prepare(cfg: ExperimentConfig, folder: str | Path, progress: bool = True) ->
     )
     optimizer = build_optimizer(model, cfg.optim)
     stream = ImageStream(
-        open_source(cfg.data.path),
+        source,
         size=cfg.data.image_size,
         batch_size=cfg.data.batch_size,
         mode=cfg.data.cache,
@@ -208,15 +233,23 @@ def train(cfg: ExperimentConfig, folder: str | Path, progress: bool = True) -> R
     window: dict[str, float] = {}
     window_start, window_images, window_steps = time.perf_counter(), 0, 0
     batches = run.stream.batches(run.start_step) if run.start_step < total else iter(())
-    for step, images, _ in batches:
+    for step, images, labels in batches:
         # --- views (batched tensor ops on the device) -------------------------------------
+        if model.needs_labels and labels is None:
+            raise ConfigError(
+                f"data.path: the {cfg.task} task needs labelled data (an "
+                "ImageFolder tree or an .npz with `labels`)"
+            )
         views = model.make_views(
-            images.to(device, non_blocking=True), view_generator(cfg.train.seed, step, dist.rank())
+            images.to(device, non_blocking=True),
+            view_generator(cfg.train.seed, step, dist.rank()),
+            labels.to(device, non_blocking=True) if model.needs_labels else None,
         )
         views = to_device(views, device, cfg.train.channels_last)
         # --- forward / backward / step ---------------------------------------------------
+        lr = learning_rate(step, total, cfg.optim)
         for group in run.optimizer.param_groups:
-            group["lr"] = learning_rate(step, total, cfg.optim)
+            group["lr"] = lr * group["lr_scale"]
         with autocast(device, amp_dtype):
             out = trained(views)
         loss = out["loss"]
@@ -244,7 +277,7 @@ def train(cfg: ExperimentConfig, folder: str | Path, progress: bool = True) -> R
             record = {
                 "step": done,
                 "epoch": round(done / run.stream.steps_per_epoch, 4),
-                "lr": run.optimizer.param_groups[0]["lr"],
+                "lr": lr,
                 **{k: v / window_steps for k, v in window.items()},
                 "images_per_sec": round(window_images / elapsed, 2),
             }

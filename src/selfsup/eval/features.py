@@ -1,13 +1,20 @@
-"""Frozen features of every named layer, pooled to a few thousand dimensions.
+"""Frozen features of every named layer, pooled, and cached on disk.
 
 The papers' linear-probe protocol reads each layer's feature map average-pooled to a small grid
 so that every layer gives a comparable number of dimensions (a few thousand). Here the grid of
-a layer is the largest g with channels * g * g <= `max_dims` (and g no larger than the map).
+a layer is the largest g with channels * g * g <= `max_dims` (and g no larger than the map);
+`max_dims=0` means global average pooling (one value per channel, what kNN reads).
+
+Features are cached per (weights, data, layer, pooling): the key hashes the backbone's weights
+and the decoded images, so a retrained checkpoint or changed data never reads stale features.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +27,9 @@ from selfsup.tasks.base import MEAN, STD
 
 
 def pooled_grid(channels: int, height: int, max_dims: int) -> int:
-    """Largest g <= height with channels * g^2 <= max_dims (at least 1)."""
+    """Largest g <= height with channels * g^2 <= max_dims (at least 1; 0 dims: global)."""
+    if max_dims <= 0:
+        return 1
     return max(1, min(height, math.isqrt(max(1, max_dims // channels))))
 
 
@@ -49,13 +58,8 @@ def extract_features(
         layer: torch.empty(len(images), shapes[layer][0] * grids[layer] ** 2, dtype=torch.float16)
         for layer in layers
     }
-    for start in tqdm(
-        range(0, len(images), batch_size),
-        desc=desc,
-        unit="batch",
-        disable=not progress,
-        leave=False,
-    ):
+    batches = range(0, len(images), batch_size)
+    for start in tqdm(batches, desc=desc, unit="batch", disable=not progress, leave=False):
         batch = images[start : start + batch_size].to(device)
         x = V.normalize(V.to_float(batch), MEAN, STD).contiguous(memory_format=torch.channels_last)
         with autocast(device, amp_dtype):
@@ -64,3 +68,65 @@ def extract_features(
             pooled = F.adaptive_avg_pool2d(fmap.float(), grids[layer])  # (B, C, g, g)
             out[layer][start : start + len(batch)] = pooled.flatten(1).to(torch.float16).cpu()
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Cache
+# ---------------------------------------------------------------------------------------------
+
+
+def default_cache_dir() -> Path:
+    """`$SELFSUP_CACHE`, else `$XDG_CACHE_HOME/selfsup`, else `~/.cache/selfsup`."""
+    if "SELFSUP_CACHE" in os.environ:
+        return Path(os.environ["SELFSUP_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "selfsup"
+
+
+def fingerprint(tensors: list[torch.Tensor]) -> str:
+    """A content hash of tensors (shapes, dtypes and bytes)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for tensor in tensors:
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{tuple(tensor.shape)}{tensor.dtype}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def weights_fingerprint(backbone: Backbone) -> str:
+    state = backbone.state_dict()
+    return fingerprint([state[k] for k in sorted(state)])
+
+
+def cached_features(
+    backbone: Backbone,
+    images: torch.Tensor,
+    layers: list[str],
+    *,
+    cache_dir: Path | None,
+    data_key: str,
+    **kwargs,
+) -> dict[str, torch.Tensor]:
+    """`extract_features`, reading and writing `cache_dir` (None: no cache).
+
+    `data_key` identifies the images (their fingerprint); the weights are hashed here.
+    """
+    if cache_dir is None:
+        return extract_features(backbone, images, layers, **kwargs)
+    model_key = weights_fingerprint(backbone)
+    pooling = kwargs.get("max_dims", 4096)
+    paths = {
+        layer: cache_dir / "features" / f"{model_key}-{data_key}-{layer}-d{pooling}.pt"
+        for layer in layers
+    }
+    found = {layer: torch.load(path) for layer, path in paths.items() if path.is_file()}
+    missing = [layer for layer in layers if layer not in found]
+    if missing:
+        computed = extract_features(backbone, images, missing, **kwargs)
+        for layer, features in computed.items():
+            paths[layer].parent.mkdir(parents=True, exist_ok=True)
+            temporary = paths[layer].with_suffix(".tmp")
+            torch.save(features, temporary)
+            temporary.replace(paths[layer])  # atomic: a killed run leaves no partial file
+        found.update(computed)
+    return {layer: found[layer] for layer in layers}

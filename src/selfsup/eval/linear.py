@@ -10,7 +10,7 @@ top-1 / top-5 accuracy on the test set is reported.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -145,21 +145,3 @@ def train_linear_probe(
         weight_decay=weight_decay,
         val_top1=val_scores,
     )
-
-
-def result_rows(results: dict[str, ProbeResult]) -> list[dict]:
-    return [{"layer": layer, **asdict(result)} for layer, result in results.items()]
-
-
-def format_table(columns: dict[str, dict[str, ProbeResult]], metric: str = "top1") -> str:
-    """Markdown table: one row per layer, one column per model (accuracy in %)."""
-    names = list(columns)
-    layers = list(dict.fromkeys(layer for col in columns.values() for layer in col))
-    lines = ["| layer | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
-    for layer in layers:
-        cells = []
-        for name in names:
-            result = columns[name].get(layer)
-            cells.append(f"{100 * getattr(result, metric):.1f}" if result else "")
-        lines.append(f"| {layer} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)

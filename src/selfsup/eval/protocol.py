@@ -1,15 +1,21 @@
-"""An evaluation end to end: labelled data in, features per layer, probes, results out."""
+"""Evaluations end to end: labelled data in, frozen features per layer, a classifier, results.
+
+Every protocol returns a JSON-ready dict with the model, the data, the settings and one row per
+layer (`top1`, `top5`, ...), the shape `selfsup report` reads.
+"""
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 
-from selfsup.data import DataFormatError, DecodedImages, decode_all, open_source
-from selfsup.eval.features import extract_features
-from selfsup.eval.linear import ProbeResult, ProbeSettings, result_rows, train_linear_probe
+from selfsup.data import DataFormatError, decode_all, open_source
+from selfsup.eval.features import cached_features, default_cache_dir, fingerprint
+from selfsup.eval.knn import KnnSettings, weighted_knn
+from selfsup.eval.linear import ProbeSettings, train_linear_probe
 from selfsup.runs import LoadedBackbone
 from selfsup.runtime import resolve_device, resolve_precision
 
@@ -22,6 +28,7 @@ class LabelledImages:
     images: torch.Tensor  # (N, 3, S, S) uint8
     labels: torch.Tensor  # (N,) int64
     num_classes: int
+    key: str = ""  # content fingerprint (feature-cache key)
 
 
 def load_labelled(path: str, size: int, workers: int = 2, progress: bool = True) -> LabelledImages:
@@ -29,12 +36,22 @@ def load_labelled(path: str, size: int, workers: int = 2, progress: bool = True)
     source = open_source(path)
     if source.labels is None:
         raise DataFormatError(
-            f"{path}: evaluation needs labels (an ImageFolder tree or an .npz "
-            "with a `labels` array)"
+            f"{path}: evaluation needs labels (an ImageFolder tree or an .npz with a `labels` "
+            "array)"
         )
-    decoded: DecodedImages = decode_all(source, size, workers=workers, progress=progress)
+    decoded = decode_all(source, size, workers=workers, progress=progress)
     num_classes = len(source.class_names or []) or int(source.labels.max()) + 1
-    return LabelledImages(str(path), decoded.images, decoded.labels, num_classes)
+    key = fingerprint([decoded.images, decoded.labels])
+    return LabelledImages(str(path), decoded.images, decoded.labels, num_classes, key)
+
+
+def check_compatible(train: LabelledImages, test: LabelledImages) -> None:
+    if train.num_classes != test.num_classes:
+        raise DataFormatError(
+            f"{train.name} has {train.num_classes} classes but {test.name} has {test.num_classes}"
+        )
+    if train.images.shape[-1] != test.images.shape[-1]:
+        raise DataFormatError(f"{train.name} and {test.name} were decoded at different sizes")
 
 
 def default_image_size(loaded: LoadedBackbone, fallback: int = 32) -> int:
@@ -42,60 +59,54 @@ def default_image_size(loaded: LoadedBackbone, fallback: int = 32) -> int:
     return int(loaded.config.get("data", {}).get("image_size", fallback))
 
 
-def linear_probe_layers(
+@dataclass
+class EvalOptions:
+    """How to run an evaluation (not what it measures)."""
+
+    device: str = "auto"
+    precision: str = "auto"
+    cache_dir: Path | None = field(default_factory=default_cache_dir)  # None: no cache
+    batch_size: int = 256
+    progress: bool = True
+
+
+def frozen_features(
     loaded: LoadedBackbone,
     train: LabelledImages,
     test: LabelledImages,
-    *,
-    layers: list[str] | None = None,
-    settings: ProbeSettings | None = None,
-    device: str = "auto",
-    precision: str = "auto",
-    max_dims: int = 4096,
-    progress: bool = True,
-) -> dict:
-    """Per-layer linear probe of a frozen backbone; returns a JSON-ready results dict."""
-    if train.num_classes != test.num_classes:
-        raise DataFormatError(
-            f"{train.name} has {train.num_classes} classes but {test.name} has {test.num_classes}"
-        )
-    settings = settings or ProbeSettings()
-    torch_device = resolve_device(device)
-    amp_dtype = resolve_precision(precision, torch_device)
-    layers = layers or list(loaded.backbone.probe_layers)
-    unknown = [layer for layer in layers if layer not in loaded.backbone.layer_channels]
+    layers: list[str],
+    max_dims: int,
+    options: EvalOptions,
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Pooled features of `layers` for both splits, from the cache when possible."""
+    check_compatible(train, test)
+    backbone = loaded.backbone
+    unknown = [layer for layer in layers if layer not in backbone.layer_channels]
     if unknown:
         raise ValueError(
-            f"unknown layers {unknown}; this backbone has {', '.join(loaded.backbone.layer_names)}"
+            f"unknown layer(s) {unknown}; this backbone has {', '.join(backbone.layer_names)} "
+            f"and the aliases {', '.join(backbone.aliases) or 'none'}"
         )
-    started = time.perf_counter()
+    device = resolve_device(options.device)
     common = {
-        "layers": layers,
-        "device": torch_device,
-        "amp_dtype": amp_dtype,
+        "device": device,
+        "amp_dtype": resolve_precision(options.precision, device),
         "max_dims": max_dims,
-        "progress": progress,
+        "batch_size": options.batch_size,
+        "progress": options.progress,
+        "cache_dir": options.cache_dir,
     }
-    train_features = extract_features(
-        loaded.backbone, train.images, **common, desc=f"{loaded.name}: train features"
-    )
-    test_features = extract_features(
-        loaded.backbone, test.images, **common, desc=f"{loaded.name}: test features"
-    )
-    results: dict[str, ProbeResult] = {}
-    for layer in layers:
-        results[layer] = train_linear_probe(
-            train_features[layer],
-            train.labels,
-            test_features[layer],
-            test.labels,
-            train.num_classes,
-            settings,
+    features = []
+    for split in (train, test):
+        desc = f"{loaded.name}: {Path(split.name).name} features"
+        features.append(
+            cached_features(backbone, split.images, layers, data_key=split.key, desc=desc, **common)
         )
-        if progress:
-            print(f"  {loaded.name} {layer}: top-1 {100 * results[layer].top1:.1f}%")
+    return features[0], features[1]
+
+
+def describe(loaded: LoadedBackbone, train: LabelledImages, test: LabelledImages) -> dict:
     return {
-        "protocol": "linear",
         "model": loaded.name,
         "source": loaded.source,
         "step": loaded.step,
@@ -104,16 +115,70 @@ def linear_probe_layers(
         "test_data": test.name,
         "num_train": len(train.labels),
         "num_test": len(test.labels),
-        "settings": asdict(settings),
-        "max_dims": max_dims,
-        "seconds": round(time.perf_counter() - started, 1),
-        "layers": result_rows(results),
     }
 
 
-def results_by_layer(result: dict) -> dict[str, ProbeResult]:
-    """Inverse of `result_rows` for one results dict (for tables)."""
+def linear_eval(
+    loaded: LoadedBackbone,
+    train: LabelledImages,
+    test: LabelledImages,
+    *,
+    layers: list[str] | None = None,
+    settings: ProbeSettings | None = None,
+    max_dims: int = 4096,
+    options: EvalOptions | None = None,
+) -> dict:
+    """Per-layer linear probe of a frozen backbone."""
+    options, settings = options or EvalOptions(), settings or ProbeSettings()
+    layers = layers or list(loaded.backbone.probe_layers)
+    started = time.perf_counter()
+    train_f, test_f = frozen_features(loaded, train, test, layers, max_dims, options)
+    extracted = time.perf_counter()
+    rows = []
+    for layer in layers:
+        result = train_linear_probe(
+            train_f[layer], train.labels, test_f[layer], test.labels, train.num_classes, settings
+        )
+        rows.append({"layer": layer, **asdict(result)})
+        if options.progress:
+            print(f"  {loaded.name} {layer}: linear top-1 {100 * result.top1:.1f}%", flush=True)
     return {
-        row["layer"]: ProbeResult(**{k: v for k, v in row.items() if k != "layer"})
-        for row in result["layers"]
+        "protocol": "linear",
+        **describe(loaded, train, test),
+        "settings": asdict(settings),
+        "max_dims": max_dims,
+        "feature_seconds": round(extracted - started, 1),
+        "probe_seconds": round(time.perf_counter() - extracted, 1),
+        "layers": rows,
+    }
+
+
+def knn_eval(
+    loaded: LoadedBackbone,
+    train: LabelledImages,
+    test: LabelledImages,
+    *,
+    layers: list[str] | None = None,
+    settings: KnnSettings | None = None,
+    options: EvalOptions | None = None,
+) -> dict:
+    """Weighted kNN on globally pooled features of each layer (default: the final one)."""
+    options, settings = options or EvalOptions(), settings or KnnSettings()
+    layers = layers or [loaded.backbone.layer_names[-1]]
+    started = time.perf_counter()
+    train_f, test_f = frozen_features(loaded, train, test, layers, 0, options)
+    rows = []
+    for layer in layers:
+        result = weighted_knn(
+            train_f[layer], train.labels, test_f[layer], test.labels, train.num_classes, settings
+        )
+        rows.append({"layer": layer, **asdict(result)})
+        if options.progress:
+            print(f"  {loaded.name} {layer}: kNN top-1 {100 * result.top1:.1f}%", flush=True)
+    return {
+        "protocol": "knn",
+        **describe(loaded, train, test),
+        "settings": asdict(settings),
+        "seconds": round(time.perf_counter() - started, 1),
+        "layers": rows,
     }

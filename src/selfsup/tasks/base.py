@@ -2,11 +2,11 @@
 
 The training loop knows nothing about any task. Per step it calls
 
-    views = task.make_views(images, generator)   # batched tensor ops on (B, 3, S, S) uint8
-    out = task(views)                            # {"loss": scalar, <metric>: scalar, ...}
+    views = task.make_views(images, generator, labels)  # batched ops on (B, 3, S, S) uint8
+    out = task(views)                                   # {"loss": scalar, <metric>: scalar}
 
-and back-propagates `out["loss"]`. The backbone is `task.backbone`, which is what evaluation
-and export read from a checkpoint.
+and back-propagates `out["loss"]`. `labels` is None unless the task sets `needs_labels`. The
+backbone is `task.backbone`, which is what evaluation and export read from a checkpoint.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ class PretextTask(nn.Module):
 
     name: ClassVar[str]
     config_class: ClassVar[type]
+    needs_labels: ClassVar[bool] = False  # supervised baselines read the data's labels
 
     def __init__(self, config: Any, backbone: Backbone):
         super().__init__()
@@ -36,9 +37,9 @@ class PretextTask(nn.Module):
         self.backbone = backbone
 
     def make_views(
-        self, images: torch.Tensor, generator: torch.Generator
+        self, images: torch.Tensor, generator: torch.Generator, labels: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
-        """(B, 3, S, S) uint8 -> the tensors `forward` needs (float, normalised)."""
+        """(B, 3, S, S) uint8 (and (B,) labels) -> the tensors `forward` needs."""
         raise NotImplementedError
 
     def forward(self, views: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -48,3 +49,7 @@ class PretextTask(nn.Module):
     def min_image_size(self) -> int:
         """Smallest `data.image_size` the task's views can be built from."""
         return 1
+
+    def lr_scales(self) -> dict[str, float]:
+        """Learning-rate multipliers by parameter-name prefix (e.g. {"backbone.": 0.1})."""
+        return {}

@@ -1,0 +1,225 @@
+"""`selfsup eval linear|knn|finetune` and `selfsup report`: arguments and what they run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from selfsup.eval.features import default_cache_dir
+from selfsup.eval.finetune import FinetuneSettings
+from selfsup.eval.knn import KnnSettings
+from selfsup.eval.linear import ProbeSettings
+
+RUN_HELP = (
+    "run folder, checkpoint file, random:<backbone|run> (fresh weights) or "
+    "supervised:<backbone|run> (trained with labels on --data, the same budget as the run)"
+)
+
+
+def add_common(p: argparse.ArgumentParser, multiple: bool = False) -> None:
+    if multiple:
+        p.add_argument("runs", nargs="+", metavar="RUN", help=RUN_HELP + ", or a results .json")
+    else:
+        p.add_argument("run", metavar="RUN", help=RUN_HELP)
+    p.add_argument("--data", required=True, help="labelled training images (folder or .npz)")
+    p.add_argument("--test", required=True, help="labelled test images (folder or .npz)")
+    p.add_argument("--layers", nargs="+", help="layers to evaluate (default: all probe layers)")
+    p.add_argument(
+        "--image-size", type=int, help="decode at this size (default: the run's data.image_size)"
+    )
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help=f"feature and baseline cache (default {default_cache_dir()}; $SELFSUP_CACHE)",
+    )
+    p.add_argument("--no-cache", action="store_true", help="extract features afresh, keep none")
+    p.add_argument(
+        "--baseline-steps",
+        type=int,
+        default=FinetuneSettings.steps,
+        help="training steps of supervised:<backbone> baselines (with a run: the run's steps)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def add_linear_options(p: argparse.ArgumentParser) -> None:
+    defaults = " ".join(f"{wd:g}" for wd in ProbeSettings.weight_decays)
+    p.add_argument(
+        "--weight-decay",
+        type=float,
+        nargs="+",
+        default=list(ProbeSettings.weight_decays),
+        help=f"L2 strengths tried on a validation split of --data (default {defaults}); one "
+        "value skips the selection",
+    )
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=ProbeSettings.steps,
+        help=f"L-BFGS iterations at most per fit (default {ProbeSettings.steps})",
+    )
+    p.add_argument(
+        "--max-dims",
+        type=int,
+        default=4096,
+        help="pool each layer to at most this many dimensions (default 4096)",
+    )
+
+
+def add_knn_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--k", type=int, default=KnnSettings.k, help="neighbours (default 200)")
+    p.add_argument(
+        "--temperature", type=float, default=KnnSettings.temperature, help="(default 0.1)"
+    )
+
+
+def add_eval_parser(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("eval", help="evaluate a representation (linear, knn, finetune)")
+    protocols = p.add_subparsers(dest="protocol", required=True, metavar="PROTOCOL")
+    lin = protocols.add_parser(
+        "linear",
+        help="per-layer linear probe on frozen features",
+        description="Fit an L2-regularised logistic regression (L-BFGS) on the frozen, "
+        "average-pooled, standardised features of every layer; the L2 strength is chosen on a "
+        "validation split of --data. Reports test top-1/top-5 per layer.",
+    )
+    add_common(lin)
+    add_linear_options(lin)
+    lin.add_argument(
+        "--random-init", action="store_true", help="RUN's architecture with random weights"
+    )
+    lin.add_argument("--json", help="write the results here")
+    knn = protocols.add_parser(
+        "knn",
+        help="weighted kNN on frozen features",
+        description="Weighted kNN (cosine similarity, votes exp(sim / T)) on globally pooled "
+        "features of the final layer, or --layers.",
+    )
+    add_common(knn)
+    add_knn_options(knn)
+    knn.add_argument(
+        "--random-init", action="store_true", help="RUN's architecture with random weights"
+    )
+    knn.add_argument("--json", help="write the results here")
+    fin = protocols.add_parser(
+        "finetune",
+        help="fine-tune the whole backbone with a linear head",
+        description="Train the supervised task from RUN's backbone (backbone learning rate "
+        "scaled by --backbone-lr-scale), then classify the test images.",
+    )
+    add_common(fin)
+    fin.add_argument("--steps", type=int, default=FinetuneSettings.steps, help="training steps")
+    fin.add_argument("--lr", type=float, default=FinetuneSettings.lr, help="head learning rate")
+    fin.add_argument(
+        "--backbone-lr-scale",
+        type=float,
+        default=FinetuneSettings.backbone_scale,
+        help="backbone learning rate relative to the head (default 0.1)",
+    )
+    fin.add_argument("--batch-size", type=int, default=FinetuneSettings.batch_size)
+    fin.add_argument("--out", type=Path, help="run folder for the fine-tuning run")
+    fin.add_argument("--json", help="write the results here")
+
+
+def add_report_parser(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "report",
+        help="table + plot of several runs with random and supervised baselines",
+        description="Evaluate every RUN with one protocol (features are cached), add the "
+        "random-init and supervised rows of the first run's architecture and budget, and write "
+        "report.md, accuracy.png and results.json to --out.",
+    )
+    add_common(p, multiple=True)
+    add_linear_options(p)
+    add_knn_options(p)
+    p.add_argument("--protocol", choices=("linear", "knn"), default="linear")
+    p.add_argument("--no-baselines", action="store_true", help="no random / supervised rows")
+    p.add_argument("--out", required=True, type=Path, help="report folder")
+
+
+def options_from(args: argparse.Namespace):
+    from selfsup.eval.protocol import EvalOptions
+
+    cache = None if args.no_cache else (args.cache_dir or default_cache_dir())
+    return EvalOptions(device=args.device, cache_dir=cache, progress=not args.quiet)
+
+
+def load_data(args: argparse.Namespace, spec: str):
+    """Decode --data and --test at the size of the run (or --image-size, or 32)."""
+    from selfsup.eval.baselines import architecture, split_spec
+    from selfsup.eval.protocol import load_labelled
+
+    size = args.image_size
+    if size is None:
+        _, target = split_spec(spec)
+        _, run_config = architecture(target)
+        size = int(run_config.get("data", {}).get("image_size", 32))
+    progress = not args.quiet
+    return load_labelled(args.data, size, progress=progress), load_labelled(
+        args.test, size, progress=progress
+    )
+
+
+def evaluate(spec: str, protocol: str, args: argparse.Namespace, train, test, options) -> dict:
+    """One model, one protocol."""
+    from selfsup.eval.baselines import finetune_eval, resolve_model
+    from selfsup.eval.protocol import knn_eval, linear_eval
+
+    if protocol == "finetune":
+        settings = FinetuneSettings(
+            steps=args.steps,
+            lr=args.lr,
+            backbone_scale=args.backbone_lr_scale,
+            batch_size=args.batch_size,
+        )
+        return finetune_eval(spec, train, test, settings, options, args.out)
+    if getattr(args, "random_init", False) and not spec.startswith(("random:", "supervised:")):
+        spec = f"random:{spec}"
+    baseline = FinetuneSettings(steps=args.baseline_steps)
+    loaded = resolve_model(spec, train, test, options, baseline)
+    if protocol == "knn":
+        settings = KnnSettings(k=args.k, temperature=args.temperature)
+        return knn_eval(loaded, train, test, layers=args.layers, settings=settings, options=options)
+    settings = ProbeSettings(weight_decays=tuple(args.weight_decay), steps=args.steps)
+    return linear_eval(
+        loaded,
+        train,
+        test,
+        layers=args.layers,
+        settings=settings,
+        max_dims=args.max_dims,
+        options=options,
+    )
+
+
+def command_eval(args: argparse.Namespace) -> None:
+    from selfsup.eval.report import table
+
+    train, test = load_data(args, args.run)
+    result = evaluate(args.run, args.protocol, args, train, test, options_from(args))
+    print(table([result]))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2))
+        print(f"wrote {args.json}")
+
+
+def command_report(args: argparse.Namespace) -> None:
+    from selfsup.eval.report import write_report
+
+    options = options_from(args)
+    specs = [s for s in args.runs if not s.endswith(".json")]
+    results = [json.loads(Path(s).read_text()) for s in args.runs if s.endswith(".json")]
+    if specs:
+        from selfsup.eval.baselines import split_spec
+
+        train, test = load_data(args, specs[0])
+        if not args.no_baselines and split_spec(specs[0])[0] == "run":
+            specs += [f"random:{specs[0]}", f"supervised:{specs[0]}"]
+        for spec in specs:
+            results.append(evaluate(spec, args.protocol, args, train, test, options))
+    print(write_report(results, args.out))
+    print(f"\nwrote {args.out}/report.md, accuracy.png, results.json")

@@ -1,0 +1,73 @@
+"""Weighted k-nearest-neighbour classification on frozen features (the common SSL monitor).
+
+Features are L2-normalised; each test sample's k most cosine-similar training samples vote for
+their labels with weight exp(similarity / temperature) (Wu et al. 2018, "Unsupervised Feature
+Learning via Non-Parametric Instance Discrimination"; k = 200, temperature 0.1 by default).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class KnnSettings:
+    k: int = 200
+    temperature: float = 0.1
+    chunk: int = 1024  # test rows per similarity block (memory: chunk x N floats)
+
+
+@dataclass
+class KnnResult:
+    top1: float
+    top5: float
+    dims: int
+    k: int
+    temperature: float
+
+
+def knn_votes(
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    test_x: torch.Tensor,
+    num_classes: int,
+    settings: KnnSettings | None = None,
+) -> torch.Tensor:
+    """Class scores (N_test, num_classes): summed exp(sim / T) of each row's k neighbours."""
+    settings = settings or KnnSettings()
+    train_x = F.normalize(train_x.float(), dim=1)
+    k = min(settings.k, len(train_x))
+    scores = torch.empty(len(test_x), num_classes)
+    for start in range(0, len(test_x), settings.chunk):
+        queries = F.normalize(test_x[start : start + settings.chunk].float(), dim=1)
+        similarity, index = (queries @ train_x.T).topk(k, dim=1)  # (n, k)
+        weights = (similarity / settings.temperature).exp()
+        votes = torch.zeros(len(queries), num_classes)
+        votes.scatter_add_(1, train_y[index], weights)
+        scores[start : start + len(queries)] = votes
+    return scores
+
+
+def weighted_knn(
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    test_x: torch.Tensor,
+    test_y: torch.Tensor,
+    num_classes: int,
+    settings: KnnSettings | None = None,
+) -> KnnResult:
+    """Top-1 / top-5 accuracy of weighted kNN on the test features."""
+    from selfsup.eval.linear import accuracy
+
+    settings = settings or KnnSettings()
+    scores = knn_votes(train_x, train_y, test_x, num_classes, settings)
+    return KnnResult(
+        top1=accuracy(scores, test_y),
+        top5=accuracy(scores, test_y, 5),
+        dims=train_x.shape[1],
+        k=min(settings.k, len(train_x)),
+        temperature=settings.temperature,
+    )
