@@ -1,11 +1,13 @@
-"""Benchmarks: pretrain for a fixed step budget, probe every layer, compare with random init.
+"""Benchmarks: pretrain for a fixed step budget, then report linear probes and kNN per layer
+beside random init and a supervised baseline trained for the same budget.
 
     python bench/run.py                     # every entry
     python bench/run.py --only counting_cifar10 --steps 200
 
 Data comes from `$SELFSUP_DATA` (default: `../shared/data` beside the repository), laid out
-as described in the README's Benchmarks section. Results go to `bench/results/<entry>.json`
-with the commands, the machine and the timings; runs go to `bench/work/` (git-ignored).
+as described in the README's Benchmarks section. Per entry, `bench/results/<entry>/` gets the
+reports (`linear/`, `knn/`: report.md, accuracy.png, results.json) and `bench/results/<entry>.json`
+the figures, commands, timings and machine. Runs and caches go to `bench/work/` (git-ignored).
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ def carve_validation(source: Path, out_dir: Path, per_class: int) -> tuple[Path,
 
 
 def entries(data: Path) -> dict[str, dict]:
-    """name -> what to pretrain on and how to probe it."""
+    """name -> what to pretrain on and how to evaluate it."""
     tiny_train, tiny_val = carve_validation(
         data / "tinyimagenet" / "train_jpeg.npz", WORK / "tinyimagenet_split", per_class=50
     )
@@ -102,63 +104,96 @@ def machine() -> dict:
     }
 
 
+def portable(command: list[str]) -> str:
+    """The command as a user would type it: no machine paths."""
+    text = shlex.join(str(c) for c in command)
+    return (
+        text.replace(str(ROOT) + "/", "")
+        .replace(str(data_dir()), "$SELFSUP_DATA")
+        .replace(sys.executable, "python")
+    )
+
+
+def scrub(folder: Path) -> None:
+    """Rewrite machine paths in the written reports as portable ones."""
+    for path in folder.rglob("*"):
+        if path.suffix in (".md", ".json"):
+            text = path.read_text()
+            text = text.replace(str(data_dir()), "$SELFSUP_DATA").replace(str(ROOT) + "/", "")
+            path.write_text(text.replace(str(Path.home()), "~"))
+
+
 def bench_entry(name: str, entry: dict, steps: int | None) -> dict:
     selfsup = [sys.executable, "-m", "selfsup"]
-    out = WORK / name
+    out, report_dir = WORK / name, RESULTS / name
     steps = steps or entry["steps"]
-    train_cmd = [
-        *selfsup,
-        "train",
-        "counting",
-        "--data",
-        str(entry["pretrain"]),
-        "--out",
-        str(out),
-        "--config",
-        entry["config"],
-        "--steps",
-        str(steps),
-        "--quiet",
-        *entry["overrides"],
-    ]
-    train_seconds = run(train_cmd)
-    results, commands = {}, {"train": train_cmd}
-    for label, extra in (("pretrained", []), ("random_init", ["--random-init"])):
-        json_path = WORK / f"{name}_{label}.json"
-        cmd = [
+    cache = ["--cache-dir", str(WORK / "cache"), "--quiet"]
+    data = ["--data", str(entry["probe_train"]), "--test", str(entry["probe_test"])]
+    commands = {
+        "train": [
+            *selfsup,
+            "train",
+            "counting",
+            "--data",
+            str(entry["pretrain"]),
+            "--out",
+            str(out),
+            "--config",
+            entry["config"],
+            "--steps",
+            str(steps),
+            "--quiet",
+            *entry["overrides"],
+        ],
+        "linear": [
+            *selfsup,
+            "report",
+            str(out),
+            *data,
+            *cache,
+            "--out",
+            str(report_dir / "linear"),
+        ],
+        "knn": [
+            *selfsup,
+            "report",
+            str(out),
+            *data,
+            *cache,
+            "--protocol",
+            "knn",
+            "--out",
+            str(report_dir / "knn"),
+        ],
+        # Features are cached by now: this times the probes alone.
+        "linear_cached": [
             *selfsup,
             "eval",
             "linear",
             str(out),
-            "--data",
-            str(entry["probe_train"]),
-            "--test",
-            str(entry["probe_test"]),
+            *data,
+            *cache,
             "--json",
-            str(json_path),
-            "--quiet",
-            *extra,
-        ]
-        run(cmd)
-        results[label] = json.loads(json_path.read_text())
-        commands[f"eval_{label}"] = cmd
+            str(WORK / f"{name}_linear_cached.json"),
+        ],
+    }
+    seconds = {key: round(run(command), 1) for key, command in commands.items()}
+    scrub(report_dir)
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    linear = json.loads((report_dir / "linear" / "results.json").read_text())
+    knn = json.loads((report_dir / "knn" / "results.json").read_text())
+    cached = json.loads((WORK / f"{name}_linear_cached.json").read_text())
     return {
         "entry": name,
         "steps": steps,
-        "train_seconds": round(train_seconds, 1),
+        "seconds": seconds,
         "images_per_sec": float(np.median([m["images_per_sec"] for m in metrics])),
         "final_loss": metrics[-1]["loss"],
+        "probe_seconds_on_cached_features": cached["probe_seconds"],
         "machine": machine(),
-        "commands": {
-            k: shlex.join(str(c) for c in v)
-            .replace(str(ROOT) + "/", "")
-            .replace(str(data_dir()), "$SELFSUP_DATA")
-            for k, v in commands.items()
-        },
-        "linear_probe": {
-            label: {row["layer"]: row for row in r["layers"]} for label, r in results.items()
-        },
+        "commands": {key: portable(command) for key, command in commands.items()},
+        "linear": {r["model"]: {row["layer"]: row["top1"] for row in r["layers"]} for r in linear},
+        "knn": {r["model"]: {row["layer"]: row["top1"] for row in r["layers"]} for r in knn},
     }
 
 
@@ -176,7 +211,7 @@ def main() -> None:
             continue
         result = bench_entry(name, entry, args.steps)
         (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2))
-        print(json.dumps({k: result[k] for k in ("entry", "steps", "train_seconds")}))
+        print(json.dumps({k: result[k] for k in ("entry", "steps", "seconds")}))
 
 
 if __name__ == "__main__":

@@ -73,6 +73,20 @@ def test_rerun_with_more_steps_trains_on(tiny_npz, tmp_path, capsys):
     assert checkpoint.load(out / "checkpoints" / "last.pt")["step"] == 4
 
 
+def test_resume_from_checkpoint_without_lr_scale(tiny_npz, tmp_path):
+    """The per-group learning-rate scale comes from the task, so a checkpoint whose optimizer
+    state does not carry it (written by an earlier version) still resumes."""
+    out = tmp_path / "run"
+    train(tiny_config(tiny_npz, "train.steps=2"), out, progress=False)
+    path = out / "checkpoints" / "last.pt"
+    state = checkpoint.load(path)
+    for group in state["optimizer"]["param_groups"]:
+        del group["lr_scale"]
+    torch.save(state, path)
+    train(tiny_config(tiny_npz, "train.steps=3"), out, progress=False)
+    assert checkpoint.load(path)["step"] == 3
+
+
 def test_resume_refuses_another_backbone(tiny_npz, tmp_path):
     out = tmp_path / "run"
     train(tiny_config(tiny_npz, "train.steps=1"), out, progress=False)

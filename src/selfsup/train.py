@@ -53,6 +53,15 @@ def fill_from_data(cfg: ExperimentConfig, source: ImageSource) -> None:
         cfg.task_config.num_classes = len(source.class_names or []) or int(source.labels.max()) + 1
 
 
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Load saved moments and step counts but keep each group's `lr_scale` from the current
+    task: the scale is configuration, not state, and checkpoints need not carry it."""
+    scales = [group["lr_scale"] for group in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, scale in zip(optimizer.param_groups, scales):
+        group["lr_scale"] = scale
+
+
 def build_optimizer(model: PretextTask, cfg: OptimConfig) -> torch.optim.Optimizer:
     """Parameter groups by learning-rate scale (the task's `lr_scales`) and by decay: biases
     and normalisation parameters are not decayed. Each group keeps its `lr_scale`."""
@@ -161,7 +170,7 @@ def prepare(cfg: ExperimentConfig, folder: str | Path, progress: bool = True) ->
         state = checkpoint.load(run.checkpoint_path)
         check_same_model(state["config"], cfg, run.checkpoint_path)
         checkpoint.load_module_state(model, state["model"], run.checkpoint_path)
-        optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(optimizer, state["optimizer"])
         checkpoint.set_rng_states(state["rng"])
         run.start_step = state["step"]
         run.scaler_state = state.get("scaler")
