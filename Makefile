@@ -31,6 +31,7 @@ format: $(BIN)/selfsup
 
 bench: $(BIN)/selfsup
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/video.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache

@@ -1,4 +1,4 @@
-"""The `selfsup` command line: train, eval, demo, list, config."""
+"""The `selfsup` command line: train, eval, report, video, demo, list, config."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import sys
 
 from selfsup import __version__
 from selfsup.eval.cli import add_eval_parser, add_report_parser, command_eval, command_report
+from selfsup.video.cli import add_video_parser, command_video
 
 EXAMPLES = """examples:
   selfsup demo
@@ -17,6 +18,8 @@ EXAMPLES = """examples:
   selfsup eval knn runs/count --data train.npz --test test.npz
   selfsup eval finetune runs/count --data train.npz --test test.npz --steps 500
   selfsup report runs/count --data train.npz --test test.npz --out report/
+  selfsup video masks clip.mp4 --out masks/
+  selfsup video patches videos/ --out patches/ --workers 2
 """
 
 
@@ -56,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_parser(commands)
     add_eval_parser(commands)
     add_report_parser(commands)
+    add_video_parser(commands)
     demo = commands.add_parser(
         "demo",
         help="pretrain counting on the bundled CIFAR-10 sample and probe it",
@@ -129,8 +133,16 @@ def user_errors() -> tuple[type[Exception], ...]:
     from selfsup.config import ConfigError
     from selfsup.data import BadImageError, DataFormatError
     from selfsup.train import NonFiniteLossError
+    from selfsup.video.reader import VideoError
 
-    return (ConfigError, DataFormatError, BadImageError, CheckpointError, NonFiniteLossError)
+    return (
+        ConfigError,
+        DataFormatError,
+        BadImageError,
+        CheckpointError,
+        NonFiniteLossError,
+        VideoError,
+    )
 
 
 COMMANDS = {
@@ -140,6 +152,7 @@ COMMANDS = {
     "demo": command_demo,
     "list": command_list,
     "config": command_config,
+    "video": command_video,
 }
 
 
@@ -148,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra:
         not_overrides = [a for a in extra if "=" not in a or a.startswith("-")]
-        if args.command != "train" or not_overrides:
+        if not hasattr(args, "overrides") or not_overrides:
             parser.error(f"unrecognized arguments: {' '.join(not_overrides or extra)}")
         args.overrides = [*args.overrides, *extra]
     try:

@@ -1,0 +1,1 @@
+"""Video: reading, unsupervised motion masks, moving-object proposals and tracks."""

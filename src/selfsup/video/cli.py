@@ -1,0 +1,220 @@
+"""`selfsup video masks | patches | track`: the video tooling on the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from selfsup.config import ConfigError, from_dict, parse_overrides, validate
+
+EXAMPLES = """examples:
+  selfsup video masks clip.mp4 --out masks/
+  selfsup video masks DAVIS/JPEGImages/480p --eval DAVIS/Annotations/480p --out masks/
+  selfsup video masks clip.mp4 --out masks/ min_residual=2 temporal_window=5
+  selfsup video patches videos/ --out patches/ --workers 2 track.tracker=kcf
+  selfsup video track DAVIS/JPEGImages/480p --eval DAVIS/Annotations/480p --out tracks/
+"""
+
+
+def add_reading_options(p: argparse.ArgumentParser, default_size: int | None) -> None:
+    p.add_argument(
+        "videos",
+        nargs="+",
+        metavar="VIDEO",
+        help="video files, frame folders, .npz clips, or folders of them",
+    )
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument(
+        "--size",
+        type=int,
+        default=default_size,
+        help=f"resize frames to this shorter side (default {default_size})",
+    )
+    p.add_argument("--stride", type=int, default=1, help="keep every N-th frame")
+    p.add_argument("--max-frames", type=int, help="use at most this many frames per video")
+    p.add_argument(
+        "--keep-partial",
+        action="store_true",
+        help="use the frames read from a truncated video instead of failing",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def add_video_parser(commands: argparse._SubParsersAction) -> None:
+    video = commands.add_parser(
+        "video",
+        help="motion masks, moving-object patches and tracks from videos",
+        description="Video tooling for motion segmentation and transitive invariance. "
+        "Algorithm settings are key=value overrides (see the docs' video page).",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = video.add_subparsers(dest="video_command", required=True, metavar="SUBCOMMAND")
+    masks = sub.add_parser(
+        "masks",
+        help="unsupervised motion masks (PNG, .npz, overlay)",
+        description="Masks of independently moving pixels per frame. "
+        "Writes OUT/<video>/masks/*.png, masks.npz and overlay.jpg, "
+        "OUT/motion_masks.npz (all videos, centre squares: the data of "
+        "the motion-segmentation task) and OUT/scores.json.",
+    )
+    add_reading_options(masks, 240)
+    masks.add_argument(
+        "--eval",
+        metavar="GT",
+        help="ground-truth masks: a folder of PNGs "
+        "(one video) or of per-video folders (DAVIS Annotations/480p)",
+    )
+    patches = sub.add_parser(
+        "patches",
+        help="tracked moving-object patch dataset",
+        description="Proposals from motion masks, tracked forward; "
+        "writes OUT/patches.npz, summary.json and preview.jpg.",
+    )
+    add_reading_options(patches, 240)
+    patches.add_argument(
+        "--workers", type=int, default=1, help="videos processed in parallel processes (default 1)"
+    )
+    track = sub.add_parser(
+        "track",
+        help="score proposals and tracks against ground truth",
+        description="Run the patch pipeline's proposals and tracker on "
+        "videos with ground-truth masks and report box IoU along tracks "
+        "and how long tracks survive; writes OUT/tracking.json.",
+    )
+    add_reading_options(track, 240)
+    track.add_argument("--eval", metavar="GT", required=True, help="ground-truth masks")
+    for p in (masks, patches, track):
+        p.add_argument(
+            "overrides",
+            nargs="*",
+            metavar="key=value",
+            help="algorithm settings, e.g. min_residual=2 (masks) or "
+            "masks.min_residual=2 track.tracker=kcf (patches, track)",
+        )
+
+
+def settings(cls: type, overrides: list[str]):
+    cfg = from_dict(cls, parse_overrides(overrides))
+    validate(cfg)
+    return cfg
+
+
+def reading(args: argparse.Namespace):
+    from selfsup.video.reader import ReadOptions
+
+    for name in ("size", "stride", "max_frames"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{name.replace('_', '-')}: must be >= 1, got {value}")
+    return ReadOptions(args.stride, args.size, args.max_frames, args.keep_partial)
+
+
+def command_masks(args: argparse.Namespace) -> None:
+    from selfsup.video.masks import write_masks
+    from selfsup.video.motion import MotionMaskConfig
+    from selfsup.video.reader import find_videos
+
+    cfg = settings(MotionMaskConfig, args.overrides)
+    gt = Path(args.eval) if args.eval else None
+    if gt is not None and not gt.is_dir():
+        raise ConfigError(f"--eval: {gt} is not a folder of ground-truth masks")
+    scores = write_masks(
+        find_videos(args.videos), Path(args.out), cfg, reading(args), gt, progress=not args.quiet
+    )
+    for r in scores["videos"]:
+        line = f"{r['video']:24s} {r['frames']:5d} frames {r['fps']:6.1f} frames/s"
+        if "J" in r:
+            line += f"  J {r['J']:.3f} (centre box {r['J_centre_box']:.3f})"
+        print(line)
+    if "mean_J" in scores:
+        print(
+            f"{'mean':24s} J {scores['mean_J']:.3f} (centre box {scores['mean_J_centre_box']:.3f})"
+        )
+    print(f"wrote {args.out}/scores.json")
+
+
+def patch_settings(args: argparse.Namespace):
+    from selfsup.video.patches import PatchConfig
+
+    base = [f"size={args.size}", f"stride={args.stride}"]
+    if args.max_frames:
+        base.append(f"max_frames={args.max_frames}")
+    return settings(PatchConfig, [*base, *args.overrides])
+
+
+def command_patches(args: argparse.Namespace) -> None:
+    from selfsup.video.patches import extract_patches
+    from selfsup.video.reader import find_videos
+
+    if args.workers < 1:
+        raise ConfigError(f"--workers: must be >= 1, got {args.workers}")
+    summary = extract_patches(
+        find_videos(args.videos),
+        Path(args.out),
+        patch_settings(args),
+        args.workers,
+        progress=not args.quiet,
+    )
+    print(
+        f"{summary['patches']} patches in {summary['tracks']} tracks from "
+        f"{len(summary['videos'])} videos in {summary['seconds']} s; wrote "
+        f"{args.out}/patches.npz"
+    )
+
+
+def command_track(args: argparse.Namespace) -> None:
+    from selfsup.video.evaluate import read_masks, score_tracking
+    from selfsup.video.masks import ground_truth_for
+    from selfsup.video.motion import motion_masks
+    from selfsup.video.patches import seed_tracks
+    from selfsup.video.reader import find_videos, read_video, video_name
+
+    cfg = patch_settings(args)
+    options = reading(args)
+    videos = find_videos(args.videos)
+    results = []
+    for path in videos:
+        frames = read_video(path, options)
+        truth = read_masks(
+            ground_truth_for(Path(args.eval), video_name(path), len(videos) == 1),
+            options,
+            shape=frames.shape[1:3],
+        )
+        masks = motion_masks(frames, cfg.masks)
+        paths = seed_tracks(frames, masks, cfg)
+        scores = score_tracking(frames, masks, paths, truth, cfg.track)
+        result = {"video": video_name(path), **scores}
+        results.append(result)
+        ft, pr = result.get("from_truth", {}), result["proposals"]
+        print(
+            f"{result['video']:24s} seeded by truth: IoU {ft.get('mean_iou', float('nan')):.3f}"
+            f" survival {ft.get('survival', float('nan')):.2f} | proposals: "
+            f"{pr['on_object']}/{pr['tracks']} on object, IoU {pr['mean_iou'] or 0:.3f}, "
+            f"length {pr['mean_length'] or 0:.1f}"
+        )
+    summary = {
+        "videos": results,
+        "mean_iou_from_truth": float(
+            np.mean([r["from_truth"]["mean_iou"] for r in results if "from_truth" in r])
+        ),
+        "mean_survival_from_truth": float(
+            np.mean([r["from_truth"]["survival"] for r in results if "from_truth" in r])
+        ),
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "tracking.json").write_text(json.dumps(summary, indent=2))
+    print(
+        f"mean (seeded by truth): IoU {summary['mean_iou_from_truth']:.3f}, survival "
+        f"{summary['mean_survival_from_truth']:.2f}; wrote {out}/tracking.json"
+    )
+
+
+def command_video(args: argparse.Namespace) -> None:
+    {"masks": command_masks, "patches": command_patches, "track": command_track}[
+        args.video_command
+    ](args)

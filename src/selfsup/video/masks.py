@@ -1,0 +1,122 @@
+"""`selfsup video masks`: motion masks of videos written as PNGs, an .npz for training motion
+segmentation, overlays to look at, and J scores when ground truth is given."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from selfsup.video.evaluate import read_masks, score_masks
+from selfsup.video.motion import MotionMaskConfig, motion_masks
+from selfsup.video.patches import write_npz_atomic
+from selfsup.video.reader import ReadOptions, frame_files, read_video, video_name
+
+
+def ground_truth_for(gt_root: Path, name: str, single: bool) -> Path:
+    """A single video's ground truth is GT itself; several videos' are GT/<video name>."""
+    if single and frame_files(gt_root):
+        return gt_root
+    return gt_root / name
+
+
+def overlay(
+    frames: np.ndarray, masks: np.ndarray, truth: np.ndarray | None, count: int = 6
+) -> np.ndarray:
+    """`count` frames spread over the video: prediction tinted red, ground truth outlined
+    in green."""
+    import cv2
+
+    picks = np.linspace(0, len(frames) - 1, min(count, len(frames))).round().astype(int)
+    tiles = []
+    for t in picks:
+        tile = frames[t].astype(np.float32)
+        tile[masks[t]] = 0.5 * tile[masks[t]] + 0.5 * np.array([255, 0, 0])
+        tile = tile.astype(np.uint8)
+        if truth is not None:
+            contours, _ = cv2.findContours(
+                truth[t].astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
+            )
+            cv2.drawContours(tile, contours, -1, (0, 255, 0), 2)
+        tiles.append(tile)
+    rows = [np.concatenate(tiles[i : i + 3], 1) for i in range(0, len(tiles), 3)]
+    width = max(r.shape[1] for r in rows)
+    rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0))) for r in rows]
+    return np.concatenate(rows, 0)
+
+
+def centre_square(array: np.ndarray) -> np.ndarray:
+    """Centre-crop (T, H, W, ...) to (T, S, S, ...), S = min(H, W)."""
+    h, w = array.shape[1:3]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    return array[:, top : top + side, left : left + side]
+
+
+def mask_one(
+    path: Path, folder: Path, cfg: MotionMaskConfig, options: ReadOptions, truth_path: Path | None
+) -> tuple[dict, np.ndarray, np.ndarray]:
+    from PIL import Image
+
+    frames = read_video(path, options)
+    start = time.perf_counter()
+    masks = motion_masks(frames, cfg)
+    seconds = time.perf_counter() - start
+    (folder / "masks").mkdir(parents=True, exist_ok=True)
+    for t, mask in enumerate(masks):
+        Image.fromarray(mask.astype(np.uint8) * 255).save(folder / "masks" / f"{t:05d}.png")
+    write_npz_atomic(
+        folder / "masks.npz", {"images": frames, "masks": masks.astype(np.uint8) * 255}
+    )
+    result: dict = {
+        "video": video_name(path),
+        "frames": len(frames),
+        "frame_size": list(frames.shape[1:3]),
+        "fps": len(frames) / seconds,
+    }
+    truth = None
+    if truth_path is not None:
+        truth = read_masks(truth_path, options, shape=frames.shape[1:3])
+        result.update(score_masks(masks, truth, str(path)))
+    Image.fromarray(overlay(frames, masks, truth)).save(folder / "overlay.jpg", quality=90)
+    return result, frames, masks
+
+
+def write_masks(
+    videos: list[Path],
+    out: Path,
+    cfg: MotionMaskConfig,
+    options: ReadOptions,
+    gt_root: Path | None = None,
+    progress: bool = True,
+) -> dict:
+    """Masks for every video under `out/<video>/`; a combined `out/motion_masks.npz` of
+    centre-square frames and masks (the input motion segmentation trains on); scores in
+    `out/scores.json`. Returns the scores."""
+    out.mkdir(parents=True, exist_ok=True)
+    single = len(videos) == 1
+    results, all_frames, all_masks = [], [], []
+    for path in tqdm(videos, desc="motion masks", unit="video", disable=not progress):
+        truth = ground_truth_for(gt_root, video_name(path), single) if gt_root else None
+        result, frames, masks = mask_one(path, out / video_name(path), cfg, options, truth)
+        results.append(result)
+        all_frames.append(centre_square(frames))
+        all_masks.append(centre_square(masks))
+    if len({f.shape[1:] for f in all_frames}) == 1:
+        write_npz_atomic(
+            out / "motion_masks.npz",
+            {
+                "images": np.concatenate(all_frames),
+                "masks": np.concatenate(all_masks).astype(np.uint8) * 255,
+            },
+        )
+    scores: dict = {"videos": results}
+    if gt_root is not None:
+        scores["mean_J"] = float(np.mean([r["J"] for r in results]))
+        scores["mean_J_centre_box"] = float(np.mean([r["J_centre_box"] for r in results]))
+    scores["mean_fps"] = float(np.mean([r["fps"] for r in results]))
+    (out / "scores.json").write_text(json.dumps(scores, indent=2))
+    return scores

@@ -1,0 +1,190 @@
+"""Unsupervised masks of independently moving pixels, from a single video.
+
+Per frame t (the last frame uses the pair (t-1, t)):
+
+1. **Dense optical flow** from frame t to t+1 on grayscale frames (OpenCV's DIS, fast and
+   accurate enough; Farnebäck as an option), at `flow_size` pixels on the shorter side.
+2. **Camera-motion compensation**: the dominant motion is a homography fitted with RANSAC to
+   flow correspondences on a regular grid; the residual flow |f(p) - (H p - p)| is the motion
+   the camera does not explain. Where the fit fails (too few inliers) the median flow is the
+   camera motion.
+3. **Robust threshold**: a pixel moves if its residual exceeds
+   max(`min_residual`, `residual_sigmas` x the robust spread (1.4826 x MAD) of the residual
+   over the frame); the adaptive term keeps flow noise on textureless or blurred frames out.
+4. **Temporal smoothing**: the per-frame residual scores are averaged over a window of
+   `temporal_window` frames before thresholding, so a pixel must move consistently.
+5. **Cleanup**: morphological opening then closing (`morph_kernel` px), holes filled,
+   connected components smaller than `min_area` of the frame dropped.
+
+Masks come back at the input resolution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from selfsup.config import param
+
+
+@dataclass
+class MotionMaskConfig:
+    flow: str = param(
+        "dis", "Dense optical flow: dis (fast, default) or farneback.", choices=("dis", "farneback")
+    )
+    flow_size: int = param(
+        240, "Shorter side the frames are resized to for flow (masks return at full size).", low=16
+    )
+    grid_step: int = param(
+        8, "Spacing (px at flow_size) of the correspondences the homography is fitted to.", low=1
+    )
+    ransac_threshold: float = param(
+        1.0,
+        "RANSAC inlier threshold of the camera homography, in px at flow_size.",
+        low=0.0,
+        low_exclusive=True,
+    )
+    min_residual: float = param(
+        3.0, "A pixel moves only if its residual flow exceeds this many px at flow_size.", low=0.0
+    )
+    residual_sigmas: float = param(
+        6.0,
+        "... and exceeds this many robust standard deviations of the frame's residual.",
+        low=0.0,
+    )
+    temporal_window: int = param(
+        3, "Frames whose residual scores are averaged (odd; 1 disables smoothing).", low=1
+    )
+    morph_kernel: int = param(
+        5, "Side (px at flow_size) of the opening/closing element; 0 disables.", low=0
+    )
+    min_area: float = param(
+        0.002, "Connected components below this fraction of the frame are dropped.", low=0.0
+    )
+
+
+def to_gray(frame: np.ndarray) -> np.ndarray:
+    import cv2
+
+    return cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+
+
+class FlowEstimator:
+    def __init__(self, method: str):
+        import cv2
+
+        self.method = method
+        if method == "dis":
+            self.dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+
+    def __call__(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Flow (H, W, 2) from grayscale frame a to b."""
+        import cv2
+
+        if self.method == "dis":
+            return self.dis.calc(a, b, None)
+        return cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 4, 21, 3, 5, 1.1, 0)
+
+
+def camera_flow(flow: np.ndarray, grid_step: int, ransac_threshold: float) -> np.ndarray:
+    """The flow a homography fitted (RANSAC) to the dense flow would give: (H, W, 2)."""
+    import cv2
+
+    h, w = flow.shape[:2]
+    ys, xs = np.mgrid[grid_step // 2 : h : grid_step, grid_step // 2 : w : grid_step]
+    src = np.stack([xs.ravel(), ys.ravel()], 1).astype(np.float32)
+    dst = src + flow[ys.ravel(), xs.ravel()]
+    homography, inliers = (None, None)
+    if len(src) >= 8:
+        homography, inliers = cv2.findHomography(src, dst, cv2.RANSAC, ransac_threshold)
+    gy, gx = np.mgrid[0:h, 0:w].astype(np.float32)
+    if homography is None or inliers is None or inliers.sum() < 0.2 * len(src):
+        # No dominant plane (or a degenerate fit): the median flow is the camera motion.
+        return np.broadcast_to(np.median(flow.reshape(-1, 2), 0), flow.shape).copy()
+    points = np.stack([gx, gy], -1).reshape(-1, 1, 2)
+    moved = cv2.perspectiveTransform(points, homography).reshape(h, w, 2)
+    return moved - np.stack([gx, gy], -1)
+
+
+def residual_score(flow: np.ndarray, cfg: MotionMaskConfig) -> np.ndarray:
+    """Residual flow magnitude over the frame's threshold: > 1 means moving."""
+    camera = camera_flow(flow, cfg.grid_step, cfg.ransac_threshold)
+    residual = np.linalg.norm(flow - camera, axis=-1)
+    median = np.median(residual)
+    spread = 1.4826 * np.median(np.abs(residual - median))
+    threshold = max(cfg.min_residual, median + cfg.residual_sigmas * spread, 1e-6)
+    return (residual / threshold).astype(np.float32)
+
+
+def residual_scores(frames: np.ndarray, cfg: MotionMaskConfig) -> np.ndarray:
+    """Per frame t, the smaller of the residual scores of the flows t -> t+1 and t -> t-1
+    (T, h, w), at flow_size. Both flows live on frame t's pixels; taking the minimum keeps
+    what moves against both neighbours and drops the smear flow leaves on one side of an
+    object (background it is about to cover or has just uncovered)."""
+    from selfsup.video.reader import resize_frame
+
+    gray = [to_gray(resize_frame(f, cfg.flow_size)) for f in frames]
+    flow_of = FlowEstimator(cfg.flow)
+    forward = [residual_score(flow_of(gray[t], gray[t + 1]), cfg) for t in range(len(gray) - 1)]
+    backward = [residual_score(flow_of(gray[t], gray[t - 1]), cfg) for t in range(1, len(gray))]
+    if not forward:  # a single frame: nothing can be seen to move
+        return np.zeros((1, *gray[0].shape), np.float32)
+    scores = [forward[0]]
+    scores += [np.minimum(f, b) for f, b in zip(forward[1:], backward[:-1])]
+    scores.append(backward[-1])
+    return np.stack(scores)
+
+
+def smooth_in_time(scores: np.ndarray, window: int) -> np.ndarray:
+    if window <= 1:
+        return scores
+    half = window // 2
+    cumulative = np.concatenate([np.zeros_like(scores[:1]), np.cumsum(scores, 0)])
+    t = np.arange(len(scores))
+    low, high = np.clip(t - half, 0, len(scores)), np.clip(t + half + 1, 0, len(scores))
+    return (cumulative[high] - cumulative[low]) / (high - low)[:, None, None]
+
+
+def clean_mask(mask: np.ndarray, cfg: MotionMaskConfig) -> np.ndarray:
+    import cv2
+
+    mask = mask.astype(np.uint8)
+    if cfg.morph_kernel > 0:
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (cfg.morph_kernel,) * 2)
+        mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, kernel)
+        mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, kernel)
+    mask = fill_holes(mask)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    keep = np.zeros(count, bool)
+    keep[1:] = stats[1:, cv2.CC_STAT_AREA] >= cfg.min_area * mask.size
+    return keep[labels]
+
+
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """Background pixels not connected to the border become foreground."""
+    import cv2
+
+    padded = np.pad(mask, 1).astype(np.uint8)
+    flood = padded.copy()
+    cv2.floodFill(flood, None, (0, 0), 1)
+    holes = flood == 0
+    return (padded | holes.astype(np.uint8))[1:-1, 1:-1]
+
+
+def motion_masks(frames: np.ndarray, cfg: MotionMaskConfig | None = None) -> np.ndarray:
+    """(T, H, W, 3) uint8 frames -> (T, H, W) bool masks of independently moving pixels."""
+    import cv2
+
+    cfg = cfg or MotionMaskConfig()
+    if len(frames) == 0:
+        return np.zeros((0, *frames.shape[1:3]), bool)
+    scores = smooth_in_time(residual_scores(frames, cfg), cfg.temporal_window)
+    h, w = frames.shape[1:3]
+    masks = []
+    for score in scores:
+        small = clean_mask(score > 1.0, cfg)
+        masks.append(
+            cv2.resize(small.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
+        )
+    return np.stack(masks)

@@ -1,0 +1,191 @@
+"""Reading videos: files (mp4, avi, ... through OpenCV), frame folders (the DAVIS layout) and
+packed-JPEG .npz clips, all as one sequence of (H, W, 3) RGB uint8 frames.
+
+OpenCV rather than PyAV: the same dependency gives dense optical flow, RANSAC homographies,
+connected components and visual trackers, which the rest of this package needs; its FFmpeg
+backend reads the common containers (mp4, avi, mkv, mov) and codecs (H.264, MPEG-4, MJPEG).
+
+A video file is checked against the frame count its container declares: a file that stops
+early is truncated, and reading it raises `VideoError` naming the file and how far it got,
+unless `keep_partial=True` asks for the frames read so far.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from selfsup.data.decode import BadImageError, open_image
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv")
+FRAME_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+# Containers round their frame count (variable frame rates, edit lists): a few missing
+# frames at the end are not a truncation.
+FRAME_COUNT_SLACK = 2
+
+
+class VideoError(ValueError):
+    """A video could not be read; the message names the file and what is wrong."""
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    stride: int = 1  # keep every stride-th frame
+    size: int | None = None  # resize so the shorter side is `size` (None: native)
+    max_frames: int | None = None  # stop after this many kept frames
+    keep_partial: bool = False  # a truncated file yields what was read instead of failing
+
+
+def is_video_file(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES
+
+
+def frame_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES)
+
+
+def find_videos(paths: list[str | Path]) -> list[Path]:
+    """Expand user arguments into videos: a video file, a frame folder, a packed .npz clip,
+    or a folder of those (a DAVIS `JPEGImages/480p` root holds one frame folder per clip)."""
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if not path.exists():
+            raise VideoError(f"{path}: no such file or folder")
+        if path.is_file() or frame_files(path):
+            found.append(path)
+        else:
+            children = sorted(
+                p
+                for p in path.iterdir()
+                if is_video_file(p) or p.suffix == ".npz" or (p.is_dir() and frame_files(p))
+            )
+            if not children:
+                raise VideoError(
+                    f"{path}: no video files ({', '.join(VIDEO_SUFFIXES)}), frame images or "
+                    "frame folders in it"
+                )
+            found.extend(children)
+    return found
+
+
+def video_name(path: Path) -> str:
+    return path.stem if path.is_file() else path.name
+
+
+def resize_frame(frame: np.ndarray, size: int | None) -> np.ndarray:
+    import cv2
+
+    if size is None:
+        return frame
+    h, w = frame.shape[:2]
+    scale = size / min(h, w)
+    if scale == 1:
+        return frame
+    shape = (max(1, round(w * scale)), max(1, round(h * scale)))
+    kernel = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    return cv2.resize(frame, shape, interpolation=kernel)
+
+
+def _file_frames(path: Path, keep_partial: bool) -> Iterator[np.ndarray]:
+    import cv2
+
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise VideoError(f"{path}: cannot be opened as a video (unknown format or corrupt)")
+    declared = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    read = 0
+    try:
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            read += 1
+            yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+    finally:
+        capture.release()
+    if read == 0:
+        raise VideoError(f"{path}: no frame could be decoded (corrupt or empty video)")
+    if declared > 0 and read < declared - FRAME_COUNT_SLACK and not keep_partial:
+        raise VideoError(
+            f"{path}: truncated or corrupt: decoding stopped after {read} of {declared} "
+            "frames (pass keep_partial / --keep-partial to use the frames read)"
+        )
+
+
+def _folder_frames(path: Path, keep_partial: bool) -> Iterator[np.ndarray]:
+    files = frame_files(path)
+    if not files:
+        raise VideoError(f"{path}: no frame images ({', '.join(FRAME_SUFFIXES)}) in folder")
+    for file in files:
+        try:
+            yield open_image(file, str(file))
+        except BadImageError as err:
+            if keep_partial:
+                return
+            raise VideoError(f"{err} (frame of video {path})") from err
+
+
+def _npz_frames(path: Path, keep_partial: bool) -> Iterator[np.ndarray]:
+    try:
+        archive = np.load(path)
+    except (OSError, ValueError) as err:
+        raise VideoError(f"{path}: not a readable .npz ({err})") from err
+    with archive:
+        if "images" in archive:
+            yield from archive["images"]
+            return
+        if not {"jpeg", "offsets"} <= set(archive.files):
+            raise VideoError(
+                f"{path}: an .npz video needs `images` (T,H,W,3 uint8) or packed `jpeg` + "
+                f"`offsets`; it has {', '.join(archive.files)}"
+            )
+        jpeg, offsets = archive["jpeg"], archive["offsets"]
+    for i in range(len(offsets) - 1):
+        name = f"{path}[{i}]"
+        try:
+            yield open_image(jpeg[offsets[i] : offsets[i + 1]].tobytes(), name)
+        except BadImageError as err:
+            if keep_partial:
+                return
+            raise VideoError(str(err)) from err
+
+
+def iter_frames(path: str | Path, options: ReadOptions = ReadOptions()) -> Iterator[np.ndarray]:
+    """Yield the kept frames of a video, resized if asked."""
+    path = Path(path)
+    if options.stride < 1:
+        raise VideoError(f"stride must be >= 1, got {options.stride}")
+    if not path.exists():
+        raise VideoError(f"{path}: no such file or folder")
+    if path.is_dir():
+        frames = _folder_frames(path, options.keep_partial)
+    elif path.suffix == ".npz":
+        frames = _npz_frames(path, options.keep_partial)
+    elif path.suffix.lower() in VIDEO_SUFFIXES:
+        frames = _file_frames(path, options.keep_partial)
+    else:
+        raise VideoError(
+            f"{path}: not a video: expected a video file ({', '.join(VIDEO_SUFFIXES)}), a "
+            "folder of frame images or an .npz clip"
+        )
+    kept = 0
+    for index, frame in enumerate(frames):
+        if index % options.stride:
+            continue
+        yield resize_frame(frame, options.size)
+        kept += 1
+        if options.max_frames is not None and kept >= options.max_frames:
+            return
+
+
+def read_video(path: str | Path, options: ReadOptions = ReadOptions()) -> np.ndarray:
+    """All kept frames as one (T, H, W, 3) uint8 array."""
+    frames = list(iter_frames(path, options))
+    shapes = {f.shape for f in frames}
+    if len(shapes) > 1:
+        raise VideoError(f"{path}: frames differ in size ({sorted(shapes)[:3]}); resize them")
+    return np.stack(frames)

@@ -1,0 +1,235 @@
+"""Video layer: reading, motion masks, proposals, tracking, the `selfsup video` commands.
+
+The synthetic clips have a textured background that the camera pans across and a textured
+square that moves on its own, so the true mask of moving pixels is known exactly."""
+
+import json
+
+import numpy as np
+import pytest
+
+from selfsup.cli import main
+from selfsup.video.evaluate import centre_box_masks, jaccard, score_masks, score_track
+from selfsup.video.motion import MotionMaskConfig, motion_masks
+from selfsup.video.patches import PatchConfig, extract_patches
+from selfsup.video.proposals import box_iou, box_of_mask, proposals, square_box
+from selfsup.video.reader import ReadOptions, VideoError, find_videos, read_video
+from selfsup.video.track import track
+
+cv2 = pytest.importorskip("cv2")
+
+H, W, SIDE = 96, 128, 28
+
+
+def texture(shape: tuple[int, int], seed: int) -> np.ndarray:
+    """Smooth random RGB texture: flow needs structure at several scales."""
+    rng = np.random.default_rng(seed)
+    noise = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    return cv2.GaussianBlur(noise, (0, 0), 1.5)
+
+
+def synthetic_clip(frames=10, pan=(2, 1), step=(4, 2), moving=True, seed=0):
+    """(T, H, W, 3) frames and (T, H, W) true masks: the camera pans by `pan` px per frame
+    over a large background; a square moves by `step` px per frame relative to the frame."""
+    background = texture((H + 60, W + 60), seed)
+    square = texture((SIDE, SIDE), seed + 1)
+    clip, masks = [], []
+    for t in range(frames):
+        x0, y0 = 10 + pan[0] * t, 10 + pan[1] * t
+        frame = background[y0 : y0 + H, x0 : x0 + W].copy()
+        mask = np.zeros((H, W), bool)
+        if moving:
+            x, y = 20 + step[0] * t, 30 + step[1] * t
+            visible = square[: max(0, H - y), : max(0, W - x)]  # it may leave the frame
+            frame[y : y + visible.shape[0], x : x + visible.shape[1]] = visible
+            mask[y : y + visible.shape[0], x : x + visible.shape[1]] = True
+        clip.append(frame)
+        masks.append(mask)
+    return np.stack(clip), np.stack(masks)
+
+
+SMALL = MotionMaskConfig(flow_size=96, min_residual=1.0, morph_kernel=3, min_area=0.005)
+
+
+def write_frames(folder, frames):
+    folder.mkdir(parents=True)
+    for t, frame in enumerate(frames):
+        cv2.imwrite(str(folder / f"{t:05d}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+
+
+def write_avi(path, frames):
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (W, H))
+    for frame in frames:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+
+def test_frame_folder_stride_and_resize(tmp_path):
+    clip, _ = synthetic_clip(frames=6)
+    write_frames(tmp_path / "clip", clip)
+    video = read_video(tmp_path / "clip", ReadOptions(stride=2, size=48))
+    assert video.shape == (3, 48, 64, 3)
+    np.testing.assert_array_equal(read_video(tmp_path / "clip")[2], clip[2])  # PNG: lossless
+
+
+def test_video_file_reads_every_frame(tmp_path):
+    clip, _ = synthetic_clip(frames=8)
+    write_avi(tmp_path / "clip.avi", clip)
+    video = read_video(tmp_path / "clip.avi")
+    assert video.shape == clip.shape
+    assert np.abs(video.astype(int) - clip).mean() < 8  # MJPEG is lossy, but close
+
+
+def test_truncated_video_is_named_and_partial_read_on_request(tmp_path):
+    clip, _ = synthetic_clip(frames=12)
+    write_avi(tmp_path / "full.avi", clip)
+    data = (tmp_path / "full.avi").read_bytes()
+    (tmp_path / "cut.avi").write_bytes(data[: len(data) // 2])
+    with pytest.raises(VideoError, match=r"cut\.avi: truncated.* of 12 frames"):
+        read_video(tmp_path / "cut.avi")
+    partial = read_video(tmp_path / "cut.avi", ReadOptions(keep_partial=True))
+    assert 0 < len(partial) < 12
+
+
+def test_unreadable_and_missing_inputs_are_named(tmp_path):
+    (tmp_path / "junk.mp4").write_bytes(b"not a video at all")
+    with pytest.raises(VideoError, match=r"junk\.mp4"):
+        read_video(tmp_path / "junk.mp4")
+    with pytest.raises(VideoError, match=r"nothing\.avi: no such file"):
+        read_video(tmp_path / "nothing.avi")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(VideoError, match="empty: no video files"):
+        find_videos([tmp_path / "empty"])
+    (tmp_path / "clip").mkdir()
+    (tmp_path / "clip" / "00000.jpg").write_bytes(b"\xff\xd8broken")
+    with pytest.raises(VideoError, match=r"00000\.jpg"):
+        read_video(tmp_path / "clip")
+
+
+def test_packed_jpeg_npz_clip(tmp_path):
+    clip, _ = synthetic_clip(frames=4)
+    blobs = [cv2.imencode(".jpg", f)[1].ravel() for f in clip]
+    offsets = np.concatenate([[0], np.cumsum([len(b) for b in blobs])])
+    np.savez(tmp_path / "clip.npz", jpeg=np.concatenate(blobs), offsets=offsets)
+    assert read_video(tmp_path / "clip.npz").shape == clip.shape
+
+
+# --- motion masks ----------------------------------------------------------------------------
+
+
+def test_moving_object_on_panning_background_is_segmented():
+    """The square is found and the panned background is not. Bound: flow is smoothed over
+    DIS patches (~8 px) at the square's edges and the first/last frames see only one
+    neighbour, so IoU 0.6 on a 28 px square leaves room for that and fails on a mask that
+    misses the object or follows the camera (those score near 0)."""
+    clip, truth = synthetic_clip()
+    masks = motion_masks(clip, SMALL)
+    per_frame = jaccard(masks, truth)
+    assert per_frame.mean() > 0.6, per_frame
+    assert (masks & ~truth).mean() < 0.02  # the background that only the camera moves
+
+
+def test_static_and_panning_videos_yield_no_proposals():
+    for pan in ((0, 0), (3, 1)):
+        clip, _ = synthetic_clip(pan=pan, moving=False)
+        masks = motion_masks(clip, SMALL)
+        assert masks.mean() < 0.01, pan
+        assert all(proposals(m) == [] for m in masks), pan
+
+
+def test_proposal_boxes_the_moving_object():
+    clip, truth = synthetic_clip()
+    masks = motion_masks(clip, SMALL)
+    boxes = proposals(masks[4])
+    assert len(boxes) == 1
+    assert box_iou(boxes[0], box_of_mask(truth[4])) > 0.6
+
+
+# --- tracking --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tracker", ["csrt", "kcf"])
+def test_track_follows_a_translating_object(tracker):
+    from selfsup.video.track import TrackConfig
+
+    clip, truth = synthetic_clip(frames=10, pan=(0, 0), step=(3, 2))
+    path = track(clip, 0, box_of_mask(truth[0]), TrackConfig(tracker=tracker))
+    assert [t for t, _ in path] == list(range(10))
+    assert score_track(path, truth)["mean_iou"] > 0.7
+    x_first, x_last = path[0][1][0], path[-1][1][0]
+    assert 20 < x_last - x_first < 34  # moved by 9 x 3 = 27 px
+
+
+def test_track_is_cut_when_the_box_leaves_the_frame():
+    clip, truth = synthetic_clip(frames=16, pan=(0, 0), step=(8, 0))
+    path = track(clip, 0, box_of_mask(truth[0]))
+    assert len(path) < 16  # the square exits on the right after ~11 frames
+
+
+# --- scoring ---------------------------------------------------------------------------------
+
+
+def test_jaccard_conventions():
+    a = np.zeros((2, 4, 4), bool)
+    b = a.copy()
+    b[1, :2] = True
+    a[1, :1] = True
+    np.testing.assert_allclose(jaccard(a, b), [1.0, 0.5])  # empty vs empty counts as 1
+    scores = score_masks(centre_box_masks(b.shape), centre_box_masks(b.shape), "x")
+    assert scores["J"] == 1.0 and scores["J_centre_box"] == 1.0
+
+
+def test_square_box_stays_in_frame():
+    left, top, side = square_box((90, 0, 30, 20), 0.2, width=100, height=80)
+    assert side == 36 and left + side <= 100 and top == 0
+
+
+# --- commands --------------------------------------------------------------------------------
+
+
+def test_video_masks_command_writes_masks_scores_and_overlay(tmp_path, capsys):
+    clip, truth = synthetic_clip(frames=6)
+    write_frames(tmp_path / "clip", clip)
+    (tmp_path / "gt").mkdir()
+    for t, mask in enumerate(truth):
+        cv2.imwrite(str(tmp_path / "gt" / f"{t:05d}.png"), mask.astype(np.uint8) * 255)
+    args = ["video", "masks", str(tmp_path / "clip"), "--out", str(tmp_path / "out"),
+            "--eval", str(tmp_path / "gt"), "--size", "96", "--quiet",
+            "flow_size=96", "min_residual=1", "morph_kernel=3"]  # fmt: skip
+    assert main(args) == 0
+    scores = json.loads((tmp_path / "out" / "scores.json").read_text())
+    assert scores["mean_J"] > 0.5 > scores["mean_J_centre_box"]
+    assert len(list((tmp_path / "out" / "clip" / "masks").glob("*.png"))) == 6
+    assert (tmp_path / "out" / "clip" / "overlay.jpg").is_file()
+    with np.load(tmp_path / "out" / "motion_masks.npz") as data:
+        assert data["images"].shape == (6, 96, 96, 3) and data["masks"].shape == (6, 96, 96)
+    assert "J" in capsys.readouterr().out
+
+
+def test_video_masks_command_names_a_bad_setting(tmp_path, capsys):
+    assert main(["video", "masks", str(tmp_path), "--out", str(tmp_path), "flow=lk"]) == 2
+    assert "flow: 'lk' is not one of dis, farneback" in capsys.readouterr().err
+
+
+def test_patch_dataset_from_two_videos(tmp_path):
+    for i in range(2):
+        clip, _ = synthetic_clip(frames=8, seed=10 * i)
+        write_frames(tmp_path / "videos" / f"v{i}", clip)
+    cfg = PatchConfig(size=96, seed_every=4, patch_every=2, patch_size=32, masks=SMALL)
+    summary = extract_patches(find_videos([tmp_path / "videos"]), tmp_path / "out", cfg,
+                              progress=False)  # fmt: skip
+    with np.load(tmp_path / "out" / "patches.npz") as data:
+        n = len(data["images"])
+        assert n == summary["patches"] > 0
+        assert data["images"].shape == (n, 32, 32, 3) and data["masks"].shape == (n, 32, 32)
+        assert set(data["video"]) == {0, 1} and list(data["video_names"]) == ["v0", "v1"]
+        assert data["box"].shape == (n, 4)
+        # each track id belongs to one video; frames increase along a track
+        for track_id in np.unique(data["track"]):
+            rows = data["track"] == track_id
+            assert len(set(data["video"][rows])) == 1
+            assert np.all(np.diff(data["frame"][rows]) > 0)
+    assert (tmp_path / "out" / "preview.jpg").is_file()
