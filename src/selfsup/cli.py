@@ -1,4 +1,4 @@
-"""The `selfsup` command line: train, eval, report, video, demo, list, config."""
+"""The `selfsup` command line: train, eval, report, video, graph, demo, list, config."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import sys
 
 from selfsup import __version__
 from selfsup.eval.cli import add_eval_parser, add_report_parser, command_eval, command_report
+from selfsup.graph.cli import add_graph_parser, command_graph
 from selfsup.video.cli import add_video_parser, command_video
 
 EXAMPLES = """examples:
@@ -20,6 +21,8 @@ EXAMPLES = """examples:
   selfsup report runs/count --data train.npz --test test.npz --out report/
   selfsup video masks clip.mp4 --out masks/
   selfsup video patches videos/ --out patches/ --workers 2
+  selfsup graph build --patches patches/ --embed runs/relpos --out graph.npz
+  selfsup train transitive --data patches/patches.npz --graph graph.npz --out runs/ti
 """
 
 
@@ -36,6 +39,7 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="run folder: config, metrics, checkpoints")
     p.add_argument("--config", help="YAML config file (for example configs/counting_small.yaml)")
     p.add_argument("--steps", type=int, help="total training steps (sets train.steps)")
+    p.add_argument("--graph", help="patch graph of the transitive task (sets transitive.graph)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     # key=value overrides are collected from the leftover arguments in `main` (an nargs="*"
     # positional after TASK would be consumed, empty, before the options are parsed).
@@ -60,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_parser(commands)
     add_report_parser(commands)
     add_video_parser(commands)
+    add_graph_parser(commands)
     demo = commands.add_parser(
         "demo",
         help="pretrain counting on the bundled CIFAR-10 sample and probe it",
@@ -81,6 +86,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def graph_settings(args: argparse.Namespace) -> dict:
+    """--graph sets transitive.graph, and the data to the patches the graph was built on
+    unless --data names them."""
+    from selfsup.config import ConfigError
+    from selfsup.graph.build import load_graph
+
+    if args.task != "transitive":
+        raise ConfigError(f"--graph: only the transitive task reads a graph, not {args.task}")
+    values: dict = {"transitive": {"graph": args.graph}}
+    if not args.data:
+        values["data"] = {"path": str(load_graph(args.graph)["patches_path"])}
+    return values
+
+
 def command_train(args: argparse.Namespace) -> None:
     from selfsup.config import ConfigError, load_yaml, merge, parse_overrides, resolve
     from selfsup.tasks import task_config_class
@@ -96,6 +115,8 @@ def command_train(args: argparse.Namespace) -> None:
         values = merge(values, {"data": {"path": args.data}})
     if args.steps is not None:
         values = merge(values, {"train": {"steps": args.steps}})
+    if args.graph:
+        values = merge(values, graph_settings(args))
     values = merge(values, parse_overrides(args.overrides))
     cfg = resolve(values, task_config_class)
     if not cfg.data.path:
@@ -132,6 +153,7 @@ def user_errors() -> tuple[type[Exception], ...]:
     from selfsup.checkpoint import CheckpointError
     from selfsup.config import ConfigError
     from selfsup.data import BadImageError, DataFormatError
+    from selfsup.graph.build import GraphError
     from selfsup.train import NonFiniteLossError
     from selfsup.video.reader import VideoError
 
@@ -142,6 +164,7 @@ def user_errors() -> tuple[type[Exception], ...]:
         CheckpointError,
         NonFiniteLossError,
         VideoError,
+        GraphError,
     )
 
 
@@ -153,6 +176,7 @@ COMMANDS = {
     "list": command_list,
     "config": command_config,
     "video": command_video,
+    "graph": command_graph,
 }
 
 

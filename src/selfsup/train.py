@@ -139,6 +139,7 @@ def prepare(cfg: ExperimentConfig, folder: str | Path, progress: bool = True) ->
             f"data.image_size: {cfg.data.image_size} is smaller than the {cfg.task} views "
             f"need ({model.min_image_size()})"
         )
+    model.attach_data(str(cfg.data.path))
     model.to(
         device,
         memory_format=torch.channels_last if cfg.train.channels_last else torch.contiguous_format,

@@ -46,6 +46,10 @@ class PretextTask(nn.Module):
         """The loss (key "loss") and scalar metrics for logging."""
         raise NotImplementedError
 
+    def attach_data(self, data_path: str) -> None:
+        """Load data the task draws itself besides the loop's images (graph pairs, motion
+        masks); called once by the loop with `data.path` before training."""
+
     def min_image_size(self) -> int:
         """Smallest `data.image_size` the task's views can be built from."""
         return 1

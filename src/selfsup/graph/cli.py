@@ -1,0 +1,90 @@
+"""`selfsup graph build | stats | show`: the transitive-invariance graph on the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+EXAMPLES = """examples:
+  selfsup graph build --patches patches/ --embed runs/relpos --out graph.npz
+  selfsup graph build --patches patches/ --embed runs/relpos --out graph.npz clusters=200
+  selfsup graph stats graph.npz --patches patches/
+  selfsup graph show graph.npz --patches patches/ --out graph_preview/
+"""
+
+
+def add_graph_parser(commands: argparse._SubParsersAction) -> None:
+    graph = commands.add_parser(
+        "graph",
+        help="build and examine the transitive-invariance graph of video patches",
+        description="Nodes are patches (`selfsup video patches`); edges are inter-instance "
+        "(4-cliques of within-cluster neighbours), intra-instance (tracks) and transitive.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = graph.add_subparsers(dest="graph_command", required=True, metavar="SUBCOMMAND")
+    build = sub.add_parser("build", help="embed patches, mine cliques, write the graph")
+    build.add_argument("--patches", required=True, help="patches.npz or its folder")
+    build.add_argument(
+        "--embed",
+        required=True,
+        help="run whose backbone embeds the patches (e.g. relative-position)",
+    )
+    build.add_argument("--out", required=True, help="graph file (.npz)")
+    build.add_argument("--quiet", action="store_true", help="no progress bar")
+    build.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="clusters=, neighbours=, index=ivfflat|ivfpq, backend=, layer=, intra_max_gap=",
+    )
+    stats = sub.add_parser("stats", help="counts per edge type, cliques, cluster purity")
+    stats.add_argument("graph", help="graph file")
+    stats.add_argument("--patches", help="patches the graph was built on (checks the match)")
+    show = sub.add_parser("show", help="image grids of sample cliques and transitive chains")
+    show.add_argument("graph", help="graph file")
+    show.add_argument("--patches", required=True, help="patches the graph was built on")
+    show.add_argument("--out", required=True, help="folder for cliques.jpg and chains.jpg")
+
+
+def command_build(args: argparse.Namespace) -> None:
+    from selfsup.config import from_dict, parse_overrides, validate
+    from selfsup.graph.build import (
+        GraphConfig,
+        build_graph,
+        embed,
+        graph_stats,
+        load_patches,
+        save_graph,
+    )
+
+    cfg = from_dict(GraphConfig, parse_overrides(args.overrides))
+    validate(cfg)
+    patches = load_patches(args.patches)
+    features = embed(args.embed, patches.images, cfg.layer, progress=not args.quiet)
+    graph = build_graph(patches, features, cfg)
+    save_graph(graph, Path(args.out))
+    print(json.dumps(graph_stats(graph, patches.labels), indent=2))
+    print(f"wrote {args.out}")
+
+
+def command_stats(args: argparse.Namespace) -> None:
+    from selfsup.graph.build import graph_stats, load_graph, load_patches
+
+    patches = load_patches(args.patches) if args.patches else None
+    graph = load_graph(args.graph, patches)
+    print(json.dumps(graph_stats(graph, patches.labels if patches else None), indent=2))
+
+
+def command_show(args: argparse.Namespace) -> None:
+    from selfsup.graph.build import load_graph, load_patches
+    from selfsup.graph.preview import save_previews
+
+    patches = load_patches(args.patches)
+    written = save_previews(load_graph(args.graph, patches), patches, Path(args.out))
+    print("wrote " + (", ".join(map(str, written)) or "nothing: the graph has no edges to show"))
+
+
+def command_graph(args: argparse.Namespace) -> None:
+    {"build": command_build, "stats": command_stats, "show": command_show}[args.graph_command](args)

@@ -1,0 +1,185 @@
+"""Transitive invariance (Wang, He & Gupta, ICCV 2017): a triplet network on graph pairs.
+
+Positive pairs come from the patch graph (`selfsup graph build`): inter-instance (different
+objects that look alike), intra-instance (one object tracked through a video) and transitive
+(both at once). Each anchor a with its positive p is compared with `negatives` other patches
+of the batch n_k, of which a `hard_fraction` share are the most similar to a (hard-mined) and
+the rest drawn at random. With f the L2-normalised embedding and D the cosine distance
+D(x, y) = 1 - f(x).f(y), the ranking loss is
+
+    l(a, p) = mean_k max(0, D(a, p) - D(a, n_k) + margin),     margin = 0.5
+
+Ablations: `edges=inter` or `edges=intra` train on one edge type; `edges=transitive` (the
+method) on all three. Patches of the anchor's or positive's track are never negatives.
+
+The task draws its pairs itself from the graph (the training loop's image batch is not
+used: a batch here is a set of graph pairs, which the loop does not know about), with the
+loop's per-step generator, so runs stay deterministic and resume exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from selfsup.backbones import Backbone
+from selfsup.config import ConfigError, param
+from selfsup.data import views as V
+from selfsup.tasks import register_task
+from selfsup.tasks.base import MEAN, STD, PretextTask
+
+EDGE_CHOICES = ("transitive", "inter", "intra")
+
+
+@dataclass
+class TransitiveConfig:
+    graph: str = param("", "Graph file from `selfsup graph build` (required).")
+    patches: str = param("", "Patch dataset the graph was built on; empty: data.path.")
+    edges: str = param(
+        "transitive",
+        "Positive pairs: transitive (inter + intra + transitive, the method), inter or intra "
+        "(ablations).",
+        choices=EDGE_CHOICES,
+    )
+    pairs_per_batch: int = param(64, "Anchor-positive pairs per step.", low=2)
+    negatives: int = param(4, "Negatives per pair (predecessor code: 4).", low=1)
+    hard_fraction: float = param(
+        0.5, "Share of the negatives hard-mined in the batch (predecessor code: half).", low=0.0
+    )
+    margin: float = param(0.5, "Ranking margin on cosine distance (paper: 0.5).", low=0.0)
+    embedding_dim: int = param(128, "Size of the L2-normalised embedding.", low=1)
+    crop_size: int = param(32, "Side the patches are cropped and resized to (paper: 227).", low=8)
+    crop_scale: list[float] = param([0.6, 1.0], "Area range of the random patch crop.")
+    hflip_prob: float = param(0.5, "Probability of mirroring a patch.", low=0.0)
+    grayscale_prob: float = param(0.2, "Probability of a grayscale patch.", low=0.0)
+
+    def check(self, prefix: str) -> None:
+        if not self.graph:
+            raise ConfigError(f"{prefix}.graph: required (pass --graph GRAPH)")
+        if self.hard_fraction > 1:
+            raise ConfigError(f"{prefix}.hard_fraction: must be <= 1")
+        if len(self.crop_scale) != 2 or not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
+            raise ConfigError(f"{prefix}.crop_scale: expected [low, high] in (0, 1]")
+
+
+def ranking_loss(
+    anchor: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor, margin: float
+) -> torch.Tensor:
+    """anchor, positive (B, d) and negatives (B, K, d), all L2-normalised -> scalar."""
+    d_pos = 1 - (anchor * positive).sum(-1, keepdim=True)  # (B, 1)
+    d_neg = 1 - torch.einsum("bd,bkd->bk", anchor, negatives)  # (B, K)
+    return torch.relu(d_pos - d_neg + margin).mean()
+
+
+def choose_negatives(
+    anchor: torch.Tensor,
+    pool: torch.Tensor,
+    allowed: torch.Tensor,
+    count: int,
+    hard: int,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """Indices (B, count) into `pool` (M, d): the `hard` most similar allowed items to each
+    anchor, then random allowed items. `allowed` (B, M) bool masks out same-track items."""
+    sims = (anchor @ pool.T).detach().float()
+    sims = sims.masked_fill(~allowed, float("-inf"))
+    hardest = sims.topk(hard, dim=1).indices if hard else sims.new_zeros(len(sims), 0).long()
+    noise = torch.rand(sims.shape, generator=generator).to(sims.device)
+    noise = noise.masked_fill(~allowed, -1.0)
+    noise.scatter_(1, hardest, -1.0)  # never pick a hard one twice
+    random = noise.topk(count - hard, dim=1).indices
+    return torch.cat([hardest, random], dim=1)
+
+
+@register_task
+class Transitive(PretextTask):
+    name = "transitive"
+    config_class = TransitiveConfig
+
+    def __init__(self, config: TransitiveConfig, backbone: Backbone):
+        super().__init__(config, backbone)
+        self.head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(backbone.num_features, config.embedding_dim),
+        )
+        self.pairs: np.ndarray | None = None  # filled by `attach_data`
+        self.register_buffer("patches", torch.zeros(0, 3, 1, 1, dtype=torch.uint8), False)
+        self.register_buffer("track", torch.zeros(0, dtype=torch.long), False)
+
+    def attach_data(self, patches_path: str) -> None:
+        """Load the graph and its patches (the loop calls this with data.path)."""
+        from selfsup.graph.build import EDGE_TYPES, load_graph, load_patches
+
+        cfg = self.config
+        patches = load_patches(cfg.patches or patches_path)
+        graph = load_graph(cfg.graph, patches)
+        types = graph["pair_type"]
+        if cfg.edges != "transitive":
+            types_kept = types == EDGE_TYPES.index(cfg.edges)
+        else:
+            types_kept = np.ones(len(types), bool)
+        self.pairs = graph["pairs"][types_kept]
+        if len(self.pairs) == 0:
+            raise ConfigError(
+                f"transitive.edges={cfg.edges}: the graph {cfg.graph} has no such pairs"
+            )
+        self.patches = torch.from_numpy(patches.images).permute(0, 3, 1, 2).contiguous()
+        self.track = torch.from_numpy(patches.track)
+
+    def min_image_size(self) -> int:
+        return 1
+
+    def augment(self, patches: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        cfg = self.config
+        x = V.random_resized_crop(patches, cfg.crop_size, generator, scale=tuple(cfg.crop_scale))
+        x = V.random_hflip(x, cfg.hflip_prob, generator)
+        x = V.random_grayscale(x, cfg.grayscale_prob, generator)
+        return V.normalize(x, MEAN, STD)
+
+    def make_views(
+        self, images: torch.Tensor, generator: torch.Generator, labels: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        if self.pairs is None:
+            raise RuntimeError("Transitive.attach_data was not called")
+        chosen = torch.randint(
+            0, len(self.pairs), (self.config.pairs_per_batch,), generator=generator
+        )
+        pairs = torch.from_numpy(self.pairs[chosen.numpy()])  # (B, 2)
+        swap = torch.rand(len(pairs), generator=generator) < 0.5  # either end can be the anchor
+        pairs = torch.where(swap[:, None], pairs.flip(1), pairs)
+        ids = pairs.T.reshape(-1)  # anchors then positives
+        crops = self.augment(self.patches[ids.to(self.patches.device)], generator)
+        return {
+            "crops": crops,
+            "tracks": self.track[ids.to(self.track.device)],
+            "seed": torch.randint(0, 2**31 - 1, (1,), generator=generator),
+        }
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.head(self.backbone(images)).float(), dim=1)
+
+    def forward(self, views: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        cfg = self.config
+        z = self.embed(views["crops"])
+        batch = len(z) // 2
+        anchor, positive = z[:batch], z[batch:]
+        tracks = views["tracks"].to(z.device)
+        # Anything of the anchor's or positive's track is the same object: not a negative.
+        same = (tracks[None, :] == tracks[:batch, None]) | (tracks[None, :] == tracks[batch:, None])
+        count = min(cfg.negatives, int((~same).sum(1).min()))
+        if count < 1:
+            raise ConfigError("transitive: a batch has no valid negatives; raise pairs_per_batch")
+        hard = min(count, round(cfg.hard_fraction * count))
+        generator = torch.Generator().manual_seed(int(views["seed"][0]))
+        picked = choose_negatives(anchor, z, ~same, count, hard, generator)
+        loss = ranking_loss(anchor, positive, z[picked], cfg.margin)
+        with torch.no_grad():
+            d_pos = 1 - (anchor * positive).sum(-1)
+            d_neg = 1 - (anchor[:, None] * z[picked]).sum(-1)
+            ranked = (d_pos[:, None] < d_neg).float().mean()
+        return {"loss": loss, "positive_distance": d_pos.mean(), "pair_ranked_right": ranked}
