@@ -32,6 +32,7 @@ format: $(BIN)/selfsup
 bench: $(BIN)/selfsup
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/video.py
+	$(BIN)/python bench/graph.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache

@@ -37,8 +37,8 @@ class GraphError(ValueError):
 class GraphConfig:
     clusters: int = param(
         0,
-        "k-means clusters; 0: one per 50 patches (coarse, as the paper's "
-        "clusters of a few hundred).",
+        "k-means clusters; 0: round(sqrt(N)), which balances the k-means cost (N x C) against "
+        "the within-cluster search (N x N / C).",
         low=0,
     )
     neighbours: int = param(
@@ -196,7 +196,7 @@ def build_graph(patches: PatchSet, features: np.ndarray, cfg: GraphConfig) -> di
     """Every edge type, the cliques and clusters; the arrays `save_graph` writes."""
     if len(features) != len(patches.images):
         raise GraphError(f"{len(features)} embeddings for {len(patches.images)} patches")
-    clusters = cfg.clusters or max(1, len(features) // 50)
+    clusters = cfg.clusters or max(1, round(len(features) ** 0.5))
     assign, neighbours = cluster_and_search(
         features, clusters, cfg.neighbours, cfg.seed, cfg.index, backend=cfg.backend
     )

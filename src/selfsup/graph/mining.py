@@ -68,6 +68,8 @@ def _faiss_cluster_and_search(x, clusters, k, seed, index, iterations):
     import faiss
 
     d = x.shape[1]
+    # k-means trains on at most 256 points per centroid (faiss's subsampling); every point
+    # is then assigned to its nearest centroid.
     kmeans = faiss.Kmeans(
         d,
         clusters,
@@ -75,7 +77,7 @@ def _faiss_cluster_and_search(x, clusters, k, seed, index, iterations):
         seed=seed,
         spherical=True,
         min_points_per_centroid=1,
-        max_points_per_centroid=1 << 30,
+        max_points_per_centroid=256,
     )
     kmeans.train(x)
     quantizer = faiss.IndexFlatIP(d)
