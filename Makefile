@@ -33,6 +33,7 @@ bench: $(BIN)/selfsup
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/video.py
 	$(BIN)/python bench/graph.py
+	$(BIN)/python bench/run.py --suite multitask
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache

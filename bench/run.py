@@ -86,6 +86,40 @@ def entries(data: Path) -> dict[str, dict]:
     }
 
 
+def multitask_entries(data: Path) -> dict[str, dict]:
+    """Doersch & Zisserman at small scale: every single task and the four-task combination
+    (naive, lasso, harmonized) for one budget on the CIFAR-10 protocol. Motion segmentation
+    reads the motion masks of the DAVIS clips (computed once, cached)."""
+    videos = ["--videos", str(data / "video" / "davis2016" / "JPEGImages" / "480p")]
+    common = {
+        "pretrain": data / "cifar10" / "train_jpeg.npz",
+        "probe_train": data / "cifar10" / "train_jpeg.npz",
+        "probe_test": data / "cifar10" / "test_jpeg.npz",
+        "config": "configs/multitask_small.yaml",
+        "steps": 300,
+    }
+    single = ["relative-position", "colorization", "exemplar", "rotation", "jigsaw"]
+    out = {
+        f"mt_{task}": {**common, "task": "multitask", "extra": ["--tasks", task],
+                       "overrides": ["multitask.lasso=false"]}
+        for task in single
+    }  # fmt: skip
+    out["mt_motion-segmentation"] = {
+        **common, "task": "multitask", "extra": ["--tasks", "motion-segmentation", *videos],
+        "overrides": ["multitask.lasso=false"],
+    }  # fmt: skip
+    for name, overrides in {
+        "mt_four_naive": ["multitask.lasso=false"],
+        "mt_four_lasso": [],
+        "mt_four_harmonized": ["multitask.harmonize=true"],
+    }.items():
+        out[name] = {**common, "task": "multitask", "extra": videos, "overrides": overrides}
+    return out
+
+
+SUITES = {"counting": entries, "multitask": multitask_entries}
+
+
 def run(command: list[str]) -> float:
     print("$", shlex.join(command), flush=True)
     started = time.perf_counter()
@@ -133,9 +167,10 @@ def bench_entry(name: str, entry: dict, steps: int | None) -> dict:
         "train": [
             *selfsup,
             "train",
-            "counting",
+            entry.get("task", "counting"),
             "--data",
             str(entry["pretrain"]),
+            *entry.get("extra", []),
             "--out",
             str(out),
             "--config",
@@ -199,6 +234,7 @@ def bench_entry(name: str, entry: dict, steps: int | None) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--suite", choices=sorted(SUITES), default="counting")
     parser.add_argument("--only", nargs="+", help="entries to run (default: all)")
     parser.add_argument("--steps", type=int, help="override every entry's pretraining steps")
     args = parser.parse_args()
@@ -206,7 +242,7 @@ def main() -> None:
     if not (data / "cifar10").is_dir():
         sys.exit(f"benchmark data not found at {data}; set SELFSUP_DATA")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    for name, entry in entries(data).items():
+    for name, entry in SUITES[args.suite](data).items():
         if args.only and name not in args.only:
             continue
         result = bench_entry(name, entry, args.steps)

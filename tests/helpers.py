@@ -2,6 +2,9 @@
 
 from pathlib import Path
 
+import pytest
+import torch
+
 from selfsup.config import ExperimentConfig, parse_overrides, resolve
 from selfsup.tasks import task_config_class
 
@@ -21,3 +24,23 @@ def tiny_config(data: Path, *extra: str) -> ExperimentConfig:
     """A counting config small enough to train in well under a second per step."""
     values = parse_overrides([*TINY, f"data.path={data}", *extra])
     return resolve(values, task_config_class)
+
+
+# Added to TINY: a narrower, shallower backbone, so a step takes milliseconds and subprocess
+# tests can train dozens of steps.
+SMALL_RESNET = [
+    "backbone.name=resnet18",
+    "backbone.width=0.125",
+    "backbone.stem=small",
+    "backbone.num_stages=2",
+]
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Import into a test module (autouse) whose tensors are tiny: a second OpenMP thread costs
+    more in synchronisation than it saves, badly so when other processes keep the cores busy."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -159,7 +159,7 @@ def test_memory_and_stream_modes_give_identical_batches(tmp_path):
     kwargs = {"size": 24, "batch_size": 8, "seed": 3, "progress": False}
     memory = ImageStream(source, mode="memory", workers=0, **kwargs)
     stream = ImageStream(source, mode="stream", workers=1, **kwargs)
-    for (s1, x1, y1), (s2, x2, y2) in zip(memory.batches(2), stream.batches(2)):
+    for (s1, x1, y1, _), (s2, x2, y2, _) in zip(memory.batches(2), stream.batches(2)):
         assert s1 == s2 and torch.equal(x1, x2) and torch.equal(y1, y2)
         if s1 == 8:  # crosses into the second epoch (5 steps per epoch)
             break
@@ -169,11 +169,11 @@ def test_batches_depend_only_on_step_and_shard_across_ranks(tiny_npz):
     source = open_source(tiny_npz)
     full = ImageStream(source, size=32, batch_size=8, seed=1, progress=False)
     batches = {}
-    for step, x, _ in full.batches(0):
+    for step, x, _, _ in full.batches(0):
         batches[step] = x
         if step == 5:
             break
-    _, resumed, _ = next(full.batches(4))
+    _, resumed, _, _ = next(full.batches(4))
     assert torch.equal(resumed, batches[4])
     ranks = [
         ImageStream(source, size=32, batch_size=4, seed=1, rank=r, world_size=2, progress=False)

@@ -1,5 +1,6 @@
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import torch
 from selfsup import checkpoint
 from selfsup.cli import main
 from selfsup.train import NonFiniteLossError, learning_rate, train
-from tests.helpers import TINY, tiny_config
+from tests.helpers import SMALL_RESNET, TINY, tiny_config
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
@@ -146,41 +147,75 @@ def test_cli_errors_name_the_key_and_exit_2(tiny_npz, tmp_path, capsys):
     assert code == 2 and "does not exist" in capsys.readouterr().err
 
 
-def test_killed_run_resumes_from_last_checkpoint(tiny_npz, tmp_path):
-    """SIGKILL a real `selfsup train` process, rerun the command, and check it continues."""
-    out = tmp_path / "run"
+def train_command(data: Path, out: Path, steps: int) -> list[str]:
+    """`selfsup train` on the small ResNet, checkpointing every step (so kills often land
+    inside a checkpoint write)."""
+    return [
+        *(sys.executable, "-m", "selfsup", "train", "counting", "--quiet"),
+        *("--data", str(data), "--out", str(out), "--steps", str(steps)),
+        *TINY,
+        *SMALL_RESNET,
+        "data.batch_size=8",
+        "checkpoint.every=1",
+    ]
 
-    def command(steps: int) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "selfsup",
-            "train",
-            "counting",
-            "--data",
-            str(tiny_npz),
-            "--out",
-            str(out),
-            "--steps",
-            str(steps),
-            "--quiet",
-            *TINY,
-            "checkpoint.every=5",
-        ]
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(command(400), env=env)
-    path = out / "checkpoints" / "last.pt"
+def wait_for_logged_step(metrics: Path, step: int, process: subprocess.Popen) -> None:
+    """Poll metrics.jsonl (cheap, unlike loading checkpoints) until `step` is logged."""
     deadline = time.time() + 120
-    while time.time() < deadline and not (path.exists() and checkpoint.load(path)["step"] >= 10):
-        time.sleep(0.2)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    killed_at = checkpoint.load(path)["step"]
-    assert 10 <= killed_at < 400
-    result = subprocess.run(
-        command(killed_at + 5), env=env, capture_output=True, text=True, timeout=300
+    while time.time() < deadline and process.poll() is None:
+        lines = metrics.read_text().splitlines() if metrics.exists() else []
+        if lines and lines[-1].endswith("}") and json.loads(lines[-1])["step"] >= step:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"the run ended or stalled before step {step}: {process.poll()}")
+
+
+def test_killed_run_resumes_bitwise_from_random_kill_points(tiny_npz, tmp_path):
+    """SIGKILL real `selfsup train` processes at three seeded random points; each rerun of the
+    same command resumes from the checkpoint the kill left, which always loads (never a
+    half-written file), and the final weights, optimizer state and metrics equal those of an
+    uninterrupted run bitwise (CPU kernels are deterministic)."""
+    steps, rng = 48, random.Random(10)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    straight, out = tmp_path / "straight", tmp_path / "killed"
+    reference = subprocess.Popen(
+        train_command(tiny_npz, straight, steps), env=env, stdout=subprocess.DEVNULL
     )
-    assert result.returncode == 0, result.stderr
-    assert f"resumed from step {killed_at}" in result.stdout
-    assert checkpoint.load(path)["step"] == killed_at + 5
+    path = out / "checkpoints" / "last.pt"
+    left_at = [0]  # the step of the checkpoint each kill left behind
+    for _ in range(3):
+        process = subprocess.Popen(
+            train_command(tiny_npz, out, steps), env=env, stdout=subprocess.PIPE, text=True
+        )
+        # A few steps past the last checkpoint, so past any metrics the killed run logged
+        # after it (they are dropped when the rerun resumes).
+        target = left_at[-1] + rng.randrange(4, 11, 2)
+        wait_for_logged_step(out / "metrics.jsonl", target, process)
+        time.sleep(rng.uniform(0, 0.05))  # anywhere in a step, the checkpoint write included
+        process.send_signal(signal.SIGKILL)
+        stdout, _ = process.communicate()
+        assert process.returncode == -signal.SIGKILL
+        if left_at[-1]:
+            assert f"resumed from step {left_at[-1]}" in stdout
+        left_at.append(checkpoint.load(path)["step"])  # loads: the file is whole
+    assert left_at == sorted(left_at) and left_at[-1] < steps
+    final = subprocess.run(
+        train_command(tiny_npz, out, steps), env=env, capture_output=True, text=True, timeout=300
+    )
+    assert final.returncode == 0, final.stderr
+    assert f"resumed from step {left_at[-1]}" in final.stdout
+    assert reference.wait(timeout=300) == 0
+    a, b = (checkpoint.load(run / "checkpoints" / "last.pt") for run in (straight, out))
+    assert a["step"] == b["step"] == steps
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    moments = [
+        (a["optimizer"]["state"][i], b["optimizer"]["state"][i]) for i in a["optimizer"]["state"]
+    ]
+    assert all(torch.equal(x[key], y[key]) for x, y in moments for key in x)
+    logged = [
+        [json.loads(line)["step"] for line in (run / "metrics.jsonl").open()]
+        for run in (straight, out)
+    ]
+    assert logged[0] == logged[1] == list(range(2, steps + 1, 2))
+    assert not list(path.parent.glob("*.tmp"))

@@ -6,7 +6,9 @@ import argparse
 import sys
 
 from selfsup import __version__
+from selfsup.analysis.cli import add_inspect_parser, command_inspect
 from selfsup.eval.cli import add_eval_parser, add_report_parser, command_eval, command_report
+from selfsup.export.cli import add_embed_parser, add_export_parser, command_embed, command_export
 from selfsup.graph.cli import add_graph_parser, command_graph
 from selfsup.video.cli import add_video_parser, command_video
 
@@ -19,10 +21,15 @@ EXAMPLES = """examples:
   selfsup eval knn runs/count --data train.npz --test test.npz
   selfsup eval finetune runs/count --data train.npz --test test.npz --steps 500
   selfsup report runs/count --data train.npz --test test.npz --out report/
+  selfsup inspect runs/count --data test.npz --out inspect/
+  selfsup export runs/count --format onnx --out count.onnx
+  selfsup embed runs/count my_photos/ --out features.npz
   selfsup video masks clip.mp4 --out masks/
   selfsup video patches videos/ --out patches/ --workers 2
   selfsup graph build --patches patches/ --embed runs/relpos --out graph.npz
   selfsup train transitive --data patches/patches.npz --graph graph.npz --out runs/ti
+  selfsup train multitask --config configs/multitask_small.yaml --data images/ \
+      --videos masks/motion_masks.npz --out runs/mt --tasks rotation,exemplar,motion-segmentation
 """
 
 
@@ -40,6 +47,12 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--config", help="YAML config file (for example configs/counting_small.yaml)")
     p.add_argument("--steps", type=int, help="total training steps (sets train.steps)")
     p.add_argument("--graph", help="patch graph of the transitive task (sets transitive.graph)")
+    p.add_argument("--tasks", help="multitask: comma-separated sub-tasks (sets multitask.tasks)")
+    p.add_argument(
+        "--videos",
+        help="multitask: motion-segmentation data, a `video masks` .npz or videos "
+        "(sets multitask.videos)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     # key=value overrides are collected from the leftover arguments in `main` (an nargs="*"
     # positional after TASK would be consumed, empty, before the options are parsed).
@@ -63,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_parser(commands)
     add_eval_parser(commands)
     add_report_parser(commands)
+    add_inspect_parser(commands)
+    add_export_parser(commands)
+    add_embed_parser(commands)
     add_video_parser(commands)
     add_graph_parser(commands)
     demo = commands.add_parser(
@@ -100,6 +116,19 @@ def graph_settings(args: argparse.Namespace) -> dict:
     return values
 
 
+def multitask_settings(args: argparse.Namespace) -> dict:
+    from selfsup.config import ConfigError
+
+    if args.task != "multitask":
+        raise ConfigError(f"--tasks/--videos: only the multitask task reads them, not {args.task}")
+    section: dict = {}
+    if args.tasks:
+        section["tasks"] = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    if args.videos:
+        section["videos"] = args.videos
+    return {"multitask": section}
+
+
 def command_train(args: argparse.Namespace) -> None:
     from selfsup.config import ConfigError, load_yaml, merge, parse_overrides, resolve
     from selfsup.tasks import task_config_class
@@ -117,6 +146,8 @@ def command_train(args: argparse.Namespace) -> None:
         values = merge(values, {"train": {"steps": args.steps}})
     if args.graph:
         values = merge(values, graph_settings(args))
+    if args.tasks or args.videos:
+        values = merge(values, multitask_settings(args))
     values = merge(values, parse_overrides(args.overrides))
     cfg = resolve(values, task_config_class)
     if not cfg.data.path:
@@ -153,6 +184,7 @@ def user_errors() -> tuple[type[Exception], ...]:
     from selfsup.checkpoint import CheckpointError
     from selfsup.config import ConfigError
     from selfsup.data import BadImageError, DataFormatError
+    from selfsup.export.formats import ExportError
     from selfsup.graph.build import GraphError
     from selfsup.train import NonFiniteLossError
     from selfsup.video.reader import VideoError
@@ -164,6 +196,7 @@ def user_errors() -> tuple[type[Exception], ...]:
         CheckpointError,
         NonFiniteLossError,
         VideoError,
+        ExportError,
         GraphError,
     )
 
@@ -172,6 +205,9 @@ COMMANDS = {
     "train": command_train,
     "eval": command_eval,
     "report": command_report,
+    "inspect": command_inspect,
+    "export": command_export,
+    "embed": command_embed,
     "demo": command_demo,
     "list": command_list,
     "config": command_config,
@@ -193,6 +229,19 @@ def main(argv: list[str] | None = None) -> int:
     except user_errors() as err:
         print(f"selfsup: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        # The system refused a file (unwritable --out, disk full): its message names the path.
+        print(f"selfsup: error: {err}", file=sys.stderr)
+        return 2
+    except RuntimeError as err:
+        # A crashed or stuck peer of a distributed run: one line, not a gloo traceback.
+        from selfsup.dist import peer_lost_message
+
+        lost = peer_lost_message(err)
+        if lost is None:
+            raise
+        print(f"selfsup: error: {lost}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(
             "selfsup: interrupted; rerun the same command to resume from the last checkpoint",

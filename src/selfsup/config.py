@@ -144,6 +144,14 @@ class TrainConfig:
         "A run folder or checkpoint whose backbone weights start this run (fine-tuning); its "
         "backbone config must match `backbone`.",
     )
+    dist_timeout: float = param(
+        300.0,
+        "Distributed runs: seconds a process waits for the others (start-up, gradient "
+        "all-reduce) before it stops with an error, so a crashed or stuck rank ends the run "
+        "instead of hanging it. Raise it if rank 0 takes longer than this to save checkpoints.",
+        low=0.0,
+        low_exclusive=True,
+    )
 
 
 @dataclass
@@ -269,7 +277,11 @@ def parse_overrides(items: list[str]) -> dict:
         key, raw = item.split("=", 1)
         if not key or any(not part for part in key.split(".")):
             raise ConfigError(f"override {item!r} has an empty key part")
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as err:
+            problem = yaml_problem(err)
+            raise ConfigError(f"override {item!r}: not a valid YAML value ({problem})") from err
         node = tree
         *parents, leaf = key.split(".")
         for part in parents:
@@ -291,6 +303,13 @@ def merge(base: dict, update: dict) -> dict:
     return out
 
 
+def yaml_problem(err: yaml.YAMLError) -> str:
+    """PyYAML's multi-line message as one line: what is wrong and where."""
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    mark = getattr(err, "problem_mark", None)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
+
+
 def load_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
@@ -298,7 +317,7 @@ def load_yaml(path: str | Path) -> dict:
     try:
         values = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
-        raise ConfigError(f"config file {path} is not valid YAML: {err}") from err
+        raise ConfigError(f"config file {path} is not valid YAML: {yaml_problem(err)}") from err
     if not isinstance(values, dict):
         raise ConfigError(f"config file {path}: expected a mapping at the top level")
     return values

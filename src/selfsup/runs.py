@@ -1,4 +1,5 @@
-"""Naming a trained model: a run folder, a checkpoint file, or `random:<backbone>`.
+"""Naming a trained model: a run folder, a checkpoint file, an exported .safetensors backbone
+(`selfsup export`), or `random:<backbone>`.
 
 Evaluation and export take any of these and get back the backbone with its weights, plus the
 config it was trained with (so, for example, a random-init baseline has exactly the
@@ -53,6 +54,8 @@ def load_backbone(spec: str, random_init: bool = False, seed: int = 0) -> Loaded
         torch.manual_seed(seed)
         return LoadedBackbone(backbone_from_config(cfg), spec, {}, 0, "random init")
     path = checkpoint_path(spec)
+    if path.suffix == ".safetensors":
+        return load_exported_backbone(path, random_init, seed)
     state = checkpoint.load(path)
     config = state.get("config", {})
     try:
@@ -67,4 +70,27 @@ def load_backbone(spec: str, random_init: bool = False, seed: int = 0) -> Loaded
     prefix = "backbone."
     weights = {k[len(prefix) :]: v for k, v in state["model"].items() if k.startswith(prefix)}
     checkpoint.load_module_state(backbone, weights, path)
+    # A harmonized multi-task run saw grayscale images only: evaluate it on grayscale too.
+    backbone.input_grayscale = bool(config.get("multitask", {}).get("harmonize", False))
     return LoadedBackbone(backbone, name, config, int(state.get("step", 0)), str(path))
+
+
+def load_exported_backbone(path: Path, random_init: bool, seed: int) -> LoadedBackbone:
+    """A backbone written by `selfsup export --format safetensors` (weights + metadata)."""
+    import torch
+
+    from selfsup.export.formats import load_safetensors_backbone
+
+    backbone, info = load_safetensors_backbone(path)
+    # The run's config when the file carries it, else what evaluation reads from one.
+    config = info["training_config"] or {
+        "backbone": info["backbone"],
+        "data": {"image_size": info["input"]["size"]},
+    }
+    if random_init:
+        torch.manual_seed(seed)
+        backbone_cfg = from_dict(BackboneConfig, info["backbone"], "backbone")
+        fresh = backbone_from_config(backbone_cfg)
+        return LoadedBackbone(fresh, f"random:{backbone_cfg.name}", config, 0, "random init")
+    step = int(info["model"]["step"])
+    return LoadedBackbone(backbone, path.stem, config, step, str(path))

@@ -96,16 +96,18 @@ def view_generator(seed: int, step: int, rank: int) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + step) * 4099 + rank)
 
 
-def to_device(
-    views: dict[str, torch.Tensor], device: torch.device, channels_last: bool
-) -> dict[str, torch.Tensor]:
+def to_device(views: dict, device: torch.device, channels_last: bool) -> dict:
+    """Move every tensor of a (possibly nested, as in multi-task) views dict to `device`."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    return {
-        k: v.to(device, non_blocking=True, memory_format=fmt)
-        if v.dim() == 4
-        else v.to(device, non_blocking=True)
-        for k, v in views.items()
-    }
+
+    def move(value):
+        if isinstance(value, dict):
+            return {k: move(v) for k, v in value.items()}
+        if value.dim() == 4:
+            return value.to(device, non_blocking=True, memory_format=fmt)
+        return value.to(device, non_blocking=True)
+
+    return move(views)
 
 
 @dataclass
@@ -130,7 +132,7 @@ def prepare(cfg: ExperimentConfig, folder: str | Path, progress: bool = True) ->
     """Process group, data, model, optimizer; resume from the run folder's checkpoint."""
     folder = Path(folder)
     device = resolve_device(cfg.train.device)
-    dist.init(device)
+    dist.init(device, cfg.train.dist_timeout)
     source = open_source(cfg.data.path)
     fill_from_data(cfg, source)
     model = build_model(cfg, load_init=not (folder / "checkpoints" / "last.pt").exists())
@@ -162,11 +164,7 @@ def prepare(cfg: ExperimentConfig, folder: str | Path, progress: bool = True) ->
     run = Run(cfg, folder, device, model, optimizer, stream)
     if dist.is_main() and progress:
         print(f"data: {stream.describe()}")
-    if dist.is_main() and stream.skipped:
-        print(
-            f"skipped {len(stream.skipped)} unreadable images (data.on_bad_image=skip), "
-            f"e.g. {stream.skipped[0]}"
-        )
+    report_skipped(stream.skipped)
     if run.checkpoint_path.exists():
         state = checkpoint.load(run.checkpoint_path)
         check_same_model(state["config"], cfg, run.checkpoint_path)
@@ -184,12 +182,21 @@ def prepare(cfg: ExperimentConfig, folder: str | Path, progress: bool = True) ->
     return run
 
 
+def report_skipped(names: list[str]) -> None:
+    """Count the images dropped under data.on_bad_image=skip (each once, however often met)."""
+    unique = sorted(set(names))
+    if unique and dist.is_main():
+        print(f"skipped {len(unique)} unreadable images (data.on_bad_image=skip), e.g. {unique[0]}")
+
+
 def drop_metrics_after(path: Path, step: int) -> None:
-    """Forget metric lines logged after the checkpoint: the resumed run logs them again."""
+    """Forget metric lines logged after the checkpoint: the resumed run logs them again. A
+    last line without its newline was torn by a kill or a full disk, and goes too."""
     if not path.exists():
         return
     lines = path.read_text().splitlines(keepends=True)
-    kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
+    whole = [line for line in lines if line.endswith("\n") and line.strip()]
+    kept = [line for line in whole if json.loads(line)["step"] <= step]
     if len(kept) != len(lines):
         path.write_text("".join(kept))
 
@@ -227,7 +234,12 @@ def train(cfg: ExperimentConfig, folder: str | Path, progress: bool = True) -> R
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     if run.scaler_state:
         scaler.load_state_dict(run.scaler_state)
-    trained = nn.parallel.DistributedDataParallel(model) if dist.world_size() > 1 else model
+    trained = model
+    if dist.world_size() > 1:
+        # Tasks that leave some parameters out of some steps (multi-task sampling, ranks
+        # assigned to tasks) say so; DDP then does not wait for their gradients.
+        unused = getattr(model, "ddp_find_unused_parameters", False)
+        trained = nn.parallel.DistributedDataParallel(model, find_unused_parameters=unused)
     if cfg.train.compile:
         trained = torch.compile(trained)
     model.train()
@@ -241,19 +253,28 @@ def train(cfg: ExperimentConfig, folder: str | Path, progress: bool = True) -> R
         dynamic_ncols=True,
     )
     window: dict[str, float] = {}
-    window_start, window_images, window_steps = time.perf_counter(), 0, 0
+    counts: dict[str, int] = {}
+    window_start, window_images = time.perf_counter(), 0
     batches = run.stream.batches(run.start_step) if run.start_step < total else iter(())
-    for step, images, labels in batches:
+    for step, images, labels, masks in batches:
         # --- views (batched tensor ops on the device) -------------------------------------
         if model.needs_labels and labels is None:
             raise ConfigError(
                 f"data.path: the {cfg.task} task needs labelled data (an "
                 "ImageFolder tree or an .npz with `labels`)"
             )
+        if model.needs_masks and masks is None:
+            raise ConfigError(
+                f"data.path: the {cfg.task} task needs per-pixel masks (an .npz with "
+                "`images` and `masks`, e.g. from `selfsup video masks`)"
+            )
+        # Masks go only to tasks that declare them, so other tasks' signatures stay as they are.
+        extra = {"masks": masks.to(device, non_blocking=True)} if model.needs_masks else {}
         views = model.make_views(
             images.to(device, non_blocking=True),
             view_generator(cfg.train.seed, step, dist.rank()),
             labels.to(device, non_blocking=True) if model.needs_labels else None,
+            **extra,
         )
         views = to_device(views, device, cfg.train.channels_last)
         # --- forward / backward / step ---------------------------------------------------
@@ -277,26 +298,29 @@ def train(cfg: ExperimentConfig, folder: str | Path, progress: bool = True) -> R
         scaler.step(run.optimizer)
         scaler.update()
         # --- log and checkpoint ----------------------------------------------------------
-        for key, value in out.items():
-            window[key] = window.get(key, 0.0) + float(value.detach())
+        for key, value in out.items():  # a metric may be absent from some steps (multi-task
+            window[key] = window.get(key, 0.0) + float(value.detach())  # sampling): average
+            counts[key] = counts.get(key, 0) + 1  # each over the steps that logged it
         window_images += images.shape[0] * dist.world_size()
-        window_steps += 1
         done = step + 1
-        if done % cfg.train.log_every == 0 or done == total:
+        # `>=`: in stream mode a step whose images were all skipped as bad is never
+        # yielded, so the step count can jump past `total`.
+        if done % cfg.train.log_every == 0 or done >= total:
             elapsed = time.perf_counter() - window_start
             record = {
                 "step": done,
                 "epoch": round(done / run.stream.steps_per_epoch, 4),
                 "lr": lr,
-                **{k: v / window_steps for k, v in window.items()},
+                **{k: v / counts[k] for k, v in window.items()},
                 "images_per_sec": round(window_images / elapsed, 2),
             }
             if log:
                 log.write(json.dumps(record) + "\n")
                 log.flush()
             bar.set_postfix(loss=f"{record['loss']:.4g}", img_s=f"{record['images_per_sec']:.0f}")
-            window, window_start, window_images, window_steps = {}, time.perf_counter(), 0, 0
-        if done % cfg.checkpoint.every == 0 or done == total:
+            window, counts = {}, {}
+            window_start, window_images = time.perf_counter(), 0
+        if done % cfg.checkpoint.every == 0 or done >= total:
             save(run, done, scaler)
         bar.update(1)
         if done >= total:
@@ -304,6 +328,8 @@ def train(cfg: ExperimentConfig, folder: str | Path, progress: bool = True) -> R
     bar.close()
     if log:
         log.close()
+    if run.stream.mode == "stream":  # streamed images are only met (and skipped) while training
+        report_skipped(run.stream.skipped)
     if run.start_step >= total and dist.is_main():
         print(f"already trained to step {run.start_step} (train.steps={total}); nothing to do")
     dist.barrier()

@@ -3,9 +3,9 @@
     net = build_backbone("resnet50", stem="small", width=0.5)
     maps = net.forward_layers(images, ["layer2", "final"])  # images: (B, 3, H, W)
 
-Registered: alexnet, alexnet_small (kwarg batch_norm) and resnet18/34/50/101 (kwargs width,
-stem, num_stages). Unknown names, unknown keyword arguments and invalid values all raise
-ValueError naming the culprit, so a config typo fails at build time.
+Registered: alexnet, alexnet_small, alexnet_torchvision (kwarg batch_norm) and
+resnet18/34/50/101 (kwargs width, stem, num_stages). Unknown names, unknown keyword arguments
+and invalid values all raise ValueError naming the culprit, so a config typo fails at build time.
 """
 
 from __future__ import annotations
@@ -87,6 +87,7 @@ def _factory(name: str) -> Callable[..., Backbone]:
 
 register_backbone("alexnet")(_alexnet.alexnet)
 register_backbone("alexnet_small")(_alexnet.alexnet_small)
+register_backbone("alexnet_torchvision")(_alexnet.alexnet_torchvision)
 for _depth in sorted(_resnet.DEPTHS):
     register_backbone(f"resnet{_depth}")(getattr(_resnet, f"resnet{_depth}"))
 del _depth

@@ -53,12 +53,21 @@ def _to_rgb_array(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 
+def _is_empty(data: bytes | str | Path) -> bool:
+    if isinstance(data, bytes | bytearray | memoryview):
+        return len(data) == 0
+    path = Path(data)
+    return path.is_file() and path.stat().st_size == 0
+
+
 def open_image(data: bytes | str | Path, name: str, min_size: int | None = None) -> np.ndarray:
     """Decode encoded bytes or a file to an (H, W, 3) uint8 array, or raise BadImageError.
 
     With `min_size`, large JPEGs are decoded at a reduced scale (libjpeg DCT scaling) that
     still keeps the shorter side >= `min_size`: several times faster for ImageNet-size files.
     """
+    if _is_empty(data):  # common after an interrupted copy; PIL would only say "unidentified"
+        raise BadImageError(name, "empty file (0 bytes)")
     try:
         source = io.BytesIO(data) if isinstance(data, bytes | bytearray | memoryview) else data
         with warnings.catch_warnings():
@@ -79,6 +88,19 @@ def open_image(data: bytes | str | Path, name: str, min_size: int | None = None)
     return array
 
 
+def fitted_shape(height: int, width: int, size: int) -> tuple[int, int]:
+    """(height, width) once the shorter side is brought to `size`, aspect ratio kept."""
+    scale = size / min(height, width)
+    return max(size, round(height * scale)), max(size, round(width * scale))
+
+
+def centre_crop(image: torch.Tensor, size: int) -> torch.Tensor:
+    """(..., H, W) -> (..., size, size), the centre (rounded towards the top-left)."""
+    height, width = image.shape[-2:]
+    top, left = (height - size) // 2, (width - size) // 2
+    return image[..., top : top + size, left : left + size].contiguous()
+
+
 def fit_to_square(
     array: np.ndarray, size: int, name: str, small_images: str = "upscale"
 ) -> torch.Tensor:
@@ -95,17 +117,30 @@ def fit_to_square(
         )
     image = torch.from_numpy(np.array(array, copy=True)).permute(2, 0, 1)  # (3, H, W)
     if short != size:
-        scale = size / short
-        new_h, new_w = max(size, round(height * scale)), max(size, round(width * scale))
         upscale = short < size
         resized = torch.nn.functional.interpolate(
             image[None].float(),
-            size=(new_h, new_w),
+            size=fitted_shape(height, width, size),
             mode="bicubic" if upscale else "bilinear",
             antialias=not upscale,
             align_corners=False,
         )
         image = resized[0].round().clamp(0, 255).to(torch.uint8)
-        height, width = new_h, new_w
-    top, left = (height - size) // 2, (width - size) // 2
-    return image[:, top : top + size, left : left + size].contiguous()
+    return centre_crop(image, size)
+
+
+def fit_mask_to_square(mask: np.ndarray, size: int) -> torch.Tensor:
+    """(H, W) 0/1 mask -> (size, size) uint8 0/1 with exactly the geometry `fit_to_square` gives
+    its image (shorter side to `size`, centre crop): resampled bilinearly, thresholded at 1/2."""
+    out = torch.from_numpy(np.array(mask, dtype=np.uint8, copy=True))
+    height, width = out.shape
+    if min(height, width) != size:
+        resized = torch.nn.functional.interpolate(
+            out[None, None].float(),
+            size=fitted_shape(height, width, size),
+            mode="bilinear",
+            antialias=min(height, width) > size,
+            align_corners=False,
+        )
+        out = (resized[0, 0] >= 0.5).to(torch.uint8)
+    return centre_crop(out, size)

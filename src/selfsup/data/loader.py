@@ -21,12 +21,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from selfsup.data.decode import BadImageError, fit_to_square
+from selfsup.data.decode import BadImageError, fit_mask_to_square, fit_to_square
 from selfsup.data.sources import DataFormatError, ImageSource
 
 
 class _FittedImages(Dataset):
-    """source[i] -> (i, (3, S, S) uint8 or None when skipped as bad)."""
+    """source[i] -> (i, (3, S, S) uint8 or None when skipped as bad, (S, S) uint8 mask or None
+    when the source has no masks)."""
 
     def __init__(self, source: ImageSource, size: int, on_bad_image: str, small_images: str):
         self.source, self.size = source, size
@@ -35,21 +36,21 @@ class _FittedImages(Dataset):
     def __len__(self) -> int:
         return len(self.source)
 
-    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None]:
+    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, torch.Tensor | None]:
         try:
             array = self.source.load(index, min_size=self.size)
-            return index, fit_to_square(
-                array, self.size, self.source.name(index), self.small_images
-            )
+            image = fit_to_square(array, self.size, self.source.name(index), self.small_images)
         except BadImageError:
             if self.on_bad_image == "raise":
                 raise
-            return index, None
+            return index, None, None
+        masks = self.source.masks
+        return index, image, None if masks is None else fit_mask_to_square(masks[index], self.size)
 
 
-def _collate(items: list) -> tuple[list[int], list[torch.Tensor | None]]:
-    indices, images = zip(*items)
-    return list(indices), list(images)
+def _collate(items: list) -> tuple[list[int], list, list]:
+    indices, images, masks = zip(*items)
+    return list(indices), list(images), list(masks)
 
 
 @dataclass
@@ -60,6 +61,7 @@ class DecodedImages:
     indices: np.ndarray  # (N,) index into the source of each row
     labels: torch.Tensor | None  # (N,) int64
     skipped: list[str]  # names of the images skipped as bad
+    masks: torch.Tensor | None = None  # (N, S, S) uint8 0/1, when the source has masks
 
 
 def decode_all(
@@ -73,14 +75,17 @@ def decode_all(
 ) -> DecodedImages:
     """Decode and fit every image of `source` to (3, size, size) uint8, in parallel workers."""
     array = source.decoded_array()
+    has_masks = source.masks is not None
     if array is not None and array.shape[1:3] == (size, size):
         # Already decoded at the right size: no per-image work at all.
         images = torch.from_numpy(np.ascontiguousarray(array)).permute(0, 3, 1, 2).contiguous()
+        masks = torch.from_numpy(source.masks) if has_masks else None
         indices = np.arange(len(source))
     else:
         dataset = _FittedImages(source, size, on_bad_image, small_images)
         loader = DataLoader(dataset, batch_size=256, num_workers=workers, collate_fn=_collate)
         images = torch.empty(len(source), 3, size, size, dtype=torch.uint8)
+        masks = torch.empty(len(source), size, size, dtype=torch.uint8) if has_masks else None
         keep = np.zeros(len(source), dtype=bool)
         bar = tqdm(
             total=len(source),
@@ -89,25 +94,30 @@ def decode_all(
             disable=not progress,
             leave=False,
         )
-        for batch_indices, batch_images in loader:
-            for index, image in zip(batch_indices, batch_images):
+        for batch_indices, batch_images, batch_masks in loader:
+            for index, image, mask in zip(batch_indices, batch_images, batch_masks):
                 if image is not None:
                     images[index], keep[index] = image, True
+                if mask is not None:
+                    masks[index] = mask
             bar.update(len(batch_indices))
         bar.close()
         indices = np.flatnonzero(keep)
-        images = images[torch.from_numpy(indices)] if not keep.all() else images
+        if not keep.all():
+            images = images[torch.from_numpy(indices)]
+            masks = masks[torch.from_numpy(indices)] if has_masks else None
     skipped = [source.name(i) for i in np.setdiff1d(np.arange(len(source)), indices)]
     if len(indices) == 0:
         raise DataFormatError(f"{source.path}: none of the {len(source)} images could be used")
     labels = None
     if source.labels is not None:
         labels = torch.from_numpy(source.labels[indices])
-    return DecodedImages(images, indices, labels, skipped)
+    return DecodedImages(images, indices, labels, skipped, masks)
 
 
 class ImageStream:
-    """Step-indexed batches of (B, 3, S, S) uint8 images (and labels when the data has them).
+    """Step-indexed batches of (B, 3, S, S) uint8 images (and labels, masks when the data has
+    them).
 
     The global batch of step t is the slice [t*B*W, (t+1)*B*W) of the epoch's permutation
     (W = world size, drop-last); rank r takes its r-th block of B.
@@ -165,17 +175,17 @@ class ImageStream:
         start = (position * self.world_size + self.rank) * self.batch_size
         return order[start : start + self.batch_size]
 
-    def batches(
-        self, start_step: int = 0
-    ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor | None]]:
-        """Yield (step, images uint8 (B, 3, S, S), labels (B,) or None) from `start_step` on."""
+    def batches(self, start_step: int = 0) -> Iterator[tuple]:
+        """Yield (step, images uint8 (B, 3, S, S), labels (B,) or None, masks uint8 0/1
+        (B, S, S) or None) from `start_step` on."""
         if self.mode == "memory":
             decoded = self.decoded
             step = start_step
             while True:
                 rows = self._rows(step)
                 labels = decoded.labels[rows] if decoded.labels is not None else None
-                yield step, decoded.images[rows], labels
+                masks = decoded.masks[rows] if decoded.masks is not None else None
+                yield step, decoded.images[rows], labels, masks
                 step += 1
         else:
             yield from self._stream(start_step)
@@ -198,16 +208,19 @@ class ImageStream:
             prefetch_factor=4 if self.workers > 0 else None,
         )
         labels_all = self.source.labels
-        for step, (indices, images) in enumerate(loader, start=start_step):
-            kept = [(i, im) for i, im in zip(indices, images) if im is not None]
+        for step, (indices, images, masks) in enumerate(loader, start=start_step):
+            kept = [(i, im, m) for i, im, m in zip(indices, images, masks) if im is not None]
             self.skipped += [self.source.name(i) for i, im in zip(indices, images) if im is None]
             if not kept:
                 continue
-            batch = torch.stack([im for _, im in kept])
+            batch = torch.stack([im for _, im, _ in kept])
             labels = None
             if labels_all is not None:
-                labels = torch.from_numpy(labels_all[[i for i, _ in kept]])
-            yield step, batch, labels
+                labels = torch.from_numpy(labels_all[[i for i, _, _ in kept]])
+            batch_masks = None
+            if self.source.masks is not None:
+                batch_masks = torch.stack([m for _, _, m in kept])
+            yield step, batch, labels, batch_masks
 
     def describe(self) -> str:
         gib = self.num_images * 3 * self.size**2 / 2**30

@@ -3,7 +3,9 @@
 - a folder: an ImageFolder tree (`root/<class>/**/<image>`, labels from sorted class names) or
   a flat folder of images (no labels);
 - an `.npz`: decoded `images` (uint8, (N, H, W, 3) or (N, H, W)) or packed JPEG (`jpeg` uint8
-  bytes concatenated + `offsets` (N + 1,)), with optional `labels` (N,) and `class_names`.
+  bytes concatenated + `offsets` (N + 1,)), with optional `labels` (N,) and `class_names`, and
+  with decoded `images` optional per-pixel `masks` (N, H, W) (nonzero = on; e.g. the motion
+  masks of `selfsup video masks`).
 
 A source only knows how to count, name and decode its images; fixing their size and batching
 them is the loader's job.
@@ -37,10 +39,12 @@ class DataFormatError(ValueError):
 
 
 class ImageSource:
-    """Base class: `len`, `name(i)`, `load(i) -> (H, W, 3) uint8`, optional labels."""
+    """Base class: `len`, `name(i)`, `load(i) -> (H, W, 3) uint8`, optional labels, optional
+    masks ((N, H, W) uint8 0/1, pixel-aligned with the images)."""
 
     path: Path
     labels: np.ndarray | None = None
+    masks: np.ndarray | None = None
     class_names: list[str] | None = None
 
     def __len__(self) -> int:
@@ -125,6 +129,8 @@ class NpzSource(ImageSource):
             raise DataFormatError(f"{path}: the archive holds 0 images")
         if "labels" in keys:
             self.labels = self._labels(archive["labels"], count)
+        if "masks" in keys:
+            self.masks = self._masks(archive["masks"])
         if "class_names" in keys:
             self.class_names = [str(n) for n in archive["class_names"]]
         elif self.labels is not None:
@@ -160,11 +166,29 @@ class NpzSource(ImageSource):
             raise DataFormatError(
                 f"{self.path}: `labels` has shape {labels.shape} but there are {count} images"
             )
-        if not np.issubdtype(labels.dtype, np.integer) or (count and labels.min() < 0):
+        if not np.issubdtype(labels.dtype, np.integer):
             raise DataFormatError(
                 f"{self.path}: `labels` must be non-negative integers, got {labels.dtype}"
             )
+        if count and labels.min() < 0:
+            raise DataFormatError(
+                f"{self.path}: `labels` must be non-negative integers, got {labels.min()}"
+            )
         return labels.astype(np.int64)
+
+    def _masks(self, masks: np.ndarray) -> np.ndarray:
+        if self.images is None:
+            raise DataFormatError(f"{self.path}: `masks` need decoded `images`, not packed JPEG")
+        if masks.shape != self.images.shape[:3]:
+            raise DataFormatError(
+                f"{self.path}: `masks` has shape {masks.shape}; expected (N, H, W) = "
+                f"{self.images.shape[:3]} like `images`"
+            )
+        if not (np.issubdtype(masks.dtype, np.integer) or masks.dtype == np.bool_):
+            raise DataFormatError(
+                f"{self.path}: `masks` must be integer or bool, got {masks.dtype}"
+            )
+        return (masks != 0).astype(np.uint8)
 
     def __len__(self) -> int:
         return self.count

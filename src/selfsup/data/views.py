@@ -30,6 +30,24 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
     return images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
 
 
+def crop_at(images: torch.Tensor, top: torch.Tensor, left: torch.Tensor, size: int) -> torch.Tensor:
+    """`size` x `size` crops (exact pixels) with top-left corners `top`, `left`.
+
+    (B, C, H, W) with top, left (B,) -> (B, C, size, size); with (B, K) -> (B, K, C, size,
+    size), K crops of each image. Corners must keep the crops inside the images.
+    """
+    squeeze = top.dim() == 1
+    top, left = (top[:, None], left[:, None]) if squeeze else (top, left)
+    offsets = torch.arange(size)
+    rows = (top[..., None] + offsets).to(images.device)  # (B, K, size)
+    cols = (left[..., None] + offsets).to(images.device)  # (B, K, size)
+    batch_index = torch.arange(images.shape[0], device=images.device)[:, None, None, None]
+    # Advanced indexing with (B,1,1,1), (B,K,size,1), (B,K,1,size) gathers all crops at once.
+    crops = images.permute(0, 2, 3, 1)[batch_index, rows[..., None], cols[..., None, :]]
+    crops = crops.permute(0, 1, 4, 2, 3).contiguous()  # (B, K, C, size, size)
+    return crops[:, 0] if squeeze else crops
+
+
 def random_crop(images: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
     """A `size` x `size` crop at an independent random position per image (exact pixels)."""
     batch, _, height, width = images.shape
@@ -37,13 +55,43 @@ def random_crop(images: torch.Tensor, size: int, generator: torch.Generator) -> 
         raise ValueError(f"crop size {size} is larger than the images ({height}x{width})")
     top = torch.randint(0, height - size + 1, (batch,), generator=generator)
     left = torch.randint(0, width - size + 1, (batch,), generator=generator)
-    offsets = torch.arange(size)
-    rows = (top[:, None] + offsets).to(images.device)  # (B, size)
-    cols = (left[:, None] + offsets).to(images.device)  # (B, size)
-    batch_index = torch.arange(batch, device=images.device)[:, None, None]
-    # Advanced indexing with (B,1,1), (B,size,1), (B,1,size) gathers B crops in one kernel.
-    crops = images.permute(0, 2, 3, 1)[batch_index, rows[:, :, None], cols[:, None, :]]
-    return crops.permute(0, 3, 1, 2).contiguous()  # (B, C, size, size)
+    return crop_at(images, top, left, size)
+
+
+def grid_extent(patch: int, gap: int, jitter: int, cells: int = 3) -> int:
+    """Side (px) a `cells` x `cells` grid of patches with gaps and +-jitter needs."""
+    return cells * patch + (cells - 1) * gap + 2 * jitter
+
+
+def grid_positions(
+    batch: int,
+    image_size: int,
+    patch: int,
+    gap: int,
+    jitter: int,
+    generator: torch.Generator,
+    cells: int = 3,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-left corners (top, left), each (B, cells^2) in row-major cell order, of a grid of
+    `patch` px patches `gap` px apart, placed at a random position in each image, every patch
+    then shifted independently by up to +-`jitter` px in each direction.
+
+    With jitter < gap / 2 neighbouring patches never touch, so no low-level continuity
+    (edges running across the boundary, texture) tells where a patch came from.
+    """
+    extent = grid_extent(patch, gap, jitter, cells)
+    if extent > image_size:
+        raise ValueError(f"a grid of extent {extent} px does not fit {image_size} px images")
+    origin_y = torch.randint(0, image_size - extent + 1, (batch, 1), generator=generator)
+    origin_x = torch.randint(0, image_size - extent + 1, (batch, 1), generator=generator)
+    cell = torch.arange(cells * cells)
+    step = patch + gap
+    shape = (batch, cells * cells)
+    top = origin_y + jitter + (cell // cells) * step
+    left = origin_x + jitter + (cell % cells) * step
+    top = top + torch.randint(-jitter, jitter + 1, shape, generator=generator)
+    left = left + torch.randint(-jitter, jitter + 1, shape, generator=generator)
+    return top, left
 
 
 def random_resized_crop(
@@ -171,3 +219,89 @@ def normalize(
     mean_t = images.new_tensor(mean).view(1, -1, 1, 1)
     std_t = images.new_tensor(std).view(1, -1, 1, 1)
     return (images - mean_t) / std_t
+
+
+def standardize(images: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    """Each image and channel to zero mean, unit standard deviation (flat ones: mean only).
+
+    Per-patch standardisation (Doersch et al. 2015, Noroozi & Favaro 2016) hides brightness
+    and contrast differences between patches, a low-level cue to where a patch came from.
+    """
+    mean = images.mean(dim=(-2, -1), keepdim=True)
+    std = images.std(dim=(-2, -1), keepdim=True)
+    return (images - mean) / torch.where(std < eps, torch.ones_like(std), std)
+
+
+def drop_color_channels(
+    images: torch.Tensor, generator: torch.Generator, noise_scale: float = 0.01
+) -> torch.Tensor:
+    """Keep one random channel per image; replace the other two by zero-mean Gaussian noise
+    with standard deviation `noise_scale` times that of the kept channel.
+
+    Colour dropping (Doersch et al. 2015; Doersch & Zisserman 2017): chromatic aberration
+    shifts colour channels against each other by an amount that depends on the position in
+    the lens, which would tell a patch's absolute position; one channel carries no such shift.
+    Expects normalised (zero-centred) images.
+    """
+    batch, channels = images.shape[:2]
+    keep = torch.randint(0, channels, (batch,), generator=generator).to(images.device)
+    kept = images[torch.arange(batch, device=images.device), keep]  # (B, H, W)
+    std = kept.flatten(1).std(dim=1).view(batch, 1, 1, 1)
+    noise = torch.randn(images.shape, generator=generator).to(images.device) * noise_scale
+    is_kept = torch.arange(channels, device=images.device)[None, :] == keep[:, None]
+    return torch.where(is_kept.view(batch, channels, 1, 1), images, noise * std)
+
+
+def with_mask_channel(images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Float images (B, C, H, W) and masks (B, H, W) as one (B, C + 1, H, W) float tensor.
+
+    Any geometric op (crop, resize, flip) applied to it moves image and mask identically;
+    `split_mask_channel` takes them apart again.
+    """
+    return torch.cat([to_float(images), masks[:, None].to(torch.float32)], dim=1)
+
+
+def split_mask_channel(joint: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, C + 1, H, W) -> images (B, C, H, W), masks (B, H, W) (resampled: values in [0, 1])."""
+    return joint[:, :-1], joint[:, -1]
+
+
+# sRGB (D65) -> CIE XYZ, and the D65 reference white, as in skimage and OpenCV.
+_RGB_TO_XYZ = (
+    (0.412453, 0.357580, 0.180423),
+    (0.212671, 0.715160, 0.072169),
+    (0.019334, 0.119193, 0.950227),
+)
+_D65_WHITE = (0.950456, 1.0, 1.088754)
+_LAB_DELTA = 6 / 29  # CIE: f(t) is a cube root above delta^3 and linear below
+
+
+def rgb_to_lab(images: torch.Tensor) -> torch.Tensor:
+    """sRGB in [0, 1] (B, 3, H, W) -> CIE Lab (B, 3, H, W): L in [0, 100], a, b ~ [-110, 110]."""
+    rgb = images.float().clamp(0.0, 1.0)
+    linear = torch.where(rgb > 0.04045, ((rgb + 0.055) / 1.055) ** 2.4, rgb / 12.92)
+    matrix = linear.new_tensor(_RGB_TO_XYZ)
+    xyz = torch.einsum("ij,bjhw->bihw", matrix, linear)
+    t = xyz / xyz.new_tensor(_D65_WHITE).view(1, 3, 1, 1)
+    delta = _LAB_DELTA
+    f = torch.where(t > delta**3, t.clamp_min(delta**3) ** (1 / 3), t / (3 * delta**2) + 4 / 29)
+    lightness = 116 * f[:, 1] - 16
+    a = 500 * (f[:, 0] - f[:, 1])
+    b = 200 * (f[:, 1] - f[:, 2])
+    return torch.stack([lightness, a, b], dim=1)
+
+
+def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
+    """CIE Lab (B, 3, H, W) -> sRGB in [0, 1]; colours outside the sRGB gamut are clipped."""
+    lab = lab.float()
+    fy = (lab[:, 0] + 16) / 116
+    f = torch.stack([fy + lab[:, 1] / 500, fy, fy - lab[:, 2] / 200], dim=1)
+    delta = _LAB_DELTA
+    t = torch.where(f > delta, f**3, 3 * delta**2 * (f - 4 / 29))
+    xyz = t * lab.new_tensor(_D65_WHITE).view(1, 3, 1, 1)
+    matrix = torch.linalg.inv(lab.new_tensor(_RGB_TO_XYZ))
+    linear = torch.einsum("ij,bjhw->bihw", matrix, xyz).clamp(0.0, 1.0)
+    rgb = torch.where(
+        linear > 0.0031308, 1.055 * linear.clamp_min(0.0031308) ** (1 / 2.4) - 0.055, 12.92 * linear
+    )
+    return rgb.clamp(0.0, 1.0)

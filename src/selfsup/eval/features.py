@@ -61,7 +61,10 @@ def extract_features(
     batches = range(0, len(images), batch_size)
     for start in tqdm(batches, desc=desc, unit="batch", disable=not progress, leave=False):
         batch = images[start : start + batch_size].to(device)
-        x = V.normalize(V.to_float(batch), MEAN, STD).contiguous(memory_format=torch.channels_last)
+        x = V.to_float(batch)
+        if getattr(backbone, "input_grayscale", False):  # a harmonized multi-task run
+            x = V.grayscale(x)
+        x = V.normalize(x, MEAN, STD).contiguous(memory_format=torch.channels_last)
         with autocast(device, amp_dtype):
             maps = backbone.forward_layers(x, layers)
         for layer, fmap in maps.items():

@@ -36,7 +36,18 @@ def build_task(name: str, config: Any, backbone: Backbone) -> PretextTask:
 
 
 # Registration happens on import; keep this list in step with the files in this folder.
-from selfsup.tasks import counting, supervised, transitive  # noqa: E402, F401
+from selfsup.tasks import (  # noqa: E402, F401
+    colorization,
+    counting,
+    exemplar,
+    jigsaw,
+    motion_segmentation,
+    multitask,
+    relative_position,
+    rotation,
+    supervised,
+    transitive,
+)
 
 __all__ = [
     "MEAN",

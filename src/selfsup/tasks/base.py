@@ -5,8 +5,10 @@ The training loop knows nothing about any task. Per step it calls
     views = task.make_views(images, generator, labels)  # batched ops on (B, 3, S, S) uint8
     out = task(views)                                   # {"loss": scalar, <metric>: scalar}
 
-and back-propagates `out["loss"]`. `labels` is None unless the task sets `needs_labels`. The
-backbone is `task.backbone`, which is what evaluation and export read from a checkpoint.
+and back-propagates `out["loss"]`. `labels` is None unless the task sets `needs_labels`. A task
+that sets `needs_masks` is also given `masks=`: (B, S, S) uint8 per-pixel masks (nonzero = on),
+pixel-aligned with `images`. The backbone is `task.backbone`, which is what evaluation and
+export read from a checkpoint.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class PretextTask(nn.Module):
     name: ClassVar[str]
     config_class: ClassVar[type]
     needs_labels: ClassVar[bool] = False  # supervised baselines read the data's labels
+    needs_masks: ClassVar[bool] = False  # dense tasks (motion segmentation) read the data's masks
 
     def __init__(self, config: Any, backbone: Backbone):
         super().__init__()

@@ -185,6 +185,8 @@ def iter_frames(path: str | Path, options: ReadOptions = ReadOptions()) -> Itera
 def read_video(path: str | Path, options: ReadOptions = ReadOptions()) -> np.ndarray:
     """All kept frames as one (T, H, W, 3) uint8 array."""
     frames = list(iter_frames(path, options))
+    if not frames:  # an .npz clip with 0 frames, or max_frames=0: nothing to stack
+        raise VideoError(f"{path}: the video has no frames")
     shapes = {f.shape for f in frames}
     if len(shapes) > 1:
         raise VideoError(f"{path}: frames differ in size ({sorted(shapes)[:3]}); resize them")

@@ -1,0 +1,94 @@
+"""`selfsup export` and `selfsup embed`: arguments and what they run."""
+
+from __future__ import annotations
+
+import argparse
+
+RUN_HELP = "run folder, checkpoint file, exported .safetensors, or random:<backbone>"
+
+
+def add_export_parser(commands: argparse._SubParsersAction) -> None:
+    from selfsup.export.formats import FORMATS
+
+    p = commands.add_parser(
+        "export",
+        help="write a run's backbone alone (safetensors, torchscript, onnx, torchvision)",
+        description="Write the backbone of RUN, without the pretext head, to --out, and its "
+        "preprocessing (input size, mean/std, grayscale, layer names) to --out + '.json', so "
+        "it can be used without selfsup. safetensors holds weights only (safe to open); "
+        "torchscript and onnx hold the graph too; torchvision writes torchvision.models."
+        "alexnet names (alexnet_torchvision runs only).",
+    )
+    p.add_argument("run", metavar="RUN", help=RUN_HELP)
+    p.add_argument("--format", required=True, choices=FORMATS, help="file format")
+    p.add_argument("--out", required=True, help="model file, e.g. backbone.onnx")
+
+
+def command_export(args: argparse.Namespace) -> None:
+    from selfsup.export.formats import export_backbone
+    from selfsup.runs import load_backbone
+
+    loaded = load_backbone(args.run)
+    model, sidecar = export_backbone(loaded, args.format, args.out)
+    print(f"wrote {model} ({args.format}, {loaded.name} at step {loaded.step}) and {sidecar}")
+
+
+def add_embed_parser(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "embed",
+        help="features of your own images, to an .npz",
+        description="Average-pooled features of one layer for every image in IMAGES (folders, "
+        ".npz files or image files), decoded like training data (shorter side to --size, "
+        "centre crop). Writes `features` (N, D) float32, `names` (N,), `layer` and `skipped` "
+        "(images that could not be decoded) to --out.",
+    )
+    p.add_argument("run", metavar="RUN", help=RUN_HELP)
+    p.add_argument("images", nargs="+", metavar="IMAGES", help="folders, .npz or image files")
+    p.add_argument("--out", required=True, help="output .npz")
+    p.add_argument("--layer", help="layer to read (default: the final layer)")
+    p.add_argument("--size", type=int, help="image side in px (default: the run's image_size)")
+    p.add_argument("--batch-size", type=int, default=64, help="images per forward (default 64)")
+    p.add_argument(
+        "--max-dims",
+        type=int,
+        default=0,
+        help="0 (default): global average pool, one value per channel; N: pool to the largest "
+        "grid with at most N values, as the linear probes do (they use 4096)",
+    )
+    p.add_argument("--workers", type=int, default=2, help="decoding processes (default 2)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def command_embed(args: argparse.Namespace) -> None:
+    from selfsup.export.embed import embed_source, open_images, save_embeddings
+    from selfsup.export.formats import ExportError
+    from selfsup.export.preprocessing import input_size
+    from selfsup.runs import load_backbone
+    from selfsup.runtime import resolve_device
+
+    loaded = load_backbone(args.run)
+    backbone = loaded.backbone
+    layer = args.layer or backbone.layer_names[-1]
+    if layer not in backbone.layer_channels:
+        valid = ", ".join([*backbone.layer_names, *backbone.aliases])
+        raise ExportError(f"--layer: {loaded.name} has no layer {layer!r}; valid: {valid}")
+    size = args.size or max(input_size(loaded.config), backbone.min_input_size)
+    if size < backbone.min_input_size:
+        raise ExportError(f"--size: this backbone needs at least {backbone.min_input_size} px")
+    embeddings = embed_source(
+        backbone,
+        open_images(args.images),
+        layer=layer,
+        size=size,
+        batch_size=args.batch_size,
+        max_dims=args.max_dims,
+        workers=args.workers,
+        device=resolve_device(args.device),
+        progress=not args.quiet,
+    )
+    out = save_embeddings(embeddings, args.out)
+    rows, dims = embeddings.features.shape
+    print(f"wrote {out}: {rows} images x {dims} features of {layer} at {size} px")
+    if embeddings.skipped:
+        print(f"skipped {len(embeddings.skipped)} unreadable images, e.g. {embeddings.skipped[0]}")

@@ -1,0 +1,129 @@
+"""Writing a trained backbone alone, in a format other tools read, with its preprocessing JSON.
+
+- safetensors: the weights only (no code can run on loading); the architecture is in the file's
+  metadata and the JSON, and `load_safetensors_backbone` rebuilds it.
+- torchscript: a traced graph, loadable with `torch.jit.load` without selfsup.
+- onnx: a graph with dynamic batch, height and width, for onnxruntime and other runtimes.
+- torchvision: a state dict under torchvision's names, for `alexnet_torchvision` only.
+
+Every format is exported from the backbone in eval mode (batch norm uses its running
+statistics), in float32 on the CPU, and outputs the final feature map (B, C, h, w).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import warnings
+from pathlib import Path
+
+import torch
+
+from selfsup.backbones import Backbone
+from selfsup.config import BackboneConfig, from_dict
+from selfsup.export.preprocessing import preprocessing_info
+from selfsup.runs import LoadedBackbone, backbone_from_config
+
+FORMATS = ("safetensors", "torchscript", "onnx", "torchvision")
+METADATA_KEY = "selfsup"  # safetensors metadata entry holding the preprocessing JSON
+CONFIG_KEY = "training_config"  # and the run's config, so evaluation treats it like the run
+
+
+class ExportError(ValueError):
+    """The backbone cannot be written in the asked format (missing package, no counterpart)."""
+
+
+def sidecar_path(model_path: str | Path) -> Path:
+    """`model.onnx` -> `model.onnx.json`: the preprocessing description beside the model."""
+    model_path = Path(model_path)
+    return model_path.with_name(model_path.name + ".json")
+
+
+def export_backbone(loaded: LoadedBackbone, fmt: str, out: str | Path) -> tuple[Path, Path]:
+    """Write `loaded.backbone` as `fmt` to `out` and its JSON beside it; returns both paths."""
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    backbone = loaded.backbone.cpu().float().eval()
+    info = preprocessing_info(loaded, fmt, out.name)
+    example = torch.zeros(1, 3, info["input"]["size"], info["input"]["size"])
+    if fmt == "safetensors":
+        write_safetensors(backbone, out, info, loaded.config)
+    elif fmt == "torchscript":
+        write_torchscript(backbone, example, out)
+    elif fmt == "onnx":
+        info["onnx"] = write_onnx(backbone, example, out)
+    else:
+        write_torchvision(backbone, out)
+    sidecar = sidecar_path(out)
+    sidecar.write_text(json.dumps(info, indent=2) + "\n")
+    return out, sidecar
+
+
+def write_safetensors(backbone: Backbone, out: Path, info: dict, config: dict) -> None:
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().contiguous() for k, v in backbone.state_dict().items()}
+    metadata = {METADATA_KEY: json.dumps(info), CONFIG_KEY: json.dumps(config)}
+    save_file(state, str(out), metadata=metadata)
+
+
+def load_safetensors_backbone(path: str | Path) -> tuple[Backbone, dict]:
+    """The backbone in an exported .safetensors file (architecture from its metadata), and
+    the preprocessing description with the run's config under `training_config`."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from selfsup.checkpoint import CheckpointError, load_module_state
+
+    with safe_open(str(path), framework="pt") as file:
+        metadata = file.metadata() or {}
+    if METADATA_KEY not in metadata:
+        raise CheckpointError(f"{path}: a safetensors file without selfsup's metadata")
+    info = json.loads(metadata[METADATA_KEY])
+    info[CONFIG_KEY] = json.loads(metadata.get(CONFIG_KEY, "{}"))
+    backbone = backbone_from_config(from_dict(BackboneConfig, info["backbone"], "backbone"))
+    load_module_state(backbone, load_file(str(path)), path)
+    return backbone.eval(), info
+
+
+def write_torchscript(backbone: Backbone, example: torch.Tensor, out: Path) -> None:
+    # The input-shape checks in `Backbone.forward` become constants in the trace (harmless:
+    # the graph is convolutional), and torch now flags jit as deprecated; neither warning
+    # concerns the user of the exported file.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(backbone, example)
+        torch.jit.save(traced, str(out))
+
+
+def write_onnx(backbone: Backbone, example: torch.Tensor, out: Path) -> dict:
+    """Export with the TorchScript-based exporter, which needs no extra package (the newer
+    dynamo exporter needs onnxscript); returns the graph's input/output names."""
+    if importlib.util.find_spec("onnx") is None:
+        raise ExportError("format onnx needs the onnx package: pip install 'selfsup[onnx]'")
+    names = {"input": "images", "output": "features"}
+    axes = {0: "batch", 2: "height", 3: "width"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the same trace-time and deprecation notices
+        torch.onnx.export(
+            backbone,
+            (example,),
+            str(out),
+            dynamo=False,
+            input_names=[names["input"]],
+            output_names=[names["output"]],
+            dynamic_axes={names["input"]: axes, names["output"]: axes},
+        )
+    return {**names, "dynamic_axes": "batch, height, width"}
+
+
+def write_torchvision(backbone: Backbone, out: Path) -> None:
+    from selfsup.backbones.torchvision_io import TorchvisionMismatchError, torchvision_state
+
+    try:
+        state = torchvision_state(backbone)
+    except TorchvisionMismatchError as err:
+        raise ExportError(f"format torchvision: {err}") from err
+    torch.save(state, out)

@@ -1,0 +1,248 @@
+"""Multi-task self-supervision (Doersch & Zisserman, ICCV 2017).
+
+Several pretext tasks train one shared trunk, each with its own head, and the loss is the
+weighted sum of theirs:
+
+    L = sum_t w_t L_t + lambda |alpha|_1          (the second term only with the lasso)
+
+- **Lasso** (`lasso`): each head reads a learned combination of the residual units of one
+  trunk stage instead of the last unit (see `backbones/lasso.py`); alpha (tasks x units) is
+  L1-penalised so each task picks few depths. `selfsup inspect` draws it.
+- **Harmonization** (`harmonize`): every task sees grayscale images (luma replicated over
+  three channels), as colorization does by construction, so the trunk serves one input
+  statistic; evaluation of a harmonized run feeds grayscale too.
+- **Sampling**: `all` runs every task every step; `random` draws one task per step (with
+  probability proportional to its weight), a cheaper step.
+- **Distributed** (`split_by_rank`): under torchrun each rank runs a subset of the tasks, as
+  the paper's workers did, while DDP averages all gradients, so the trunk learns from every
+  task each step. A task's loss is scaled by world_size / (ranks running it), so after DDP's
+  averaging its head's gradient is the mean over the ranks that ran it.
+
+Motion segmentation needs frames with motion masks, which the image data does not have: the
+task reads them from `videos` (an .npz from `selfsup video masks`, or videos / frame folders
+whose masks are computed once and cached).
+
+Sub-task settings go under `settings.<task name>`, e.g. `multitask.settings.exemplar.loss=infonce`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from selfsup import dist
+from selfsup.backbones import Backbone
+from selfsup.backbones.lasso import LassoAlpha, LassoTrunk
+from selfsup.config import ConfigError, from_dict, param, validate
+from selfsup.data import views as V
+from selfsup.tasks import build_task, list_tasks, register_task, task_config_class
+from selfsup.tasks.base import PretextTask
+
+PAPER_TASKS = ["relative-position", "colorization", "exemplar", "motion-segmentation"]
+MOTION_TASK = "motion-segmentation"
+
+
+@dataclass
+class MultitaskConfig:
+    tasks: list[str] = param(
+        list(PAPER_TASKS), "Sub-tasks sharing the trunk (the paper's four by default)."
+    )
+    weights: list[float] = param([], "Loss weight per task, in `tasks` order; empty: all 1.")
+    sampling: str = param(
+        "all",
+        "all: every task every step; random: one task per step, drawn by weight.",
+        choices=("all", "random"),
+    )
+    lasso: bool = param(True, "Heads read a learned combination of a stage's residual units.")
+    lasso_penalty: float = param(
+        1e-3, "lambda of the L1 penalty on alpha (larger: sparser).", low=0.0
+    )
+    lasso_stage: int = param(0, "Trunk stage whose units are combined; 0: the last.", low=0)
+    harmonize: bool = param(False, "Feed every task grayscale images (and evaluate so).")
+    split_by_rank: bool = param(False, "Under torchrun, each rank runs a subset of the tasks.")
+    videos: str = param(
+        "",
+        "Motion-segmentation data: an .npz with images + masks (selfsup video masks), or "
+        "videos / frame folders (masks computed once and cached).",
+    )
+    settings: Any = param({}, "Per-task settings: {task name: {key: value}}.")
+
+    def check(self, prefix: str) -> None:
+        unknown = [t for t in self.tasks if t not in list_tasks() or t == "multitask"]
+        if unknown or not self.tasks:
+            raise ConfigError(
+                f"{prefix}.tasks: {unknown or 'empty'}; choose from "
+                f"{', '.join(t for t in list_tasks() if t != 'multitask')}"
+            )
+        if len(set(self.tasks)) != len(self.tasks):
+            raise ConfigError(f"{prefix}.tasks: a task is listed twice")
+        if self.weights and len(self.weights) != len(self.tasks):
+            raise ConfigError(
+                f"{prefix}.weights: {len(self.weights)} weights for {len(self.tasks)} tasks"
+            )
+        if any(w < 0 for w in self.weights):
+            raise ConfigError(f"{prefix}.weights: must be >= 0")
+        if self.settings is None:  # an empty mapping written to YAML reads back as null
+            self.settings = {}
+        if not isinstance(self.settings, dict):
+            raise ConfigError(f"{prefix}.settings: expected a mapping of task name to settings")
+        stray = [name for name in self.settings if name not in self.tasks]
+        if stray:
+            raise ConfigError(f"{prefix}.settings: {stray} not in {prefix}.tasks")
+
+
+def tasks_of_rank(num_tasks: int, rank: int, world: int) -> list[int]:
+    """The task indices rank `rank` of `world` runs: tasks dealt round-robin to ranks (and
+    ranks to tasks when there are more ranks than tasks)."""
+    if world <= 1:
+        return list(range(num_tasks))
+    if world >= num_tasks:
+        return [rank % num_tasks]
+    return [t for t in range(num_tasks) if t % world == rank]
+
+
+def ranks_per_task(num_tasks: int, world: int) -> list[int]:
+    counts = [0] * num_tasks
+    for rank in range(world):
+        for t in tasks_of_rank(num_tasks, rank, world):
+            counts[t] += 1
+    return counts
+
+
+@register_task
+class MultiTask(PretextTask):
+    name = "multitask"
+    config_class = MultitaskConfig
+    # Some heads sit out some steps (sampling, ranks assigned to tasks).
+    ddp_find_unused_parameters = True
+
+    def __init__(self, config: MultitaskConfig, backbone: Backbone):
+        super().__init__(config, backbone)
+        names = config.tasks
+        self.alphas: LassoAlpha | None = None
+        if config.lasso:
+            stage = config.lasso_stage or getattr(backbone, "num_stages", 0)
+            if not hasattr(backbone, "unit_names"):
+                raise ConfigError(
+                    "multitask.lasso: the lasso combines residual units; use a ResNet backbone "
+                    "or multitask.lasso=false"
+                )
+            units = backbone.unit_names(stage)
+            self.alphas = LassoAlpha(len(names), len(units))
+            views = [LassoTrunk(backbone, self.alphas, i, stage) for i in range(len(names))]
+        else:
+            views = [backbone] * len(names)
+        self.subtasks = nn.ModuleDict(
+            {
+                name: build_task(name, self.sub_config(name), view)
+                for name, view in zip(names, views)
+            }
+        )
+        self.weights = list(config.weights) or [1.0] * len(names)
+        self.register_buffer("motion_frames", torch.zeros(0, 3, 1, 1, dtype=torch.uint8), False)
+        self.register_buffer("motion_masks", torch.zeros(0, 1, 1, dtype=torch.uint8), False)
+
+    def sub_config(self, name: str):
+        values = self.config.settings.get(name, {})
+        cfg = from_dict(task_config_class(name), values, f"multitask.settings.{name}")
+        validate(cfg, f"multitask.settings.{name}")
+        return cfg
+
+    # -- data -----------------------------------------------------------------------------------
+    def attach_data(self, data_path: str) -> None:
+        for task in self.subtasks.values():
+            task.attach_data(data_path)
+        if MOTION_TASK in self.subtasks:
+            from selfsup.video.cache import motion_mask_data
+
+            if not self.config.videos:
+                raise ConfigError(
+                    f"multitask.videos: {MOTION_TASK} needs frames with motion masks (pass "
+                    "--videos: a `selfsup video masks` .npz, videos or frame folders)"
+                )
+
+            frames, masks = motion_mask_data(self.config.videos)
+            self.motion_frames = torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous()
+            self.motion_masks = torch.from_numpy(masks)
+
+    def min_image_size(self) -> int:
+        return max(task.min_image_size() for task in self.subtasks.values())
+
+    def lr_scales(self) -> dict[str, float]:
+        return {
+            f"subtasks.{name}.{prefix}": scale
+            for name, task in self.subtasks.items()
+            for prefix, scale in task.lr_scales().items()
+        }
+
+    # -- steps ----------------------------------------------------------------------------------
+    def active_tasks(self, generator: torch.Generator) -> list[int]:
+        mine = tasks_of_rank(len(self.weights), dist.rank(), dist.world_size())
+        if not self.config.split_by_rank:
+            mine = list(range(len(self.weights)))
+        if self.config.sampling == "all":
+            return mine
+        weights = torch.tensor([self.weights[t] for t in mine], dtype=torch.float)
+        return [mine[int(torch.multinomial(weights, 1, generator=generator))]]
+
+    def harmonized(self, images: torch.Tensor, task: PretextTask) -> torch.Tensor:
+        if not self.config.harmonize or not getattr(task, "sees_color", True):
+            return images
+        return V.grayscale(images.float()).round().to(torch.uint8)
+
+    def motion_batch(self, batch: int, size: int, generator: torch.Generator):
+        """`batch` frames and masks drawn from the motion data, resized to `size`."""
+        rows = torch.randint(0, len(self.motion_frames), (batch,), generator=generator)
+        frames = self.motion_frames[rows.to(self.motion_frames.device)]
+        masks = self.motion_masks[rows.to(self.motion_masks.device)]
+        if frames.shape[-1] != size:
+            frames = (
+                nn.functional.interpolate(
+                    frames.float(), size=(size, size), mode="bilinear", antialias=True
+                )
+                .round()
+                .clamp(0, 255)
+                .to(torch.uint8)
+            )
+            masks = nn.functional.interpolate(masks[:, None].float(), size=(size, size))[:, 0]
+            masks = masks.to(torch.uint8)
+        return frames, masks
+
+    def make_views(
+        self, images: torch.Tensor, generator: torch.Generator, labels: torch.Tensor | None = None
+    ) -> dict:
+        names = list(self.subtasks)
+        views: dict = {}
+        for t in self.active_tasks(generator):
+            task = self.subtasks[names[t]]
+            if names[t] == MOTION_TASK:
+                frames, masks = self.motion_batch(len(images), images.shape[-1], generator)
+                views[names[t]] = task.make_views(
+                    self.harmonized(frames, task), generator, masks=masks
+                )
+            else:
+                views[names[t]] = task.make_views(self.harmonized(images, task), generator)
+        return views
+
+    def forward(self, views: dict) -> dict[str, torch.Tensor]:
+        names = list(self.subtasks)
+        counts = ranks_per_task(len(names), dist.world_size())
+        out: dict[str, torch.Tensor] = {}
+        total = None
+        for name, task_views in views.items():
+            t = names.index(name)
+            result = self.subtasks[name](task_views)
+            scale = dist.world_size() / counts[t] if self.config.split_by_rank else 1.0
+            term = self.weights[t] * scale * result["loss"]
+            total = term if total is None else total + term
+            out.update({f"{name}/{key}": value.detach() for key, value in result.items()})
+        if self.alphas is not None:
+            l1 = self.alphas.l1()
+            total = total + self.config.lasso_penalty * l1
+            out["lasso_l1"] = l1.detach()
+            out["alpha_nonzero"] = (self.alphas.alpha.abs() > 1e-3).float().mean().detach()
+        out["loss"] = total
+        return out

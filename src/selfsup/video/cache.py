@@ -1,0 +1,63 @@
+"""Frames with motion masks for training motion segmentation: from an .npz made by
+`selfsup video masks`, or computed from videos once and cached (keyed by the videos' paths,
+sizes and modification times and the mask settings)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from selfsup.video.reader import ReadOptions, VideoError, find_videos
+
+
+def cache_key(videos: list[Path], settings: dict) -> str:
+    digest = hashlib.blake2b(digest_size=10)
+    for path in videos:
+        stat = path.stat()
+        digest.update(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+    digest.update(json.dumps(settings, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def load_mask_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    with np.load(path) as data:
+        if not {"images", "masks"} <= set(data.files):
+            raise VideoError(
+                f"{path}: motion-segmentation data needs `images` and `masks` arrays (made by "
+                f"`selfsup video masks`); it has {', '.join(data.files)}"
+            )
+        images, masks = data["images"], data["masks"]
+    if images.ndim != 4 or masks.shape != images.shape[:3]:
+        raise VideoError(
+            f"{path}: `images` (N, H, W, 3) and `masks` (N, H, W) do not match: "
+            f"{images.shape} vs {masks.shape}"
+        )
+    return images, (masks > 0).astype(np.uint8)
+
+
+def motion_mask_data(spec: str, size: int = 240) -> tuple[np.ndarray, np.ndarray]:
+    """(N, S, S, 3) uint8 frames and (N, S, S) {0, 1} masks from `spec`: an .npz with
+    `images` + `masks`, or comma-separated videos / folders of them."""
+    from selfsup.eval.features import default_cache_dir
+    from selfsup.video.masks import write_masks
+    from selfsup.video.motion import MotionMaskConfig
+
+    paths = [p for p in spec.split(",") if p]
+    if len(paths) == 1 and paths[0].endswith(".npz"):
+        with np.load(paths[0]) as data:
+            is_mask_file = "masks" in data.files
+        if is_mask_file:
+            return load_mask_npz(Path(paths[0]))
+    videos = find_videos(paths)
+    cfg, options = MotionMaskConfig(), ReadOptions(size=size)
+    folder = default_cache_dir() / "motion_masks" / cache_key(videos, asdict(cfg))
+    if not (folder / "motion_masks.npz").is_file():
+        print(f"computing motion masks of {len(videos)} videos (cached in {folder})")
+        write_masks(videos, folder, cfg, options)
+        if not (folder / "motion_masks.npz").is_file():
+            raise VideoError(f"{spec}: could not combine the videos' frames")
+    return load_mask_npz(folder / "motion_masks.npz")

@@ -1,0 +1,165 @@
+"""Multi-task training: lasso layer combination, harmonization, motion data, ranks."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+from selfsup.backbones import build_backbone
+from selfsup.backbones.lasso import LassoAlpha, LassoTrunk
+from selfsup.cli import main
+from selfsup.config import parse_overrides, resolve
+from selfsup.data import views as V
+from selfsup.eval.features import extract_features
+from selfsup.runs import load_backbone
+from selfsup.tasks import MEAN, STD, task_config_class
+from selfsup.tasks.multitask import ranks_per_task, tasks_of_rank
+from selfsup.train import train
+from tests.test_ddp import free_port
+
+RESNET = [
+    "backbone.name=resnet18",
+    "backbone.stem=small",
+    "backbone.width=0.125",
+    "backbone.num_stages=2",
+    "data.batch_size=8",
+    "data.workers=0",
+    "train.log_every=1",
+    "optim.warmup_steps=0",
+]
+CHEAP = "multitask.tasks=[rotation,exemplar]"
+
+
+def multitask_config(data, *extra):
+    return resolve(
+        parse_overrides(["task=multitask", f"data.path={data}", *RESNET, CHEAP, *extra]),
+        task_config_class,
+    )
+
+
+def test_tasks_are_dealt_to_ranks():
+    assert tasks_of_rank(4, 0, 1) == [0, 1, 2, 3]
+    assert [tasks_of_rank(4, r, 2) for r in range(2)] == [[0, 2], [1, 3]]
+    assert [tasks_of_rank(4, r, 8) for r in range(8)] == [[0], [1], [2], [3]] * 2
+    assert ranks_per_task(4, 8) == [2, 2, 2, 2] and ranks_per_task(3, 2) == [1, 1, 1]
+
+
+def test_lasso_trunk_is_the_weighted_sum_of_units():
+    trunk = build_backbone("resnet18", stem="small", width=0.125, num_stages=2).eval()
+    alphas = LassoAlpha(2, 2)
+    with torch.no_grad():
+        alphas.alpha.copy_(torch.tensor([[0.3, -1.2], [1.0, 0.0]]))
+    view = LassoTrunk(trunk, alphas, 0, stage=2).eval()
+    x = torch.randn(2, 3, 16, 16)
+    units = trunk.forward_layers(x, list(trunk.unit_names(2)))
+    expected = view.norm(0.3 * units["layer2.0"] - 1.2 * units["layer2.1"])
+    torch.testing.assert_close(view(x), expected)
+    layers = view.forward_layers(x, ["stem", "final"])
+    torch.testing.assert_close(layers["final"], expected)
+    torch.testing.assert_close(layers["stem"], trunk.forward_layers(x, ["stem"])["stem"])
+
+
+def alpha_after(tiny_npz, tmp_path, penalty: float) -> torch.Tensor:
+    cfg = multitask_config(
+        tiny_npz, f"multitask.lasso_penalty={penalty}", "train.steps=12", "optim.lr=0.05"
+    )
+    run = train(cfg, tmp_path / f"lasso{penalty}", progress=False)
+    return run.model.alphas.alpha.detach().abs()
+
+
+def test_a_stronger_lasso_penalty_makes_alpha_sparser(tiny_npz, tmp_path):
+    weak, strong = alpha_after(tiny_npz, tmp_path, 0.0), alpha_after(tiny_npz, tmp_path, 2.0)
+    assert strong.sum() < 0.5 * weak.sum()
+    assert (strong < 0.05).float().mean() > (weak < 0.05).float().mean()
+
+
+def test_harmonized_run_trains_and_evaluates_on_grayscale(tiny_npz, tmp_path):
+    cfg = multitask_config(tiny_npz, "multitask.harmonize=true", "train.steps=2")
+    run = train(cfg, tmp_path / "harmonized", progress=False)
+    images = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8)
+    gray = run.model.harmonized(images, run.model.subtasks["rotation"])
+    assert torch.equal(gray[:, 0], gray[:, 1]) and torch.equal(gray[:, 1], gray[:, 2])
+    loaded = load_backbone(str(tmp_path / "harmonized"))
+    assert loaded.backbone.input_grayscale
+    features = extract_features(loaded.backbone, images, ["final"], device=torch.device("cpu"),
+                                amp_dtype=None, max_dims=0, progress=False)["final"]  # fmt: skip
+    with torch.no_grad():  # the same images through an explicit grayscale path
+        x = V.normalize(V.grayscale(V.to_float(images)), MEAN, STD)
+        fmap = loaded.backbone.eval().forward_layers(x, ["final"])["final"]
+    expected = fmap.mean(dim=(2, 3))
+    torch.testing.assert_close(features.float(), expected, atol=1e-2, rtol=1e-2)
+
+
+def test_multitask_command_with_motion_masks(tiny_npz, tmp_path):
+    rng = np.random.default_rng(0)
+    masks = np.zeros((6, 24, 24), np.uint8)
+    masks[:, 6:18, 4:14] = 255
+    np.savez(tmp_path / "motion.npz", images=rng.integers(0, 256, (6, 24, 24, 3), np.uint8),
+             masks=masks)  # fmt: skip
+    out = tmp_path / "mt"
+    args = ["train", "multitask", "--data", str(tiny_npz), "--out", str(out), "--steps", "2",
+            "--quiet", "--tasks", "rotation,motion-segmentation", "--videos",
+            str(tmp_path / "motion.npz"), *RESNET]  # fmt: skip
+    assert main(args) == 0
+    record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert {"rotation/loss", "motion-segmentation/loss", "lasso_l1"} <= set(record)
+    assert np.isfinite(record["loss"])
+
+
+def test_multitask_config_errors_name_the_key(tiny_npz, tmp_path, capsys):
+    base = ["train", "multitask", "--data", str(tiny_npz), "--out", str(tmp_path / "x"), *RESNET]
+    assert main([*base, "--tasks", "rotation,nope"]) == 2
+    assert "multitask.tasks: ['nope']" in capsys.readouterr().err
+    assert main([*base, "--tasks", "rotation,motion-segmentation"]) == 2
+    assert "multitask.videos" in capsys.readouterr().err
+    assert main([*base, "--tasks", "rotation", "backbone.name=alexnet_small"]) == 2
+    assert "multitask.lasso" in capsys.readouterr().err
+
+
+WORKER = textwrap.dedent("""
+    import sys
+    import torch
+    from selfsup import dist
+    from selfsup.config import parse_overrides, resolve
+    from selfsup.tasks import task_config_class
+    from selfsup.train import train, view_generator
+
+    data, out, *overrides = sys.argv[1:]
+    cfg = resolve(parse_overrides([f"data.path={data}", *overrides]), task_config_class)
+    run = train(cfg, out, progress=False)
+    state = {k: v.detach().clone() for k, v in run.model.named_parameters()}
+    active = run.model.active_tasks(view_generator(0, 0, dist.rank()))
+    torch.save({"state": state, "active": active}, f"{out}/rank{dist.rank()}.pt")
+    dist.shutdown()
+""")
+
+
+@pytest.mark.timeout(300)
+def test_ranks_run_their_own_tasks_and_share_the_trunk(tiny_npz, tmp_path):
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+               f"--master_port={free_port()}", str(script), str(tiny_npz), str(out),
+               "task=multitask", *RESNET, CHEAP, "multitask.split_by_rank=true",
+               "train.steps=3", "optim.lr=0.05"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=280)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [torch.load(out / f"rank{r}.pt") for r in (0, 1)]
+    assert ranks[0]["active"] == [0] and ranks[1]["active"] == [1]
+    a, b = ranks[0]["state"], ranks[1]["state"]
+    assert all(torch.equal(a[k], b[k]) for k in a)  # DDP kept every parameter in step
+    torch.manual_seed(0)
+    cfg = multitask_config(tiny_npz, "multitask.split_by_rank=true")
+    from selfsup.train import build_model
+
+    initial = dict(build_model(cfg).named_parameters())
+    for task in ("rotation", "exemplar"):  # each head trained on one rank only, still moved
+        head = [k for k in a if k.startswith(f"subtasks.{task}.") and ".backbone." not in k]
+        assert any(not torch.equal(a[k], initial[k]) for k in head), task

@@ -1,0 +1,126 @@
+"""The contract every registered task keeps, generated from the registry: tiny config ->
+views from random uint8 images -> finite scalar loss and scalar metrics; a few optimiser steps
+on one fixed batch lower the loss; `selfsup train NAME` runs 2 steps from the command line.
+
+A new task is covered automatically (with its default config); add its tiny settings to TINY
+to keep the test fast, or to EXTERNAL_DATA, with the reason, if it cannot train on images.
+"""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from selfsup.cli import main
+from selfsup.config import resolve
+from selfsup.tasks import list_tasks, task_config_class
+from selfsup.train import build_model
+from tests.conftest import make_images
+
+# Small heads, sets and grids per task, so each trains in a fraction of a second per step on a
+# CPU with 16 px images (the patch tasks' 3x3 grids shrink to 4 px patches with 2 px gaps).
+TINY: dict[str, dict] = {
+    "counting": {"num_counts": 16, "head_hidden": [16], "crop_size": 8},
+    "supervised": {"num_classes": 4},
+    "relative-position": {"patch_size": 4, "gap": 2, "jitter": 0, "head_hidden": [32]},
+    "colorization": {"head_hidden": 16},
+    "exemplar": {"head_hidden": [32], "embedding_dim": 16},
+    "rotation": {},
+    "jigsaw": {
+        "tile_size": 4,
+        "gap": 2,
+        "jitter": 0,
+        "num_permutations": 10,
+        "tile_features": 16,
+        "head_hidden": [32],
+    },
+    "motion-segmentation": {"head_hidden": 16},
+}
+# Tasks that draw their own data besides the loop's images; their own tests cover them.
+EXTERNAL_DATA = {
+    "transitive": "needs a patch graph (tests/test_graph.py)",
+    "multitask": "reads motion data from videos (its own tests)",
+}
+IMAGE_SIZE, BATCH = 16, 4
+
+
+def task_or_skip(name: str) -> str:
+    if name in EXTERNAL_DATA:
+        pytest.skip(EXTERNAL_DATA[name])
+    return name
+
+
+def build(name: str):
+    values = {"task": name, "backbone": {"name": "alexnet_small"}, name: TINY.get(name, {})}
+    return build_model(resolve(values, task_config_class))
+
+
+def batch_inputs(task, seed: int = 0) -> dict:
+    """What the loop would give the task: images, and labels / masks when it needs them."""
+    g = torch.Generator().manual_seed(seed)
+    size = max(IMAGE_SIZE, task.min_image_size())
+    inputs = {
+        "images": torch.randint(0, 256, (BATCH, 3, size, size), dtype=torch.uint8, generator=g)
+    }
+    if task.needs_labels:
+        inputs["labels"] = torch.arange(BATCH) % 4
+    if task.needs_masks:
+        inputs["masks"] = (torch.rand(BATCH, size, size, generator=g) > 0.7).to(torch.uint8)
+    return inputs
+
+
+def views_of(task, seed: int = 0) -> dict:
+    inputs = batch_inputs(task, seed)
+    images, labels = inputs.pop("images"), inputs.pop("labels", None)
+    return task.make_views(images, torch.Generator().manual_seed(seed), labels, **inputs)
+
+
+@pytest.mark.parametrize("name", list_tasks())
+def test_finite_scalar_outputs_and_a_few_steps_lower_the_loss(name):
+    torch.manual_seed(0)
+    task = build(task_or_skip(name))
+    views = views_of(task)
+    optimizer = torch.optim.Adam(task.parameters(), lr=1e-3)
+    losses = []
+    for step in range(5):
+        out = task(views)
+        if step == 0:
+            assert out["loss"].ndim == 0 and out["loss"].requires_grad
+            for key, value in out.items():
+                assert value.ndim == 0 and torch.isfinite(value), key
+        optimizer.zero_grad()
+        out["loss"].backward()
+        if step == 0:  # the trunk learns from the task
+            assert any(p.grad.abs().sum() > 0 for p in task.backbone.parameters())
+        optimizer.step()
+        losses.append(out["loss"].item())
+    assert task(views)["loss"].item() < losses[0], losses
+
+
+@pytest.fixture(scope="module")
+def npz_with_everything(tmp_path_factory):
+    """A tiny dataset with labels and motion masks, so any task can train on it."""
+    images, labels = make_images(16, size=IMAGE_SIZE)
+    masks = (images[..., 0] > 150).astype(np.uint8)  # the bright square "moves"
+    path = tmp_path_factory.mktemp("data") / "tiny.npz"
+    np.savez(path, images=images, labels=labels, masks=masks)
+    return path
+
+
+@pytest.mark.parametrize("name", list_tasks())
+def test_train_from_the_command_line(name, npz_with_everything, tmp_path):
+    task_or_skip(name)
+    settings = [f"{name}.{key}={json.dumps(value)}" for key, value in TINY.get(name, {}).items()]
+    out = tmp_path / "run"
+    argv = [
+        "train", name, "--data", str(npz_with_everything), "--out", str(out), "--steps", "2",
+        "--quiet", "backbone.name=alexnet_small", f"data.image_size={IMAGE_SIZE}",
+        f"data.batch_size={BATCH}", "data.workers=0",
+        "train.log_every=1", "optim.warmup_steps=1", *settings,
+    ]  # fmt: skip
+    assert main(argv) == 0
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2]
+    assert all(np.isfinite(r["loss"]) for r in records)
+    assert (out / "checkpoints" / "last.pt").is_file()
