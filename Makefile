@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # compatible pair works too (pip install -e . in your own environment).
 TORCH_PIN := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test lint format bench clean
+.PHONY: demo test lint format bench docs clean
 
 $(BIN)/selfsup: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,11 +29,17 @@ format: $(BIN)/selfsup
 	$(BIN)/ruff format src tests tools bench
 	$(BIN)/ruff check --fix src tests tools bench
 
+# The site (mkdocs.yml, docs/) into build/site; tools/gen_docs.py, an MkDocs hook, generates the
+# CLI and config reference, the results pages and the method figures during the build.
+docs: $(BIN)/selfsup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir build/site
+
 bench: $(BIN)/selfsup
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/video.py
 	$(BIN)/python bench/graph.py
 	$(BIN)/python bench/run.py --suite multitask
+	$(BIN)/python bench/dense.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache

@@ -1,4 +1,5 @@
-"""`selfsup eval linear|knn|finetune` and `selfsup report`: arguments and what they run."""
+"""`selfsup eval linear|knn|finetune|depth|detect` and `selfsup report`: arguments and what
+they run (depth and detect live in selfsup.dense)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
+from selfsup.dense.cli import DENSE_PROTOCOLS, add_dense_parsers, command_dense
 from selfsup.eval.features import default_cache_dir
 from selfsup.eval.finetune import FinetuneSettings
 from selfsup.eval.knn import KnnSettings
@@ -77,7 +79,9 @@ def add_knn_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_eval_parser(commands: argparse._SubParsersAction) -> None:
-    p = commands.add_parser("eval", help="evaluate a representation (linear, knn, finetune)")
+    p = commands.add_parser(
+        "eval", help="evaluate a representation (linear, knn, finetune, depth, detect)"
+    )
     protocols = p.add_subparsers(dest="protocol", required=True, metavar="PROTOCOL")
     lin = protocols.add_parser(
         "linear",
@@ -122,6 +126,7 @@ def add_eval_parser(commands: argparse._SubParsersAction) -> None:
     fin.add_argument("--batch-size", type=int, default=FinetuneSettings.batch_size)
     fin.add_argument("--out", type=Path, help="run folder for the fine-tuning run")
     fin.add_argument("--json", help="write the results here")
+    add_dense_parsers(protocols, RUN_HELP)
 
 
 def add_report_parser(commands: argparse._SubParsersAction) -> None:
@@ -198,6 +203,8 @@ def evaluate(spec: str, protocol: str, args: argparse.Namespace, train, test, op
 def command_eval(args: argparse.Namespace) -> None:
     from selfsup.eval.report import table
 
+    if args.protocol in DENSE_PROTOCOLS:  # their own data and results (selfsup.dense)
+        return command_dense(args)
     train, test = load_data(args, args.run)
     result = evaluate(args.run, args.protocol, args, train, test, options_from(args))
     print(table([result]))

@@ -1,0 +1,153 @@
+"""Dense benchmark: depth, surface normals and detection rows for pretrained runs beside
+random initialisation (and a supervised baseline with --supervised-data), at CPU-friendly sizes.
+
+    python bench/dense.py                                   # every run under bench/work/
+    python bench/dense.py bench/work/counting_cifar10 --tasks depth normals
+    python bench/dense.py RUN --smoke --out /tmp/dense.json # seconds: checks the pipeline only
+
+Depth and normals: 7-Scenes redkitchen (first 80 % of the 200 frames to train the decoder, the
+last 20 % to test, frozen backbone); detection: COCO128's train2017 half split the same way,
+fine-tuned once per seed. Data comes from `$SELFSUP_DATA` (default: `../shared/data`). Each
+evaluation's JSON and grid go to bench/work/dense/; the rows, the exact commands and the
+machine to bench/results/dense.json (or --out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import RESULTS, ROOT, WORK, data_dir, machine, portable, run
+
+HEADLINE = {
+    "depth": ("delta1", "abs_rel", "rmse"),
+    "normals": ("mean_deg", "median_deg", "within_11.25", "within_30"),
+    "detect": ("map_50", "map"),
+}
+
+
+def found_runs() -> list[str]:
+    """Run folders the main benchmark left under bench/work/ (those with a checkpoint)."""
+    return sorted(str(p.parent.parent) for p in WORK.glob("*/checkpoints/last.pt"))
+
+
+def models(runs: list[str], supervised_data: str | None) -> list[str]:
+    """The runs, then the floor (and the ceiling) of the first run's architecture."""
+    baselines = [f"random:{runs[0]}"] if runs else ["random:resnet18"]
+    if runs and supervised_data:
+        baselines.append(f"supervised:{runs[0]}")
+    return [*runs, *baselines]
+
+
+def label(model: str) -> str:
+    """`bench/work/x` -> `x`; `random:bench/work/x` -> `x-random`: a file name for a row."""
+    kind, _, target = model.rpartition(":")
+    return Path(target).name + (f"-{kind}" if kind else "")
+
+
+def command(model: str, task: str, out: Path, args: argparse.Namespace) -> list[str]:
+    selfsup = [sys.executable, "-m", "selfsup", "eval"]
+    common = ["--json", str(out), "--quiet", "--cache-dir", str(WORK / "cache")]
+    if args.supervised_data:
+        common += ["--supervised-data", args.supervised_data]
+    if task == "detect":
+        seeds = [str(s) for s in args.seeds]
+        sizes = ["--steps", str(args.det_steps), "--size", str(args.det_size), "--seeds", *seeds]
+        return [*selfsup, "detect", model, "--data", str(args.det_data), *common, *sizes]
+    sizes = ["--steps", str(args.depth_steps), "--size", str(args.depth_size), "--frozen"]
+    return [*selfsup, "depth", model, "--data", str(args.depth_data), *common, "--target", task,
+            *sizes]  # fmt: skip
+
+
+def row(model: str, task: str, result: dict) -> dict:
+    if task == "detect":
+        numbers = {
+            key: {k: round(v, 4) for k, v in result["summary"][key].items() if k != "values"}
+            for key in HEADLINE[task]
+        }
+    else:
+        numbers = {key: round(result["metrics"][key], 4) for key in HEADLINE[task]}
+        floor = result["constant_baseline"]
+        numbers["constant_baseline"] = {key: round(floor[key], 4) for key in HEADLINE[task]}
+    return {"model": model, "task": task, **numbers, "seconds": result["seconds"]}
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = []
+    for task, keys in HEADLINE.items():
+        chosen = [r for r in rows if r["task"] == task]
+        if not chosen:
+            continue
+        lines += [f"\n{task}\n", "| model | " + " | ".join(keys) + " |"]
+        lines.append("|---" * (len(keys) + 1) + "|")
+        for r in chosen:
+            cells = [
+                f"{r[k]['mean']:.3f} ± {r[k]['std']:.3f}"
+                if isinstance(r[k], dict)
+                else f"{r[k]:.3f}"
+                for k in keys
+            ]
+            lines.append(f"| {portable([r['model']])} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def parse_args() -> argparse.Namespace:
+    data = data_dir()
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("runs", nargs="*", help="run folders (default: those under bench/work/)")
+    p.add_argument("--tasks", nargs="+", default=list(HEADLINE), choices=list(HEADLINE))
+    p.add_argument("--depth-data", default=data / "depth" / "7scenes_redkitchen_200.npz")
+    p.add_argument("--det-data", default=data / "detection" / "coco128")
+    p.add_argument("--supervised-data", help="labelled images: adds a supervised:<run> row")
+    p.add_argument("--depth-steps", type=int, default=300)
+    p.add_argument("--depth-size", type=int, default=64, help="64x85 px for 7-Scenes")
+    p.add_argument("--det-steps", type=int, default=200)
+    p.add_argument("--det-size", type=int, default=128)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--smoke", action="store_true", help="2 steps, 1 seed, tiny sizes")
+    p.add_argument("--out", type=Path, default=RESULTS / "dense.json")
+    args = p.parse_args()
+    if args.smoke:
+        args.depth_steps = args.det_steps = 2
+        args.depth_size, args.det_size, args.seeds = 32, 96, [0]
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    runs = args.runs or found_runs()
+    started, rows, commands = time.perf_counter(), [], {}
+    folder = WORK / "dense"
+    for model in models(runs, args.supervised_data):
+        for task in args.tasks:
+            name = f"{label(model)}-{task}"
+            out = folder / f"{name}.json"
+            cmd = command(model, task, out, args)
+            run(cmd)
+            commands[name] = portable(cmd)
+            rows.append(row(model, task, json.loads(out.read_text())))
+            print(json.dumps(rows[-1]), flush=True)
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    report = {
+        "rows": rows,
+        "settings": {k: v for k, v in settings.items() if k not in ("runs", "out")},
+        "notes": "7-Scenes colour and depth are not registered: depth/normals are coarse "
+        "(64x85 px); COCO128 train2017 only (val2017 is kept aside): 102 train / 26 test "
+        "images, so detection mAP is noisy; see the per-seed spread.",
+        "commands": commands,
+        "machine": machine(),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(report, indent=2).replace(str(ROOT) + "/", "")
+    args.out.write_text(text.replace(str(data_dir()), "$SELFSUP_DATA"))
+    print(markdown(rows))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
