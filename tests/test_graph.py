@@ -164,3 +164,17 @@ def test_a_graph_for_other_patches_is_refused(tmp_path, embed_run, capsys):
 def test_missing_patch_file_is_named(tmp_path):
     with pytest.raises(GraphError, match=r"nothing\.npz: no patch dataset"):
         load_patches(tmp_path / "nothing.npz")
+
+
+def test_inspect_a_graph_shows_cliques_and_chains(tmp_path, embed_run):
+    patches = tiny_patches(tmp_path / "patches.npz")
+    graph = tmp_path / "graph.npz"
+    assert main(["graph", "build", "--patches", str(patches), "--embed", str(embed_run),
+                 "--out", str(graph), "--quiet", "clusters=2", "neighbours=5",
+                 "backend=torch"]) == 0  # fmt: skip
+    assert main(["inspect", str(graph), "--out", str(tmp_path / "page")]) == 0
+    page = (tmp_path / "page" / "report.html").read_text()
+    assert "cliques" in page and "intra_pairs" in page
+    for name in ("cliques.jpg", "chains.jpg"):
+        if name in page:
+            assert (tmp_path / "page" / name).is_file()

@@ -17,7 +17,12 @@ def add_inspect_parser(commands: argparse._SubParsersAction) -> None:
         "and the equivariance error against a random-init model; for multi-task runs with a "
         "lasso, its alpha heat map.",
     )
-    p.add_argument("run", metavar="RUN", help="run folder or checkpoint file")
+    p.add_argument(
+        "run",
+        metavar="RUN",
+        help="run folder or checkpoint file; or a graph .npz (`selfsup graph build`), which "
+        "gives a page of sample cliques and transitive chains",
+    )
     p.add_argument(
         "--data",
         help="images to analyse, folder or .npz (default: the run's training data; give "
@@ -36,8 +41,52 @@ def add_inspect_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def is_graph_file(path: str) -> bool:
+    import numpy as np
+
+    if not path.endswith(".npz"):
+        return False
+    with np.load(path) as data:
+        return "pairs" in data.files and "cliques" in data.files
+
+
+def inspect_graph(graph_path: str, patches_path: str | None, out: str) -> str:
+    """Sample cliques and transitive chains of a graph, with its statistics, as a page."""
+    import html
+    import json
+    from pathlib import Path
+
+    from selfsup.graph.build import graph_stats, load_graph, load_patches
+    from selfsup.graph.preview import save_previews
+
+    graph = load_graph(graph_path)
+    patches = load_patches(patches_path or str(graph["patches_path"]))
+    graph = load_graph(graph_path, patches)  # now checked against the patches
+    folder = Path(out)
+    images = save_previews(graph, patches, folder)
+    stats = graph_stats(graph, patches.labels)
+    captions = {
+        "cliques.jpg": "Sample 4-cliques (one per row): inter-instance edges.",
+        "chains.jpg": "Transitive chains A, B, B': A ~ B inter-instance, B ~ B' by tracking.",
+    }
+    body = "".join(
+        f"<h2>{captions[p.name]}</h2><img src='{p.name}' alt='{p.name}'>" for p in images
+    )
+    page = folder / "report.html"
+    page.write_text(
+        "<!doctype html><html><head><meta charset='utf-8'><title>graph</title></head><body>"
+        f"<h1>Graph {html.escape(Path(graph_path).name)}</h1>"
+        f"<pre>{html.escape(json.dumps(stats, indent=2))}</pre>{body}</body></html>"
+    )
+    return str(page)
+
+
 def command_inspect(args: argparse.Namespace) -> None:
     from selfsup.analysis.inspect_run import inspect_run
+
+    if is_graph_file(args.run):
+        print(f"wrote {inspect_graph(args.run, args.data, args.out)}")
+        return
 
     settings = InspectSettings(
         data=args.data,
