@@ -34,12 +34,16 @@ format: $(BIN)/selfsup
 docs: $(BIN)/selfsup
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir build/site
 
+# bench/perf.py compares the loop with LightlySSL, installed by the `bench` extras.
 bench: $(BIN)/selfsup
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/video.py
 	$(BIN)/python bench/graph.py
 	$(BIN)/python bench/run.py --suite multitask
+	$(BIN)/python bench/run.py --suite transitive
 	$(BIN)/python bench/dense.py
+	$(BIN)/python bench/perf.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache

@@ -80,8 +80,11 @@ def entries(data: Path) -> dict[str, dict]:
             "probe_train": tiny_train,
             "probe_test": tiny_val,
             "config": "configs/counting_small.yaml",
-            "steps": 500,
+            "steps": 150,
             "overrides": ["data.image_size=64", "counting.crop_size=64"],
+            # 64 px costs four times the compute of 32 px: the supervised row is left to the
+            # CIFAR-10 entry, this one stands beside random init.
+            "baselines": "random",
         },
     }
 
@@ -91,12 +94,19 @@ def multitask_entries(data: Path) -> dict[str, dict]:
     (naive, lasso, harmonized) for one budget on the CIFAR-10 protocol. Motion segmentation
     reads the motion masks of the DAVIS clips (computed once, cached)."""
     videos = ["--videos", str(data / "video" / "davis2016" / "JPEGImages" / "480p")]
+    # Nine pretrainings must fit a CPU afternoon: the probes train on 1000 labelled images per
+    # class carved from the training set (the pretraining still sees all 50000, unlabelled).
+    _, probe_train = carve_validation(
+        data / "cifar10" / "train_jpeg.npz", WORK / "cifar10_probe", per_class=1000
+    )
     common = {
         "pretrain": data / "cifar10" / "train_jpeg.npz",
-        "probe_train": data / "cifar10" / "train_jpeg.npz",
+        "probe_train": probe_train,
         "probe_test": data / "cifar10" / "test_jpeg.npz",
         "config": "configs/multitask_small.yaml",
         "steps": 300,
+        "baselines": "shared:mt_baselines",
+        "time_probes": False,
     }
     single = ["relative-position", "colorization", "exemplar", "rotation", "jigsaw"]
     out = {
@@ -117,7 +127,125 @@ def multitask_entries(data: Path) -> dict[str, dict]:
     return out
 
 
-SUITES = {"counting": entries, "multitask": multitask_entries}
+def transitive_entries(data: Path) -> dict[str, dict]:
+    """Wang, He & Gupta at small scale: the three edge ablations on one graph, the trunk and
+    budget of the multitask suite, probed on the same CIFAR-10 protocol."""
+    patches, graph = prepare_transitive(data)
+    _, probe_train = carve_validation(
+        data / "cifar10" / "train_jpeg.npz", WORK / "cifar10_probe", per_class=1000
+    )
+    common = {
+        "task": "transitive",
+        "pretrain": patches,
+        "extra": ["--graph", str(graph)],
+        "probe_train": probe_train,
+        "probe_test": data / "cifar10" / "test_jpeg.npz",
+        "config": "configs/transitive_small.yaml",
+        "steps": 300,
+        # Same trunk and budget as the multitask suite: the same baseline rows.
+        "baselines": "shared:mt_baselines",
+        "time_probes": False,
+    }
+    return {
+        f"ti_{edges}": {**common, "overrides": [f"transitive.edges={edges}"]}
+        for edges in ("inter", "intra", "transitive")
+    }
+
+
+def prepare_transitive(data: Path) -> tuple[Path, Path]:
+    """Patches of the real videos (DAVIS clips, OpenCV's vtest) beside CIFAR-10 training
+    images, embedded by the multitask suite's relative-position run, as one graph. The videos
+    give the tracks (intra edges) but too few patches for inter edges to mean much alone, so
+    the images, each its own track, add them. Writes bench/results/ti_graph.json."""
+    folder = WORK / "transitive"
+    embed = WORK / "mt_relative-position"
+    if not (embed / "checkpoints" / "last.pt").is_file():
+        sys.exit(f"{embed} is missing: run `python bench/run.py --suite multitask "
+                 "--only mt_relative-position` first (it embeds the patches)")  # fmt: skip
+    selfsup = [sys.executable, "-m", "selfsup"]
+    videos = {
+        "davis": ([data / "video" / "davis2016" / "JPEGImages" / "480p"], []),
+        # vtest's walkers are small and slow: a lower residual threshold finds them.
+        "vtest": ([data / "video" / "opencv_vtest" / "vtest.avi"], ["masks.min_residual=1"]),
+    }
+    commands = {}
+    for name, (inputs, settings) in videos.items():
+        out = folder / name
+        commands[f"patches_{name}"] = [
+            *selfsup, "video", "patches", *map(str, inputs), "--out", str(out),
+            "--max-frames", "200", "--quiet", *settings,
+        ]  # fmt: skip
+        if not (out / "patches.npz").is_file():
+            run(commands[f"patches_{name}"])
+    patches = folder / "patches.npz"
+    counts = merge_patches(
+        [folder / name / "patches.npz" for name in videos],
+        data / "cifar10" / "train_jpeg.npz",
+        patches,
+        size=32,
+    )
+    graph = folder / "graph.npz"
+    commands["graph"] = [
+        *selfsup, "graph", "build", "--patches", str(patches), "--embed", str(embed),
+        "--out", str(graph), "--quiet",
+    ]  # fmt: skip
+    seconds = run(commands["graph"])
+    from selfsup.graph.build import graph_stats, load_graph, load_patches
+
+    patch_set = load_patches(patches)
+    stats = graph_stats(load_graph(graph, patch_set), patch_set.labels)
+    summary = {
+        "entry": "ti_graph",
+        "patches": counts,
+        "graph_seconds": round(seconds, 1),
+        "stats": stats,
+        "commands": {key: portable(command) for key, command in commands.items()},
+        "machine": machine(),
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "ti_graph.json").write_text(json.dumps(summary, indent=2, default=float))
+    return patches, graph
+
+
+def merge_patches(video_files: list[Path], images: Path, out: Path, size: int) -> dict:
+    """One patch set: the video patches resized to `size`, then the labelled images (each its
+    own track, `patch_labels` their class; video patches get -1)."""
+    from selfsup.eval.protocol import load_labelled
+
+    parts, counts = [], {}
+    track_offset = video_offset = 0
+    for file in video_files:
+        with np.load(file) as video:
+            pixels = torch.from_numpy(video["images"]).permute(0, 3, 1, 2).float()
+            small = torch.nn.functional.interpolate(pixels, size=size, antialias=True,
+                                                    mode="bilinear")  # fmt: skip
+            n = len(pixels)
+            parts.append({
+                "images": small.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy(),
+                "track": video["track"] + track_offset,
+                "frame": video["frame"],
+                "video": video["video"] + video_offset,
+                "patch_labels": np.full(n, -1),
+            })  # fmt: skip
+            track_offset = int(parts[-1]["track"].max()) + 1
+            video_offset = int(parts[-1]["video"].max()) + 1
+            counts[file.parent.name] = {"patches": n, "tracks": len(np.unique(video["track"]))}
+    dataset = load_labelled(str(images), size, progress=False)
+    n = len(dataset.labels)
+    parts.append({
+        "images": dataset.images.permute(0, 2, 3, 1).numpy(),
+        "track": np.arange(n) + track_offset,
+        "frame": np.zeros(n, np.int64),
+        "video": np.full(n, -1),
+        "patch_labels": dataset.labels.numpy(),
+    })  # fmt: skip
+    counts["images"] = {"patches": n, "source": portable([images])}
+    if not out.is_file():
+        np.savez(out, **{key: np.concatenate([p[key] for p in parts]) for key in parts[0]})
+    return counts
+
+
+SUITES = {"counting": entries, "multitask": multitask_entries, "transitive": transitive_entries}
 
 
 def run(command: list[str]) -> float:
@@ -141,10 +269,11 @@ def machine() -> dict:
 def portable(command: list[str]) -> str:
     """The command as a user would type it: no machine paths."""
     text = shlex.join(str(c) for c in command)
+    # The interpreter first: it usually lives under ROOT, whose prefix would be cut from it.
     return (
-        text.replace(str(ROOT) + "/", "")
+        text.replace(sys.executable, "python")
+        .replace(str(ROOT) + "/", "")
         .replace(str(data_dir()), "$SELFSUP_DATA")
-        .replace(sys.executable, "python")
     )
 
 
@@ -157,12 +286,46 @@ def scrub(folder: Path) -> None:
             path.write_text(text.replace(str(Path.home()), "~"))
 
 
+def baseline_commands(name: str, entry: dict, out: Path) -> tuple[dict, dict]:
+    """How an entry gets its floor and ceiling rows: per entry's `baselines`,
+    "full": random init and supervised, evaluated in the entry's reports;
+    "random": random init only; "shared:<key>": random and supervised evaluated once into
+    bench/results/<key>/ (beside the first entry of a suite that trains them) and read back by
+    every entry of the suite, so nine entries do not refit the same baseline probes nine times.
+    Returns (per-protocol report arguments, commands to run first)."""
+    mode = entry.get("baselines", "full")
+    if mode == "full":
+        return {"linear": [], "knn": []}, {}
+    if mode == "random":
+        return {p: [f"random:{out}", "--no-baselines"] for p in ("linear", "knn")}, {}
+    shared = RESULTS / mode.removeprefix("shared:")
+    specs = [f"random:{out}", f"supervised:{out}", "--no-baselines"]
+    first, args = {}, {}
+    for protocol in ("linear", "knn"):
+        results = shared / protocol / "results.json"
+        if not results.is_file():
+            first[f"baselines_{protocol}"] = [
+                *report_command(entry, protocol), *specs, "--out", str(shared / protocol)
+            ]  # fmt: skip
+        args[protocol] = [str(results), "--no-baselines"]
+    return args, first
+
+
+def report_command(entry: dict, protocol: str) -> list[str]:
+    return [
+        *[sys.executable, "-m", "selfsup", "report", "--protocol", protocol],
+        *["--data", str(entry["probe_train"]), "--test", str(entry["probe_test"])],
+        *["--cache-dir", str(WORK / "cache"), "--quiet"],
+    ]
+
+
 def bench_entry(name: str, entry: dict, steps: int | None) -> dict:
     selfsup = [sys.executable, "-m", "selfsup"]
     out, report_dir = WORK / name, RESULTS / name
     steps = steps or entry["steps"]
     cache = ["--cache-dir", str(WORK / "cache"), "--quiet"]
     data = ["--data", str(entry["probe_train"]), "--test", str(entry["probe_test"])]
+    baselines, first = baseline_commands(name, entry, out)
     commands = {
         "train": [
             *selfsup,
@@ -180,28 +343,25 @@ def bench_entry(name: str, entry: dict, steps: int | None) -> dict:
             "--quiet",
             *entry["overrides"],
         ],
+        **first,
         "linear": [
-            *selfsup,
-            "report",
+            *report_command(entry, "linear"),
             str(out),
-            *data,
-            *cache,
+            *baselines["linear"],
             "--out",
             str(report_dir / "linear"),
         ],
         "knn": [
-            *selfsup,
-            "report",
+            *report_command(entry, "knn"),
             str(out),
-            *data,
-            *cache,
-            "--protocol",
-            "knn",
+            *baselines["knn"],
             "--out",
             str(report_dir / "knn"),
         ],
+    }
+    if entry.get("time_probes", True):
         # Features are cached by now: this times the probes alone.
-        "linear_cached": [
+        commands["linear_cached"] = [
             *selfsup,
             "eval",
             "linear",
@@ -210,21 +370,23 @@ def bench_entry(name: str, entry: dict, steps: int | None) -> dict:
             *cache,
             "--json",
             str(WORK / f"{name}_linear_cached.json"),
-        ],
-    }
+        ]
     seconds = {key: round(run(command), 1) for key, command in commands.items()}
     scrub(report_dir)
+    if first:
+        scrub(RESULTS / entry["baselines"].removeprefix("shared:"))
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     linear = json.loads((report_dir / "linear" / "results.json").read_text())
     knn = json.loads((report_dir / "knn" / "results.json").read_text())
-    cached = json.loads((WORK / f"{name}_linear_cached.json").read_text())
+    cached_file = WORK / f"{name}_linear_cached.json"
+    cached = json.loads(cached_file.read_text()) if "linear_cached" in commands else {}
     return {
         "entry": name,
         "steps": steps,
         "seconds": seconds,
         "images_per_sec": float(np.median([m["images_per_sec"] for m in metrics])),
         "final_loss": metrics[-1]["loss"],
-        "probe_seconds_on_cached_features": cached["probe_seconds"],
+        "probe_seconds_on_cached_features": cached.get("probe_seconds"),
         "machine": machine(),
         "commands": {key: portable(command) for key, command in commands.items()},
         "linear": {r["model"]: {row["layer"]: row["top1"] for row in r["layers"]} for r in linear},

@@ -265,6 +265,23 @@ def test_finetune_and_report_with_supervised_baseline(tiny_npz, tmp_path, capsys
         json.loads((supervised_runs[0] / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 2
     )
     assert (tmp_path / "report" / "accuracy.png").is_file()
+    # A report's results.json (a list) and an `eval --json` file (one result) combine as-is.
+    code = main(
+        [
+            "report",
+            str(tmp_path / "report" / "results.json"),
+            str(tmp_path / "ft.json"),
+            "--data",
+            common[1],
+            "--test",
+            common[3],
+            "--out",
+            str(tmp_path / "combined"),
+        ]
+    )
+    assert code == 0
+    combined = json.loads((tmp_path / "combined" / "results.json").read_text())
+    assert combined == [*results, finetuned]
 
 
 def test_eval_needs_labels(tmp_path, tiny_npz, capsys):

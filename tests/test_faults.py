@@ -111,6 +111,15 @@ def test_torn_metrics_line_is_dropped_on_resume(tiny_npz, tmp_path):
     assert steps == [2, 4]
 
 
+def test_run_killed_before_its_first_checkpoint_restarts_with_clean_metrics(tiny_npz, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text('{"step": 1, "loss": 9.0}\n')  # no checkpoint followed
+    assert train_cli(tiny_npz, out, *FAST, "train.steps=2") == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").open()]
+    assert [r["step"] for r in rows] == [2] and rows[0]["loss"] != 9.0
+
+
 def test_non_finite_loss_names_step_task_and_last_checkpoint(tiny_npz, tmp_path, capsys):
     out = tmp_path / "run"
     assert train_cli(tiny_npz, out, *FAST, "train.steps=2") == 0

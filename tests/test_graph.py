@@ -178,3 +178,12 @@ def test_inspect_a_graph_shows_cliques_and_chains(tmp_path, embed_run):
     for name in ("cliques.jpg", "chains.jpg"):
         if name in page:
             assert (tmp_path / "page" / name).is_file()
+
+
+def test_cluster_purity_ignores_unlabelled_patches():
+    from selfsup.graph.build import cluster_purity
+
+    assign = np.array([0, 0, 0, 1, 1, 1])
+    labels = np.array([2, 2, 3, 5, -1, -1])  # -1: video patches without a class
+    assert cluster_purity(assign, labels) == pytest.approx(3 / 4)
+    assert np.isnan(cluster_purity(assign, np.full(6, -1)))

@@ -272,6 +272,10 @@ MULTITASK_ENTRIES = {
     f"mt_{name}": f"python bench/run.py --suite multitask --only mt_{name}"
     for name in [*SINGLE_TASKS, "four_naive", "four_lasso", "four_harmonized"]
 }
+TRANSITIVE_ENTRIES = {
+    f"ti_{edges}": f"python bench/run.py --suite transitive --only ti_{edges}"
+    for edges in ("inter", "intra", "transitive")
+}
 TOOL_ENTRIES = {"video": "python bench/video.py", "graph": "python bench/graph.py"}
 
 # The papers' published figures, as recorded in the project's design notes (DESIGN.md). They
@@ -481,9 +485,10 @@ def counting_page(results: dict[str, dict], images: dict[str, bytes], folder: Pa
     return "\n\n".join(parts) + "\n"
 
 
-def multitask_summary(results: dict[str, dict]) -> str:
+def probe_summary(results: dict[str, dict], entries: dict[str, str]) -> str:
+    """One row per entry: its best layer beside the best layer of each baseline."""
     rows = []
-    for name in MULTITASK_ENTRIES:
+    for name in entries:
         data = results.get(name)
         if data is None:
             rows.append([f"`{name}`", NOT_MEASURED, "", "", ""])
@@ -526,7 +531,7 @@ def multitask_page(results: dict[str, dict], images: dict[str, bytes], folder: P
         "probed per layer like every other run. Motion segmentation reads the motion masks "
         "of the DAVIS clips.",
         "## Summary",
-        multitask_summary(results),
+        probe_summary(results, MULTITASK_ENTRIES),
         "## Reported by the paper",
         "Doersch & Zisserman (ICCV 2017), ResNet-101 trunk on ImageNet; other datasets, "
         "scale and metrics than the measurements above, so compare the ordering of methods, "
@@ -536,6 +541,46 @@ def multitask_page(results: dict[str, dict], images: dict[str, bytes], folder: P
         "for them here.",
     ]
     for name, how in MULTITASK_ENTRIES.items():
+        if name in results:
+            parts.append(probe_entry_section(name, results[name], images, how, folder))
+        else:
+            parts.append(missing(name, how))
+    return "\n\n".join(parts) + "\n"
+
+
+def transitive_page(results: dict[str, dict], images: dict[str, bytes], folder: Path) -> str:
+    how = "python bench/run.py --suite transitive"
+    parts = [
+        "# Results: transitive invariance",
+        "Generated from `bench/results/ti_*.json` at every docs build. One graph is mined "
+        "from the patches of the real videos (DAVIS clips and OpenCV's vtest, whose tracks "
+        "give the intra-instance edges) and CIFAR-10 training images (each its own track, "
+        "for enough inter-instance edges), embedded by the multitask suite's "
+        "relative-position run. The three edge ablations then train the multitask suite's "
+        "trunk for the same budget (`configs/transitive_small.yaml`) and are probed on the "
+        "same CIFAR-10 protocol, beside the same baselines. See "
+        "[transitive invariance](../methods/transitive.md).",
+        "## Summary",
+        probe_summary(results, TRANSITIVE_ENTRIES),
+        "## The graph",
+    ]
+    graph = results.get("ti_graph")
+    if graph is None:
+        parts.append(f"{NOT_MEASURED.capitalize()}: run `{how}`.")
+    else:
+        rows = [[f"`{k}`", v] for k, v in flatten(graph.get("patches", {}))]
+        rows += [[f"`{k}`", v] for k, v in flatten(graph.get("stats", {})) if k != "params"]
+        rows.append(["build time (s)", graph.get("graph_seconds", "")])
+        parts.append(md_table(["", "value"], rows))
+        parts.append(
+            "Label agreement: the share of a type's pairs whose two CIFAR-10 images have the "
+            "same class (video patches have no class and are left out); cluster purity counts "
+            "labelled images only."
+        )
+        block = commands_block(graph)
+        if block:
+            parts.append(block)
+    for name, how in TRANSITIVE_ENTRIES.items():
         if name in results:
             parts.append(probe_entry_section(name, results[name], images, how, folder))
         else:
@@ -653,9 +698,16 @@ def flatten(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
 
 
 def results_index(results: dict[str, dict], images: dict[str, bytes], folder: Path) -> str:
-    known = {**COUNTING_ENTRIES, **MULTITASK_ENTRIES, **TOOL_ENTRIES}
+    known = {
+        **COUNTING_ENTRIES,
+        **MULTITASK_ENTRIES,
+        **TRANSITIVE_ENTRIES,
+        "ti_graph": "python bench/run.py --suite transitive",
+        **TOOL_ENTRIES,
+    }
     page = {name: "counting.md" for name in COUNTING_ENTRIES}
     page.update({name: "multitask.md" for name in MULTITASK_ENTRIES})
+    page.update({name: "transitive.md" for name in [*TRANSITIVE_ENTRIES, "ti_graph"]})
     page.update({"video": "video.md", "graph": "graph.md"})
     rows = [
         [f"[`{name}`]({page[name]})", "measured" if name in results else NOT_MEASURED, f"`{how}`"]
@@ -670,6 +722,7 @@ def results_index(results: dict[str, dict], images: dict[str, bytes], folder: Pa
         "`bench/run.py`).",
         md_table(["entry", "status", "command"], rows),
         "Pages: [counting](counting.md), [pretext tasks and multi-task](multitask.md), "
+        "[transitive invariance](transitive.md), "
         "[video pipeline](video.md), [graph building cost](graph.md).",
     ]
     others = sorted(set(results) - set(known))
@@ -689,6 +742,7 @@ def results_pages(folder: Path = RESULTS) -> dict[str, str | bytes]:
     pages: dict[str, str | bytes] = {
         "results/counting.md": counting_page(results, images, folder),
         "results/multitask.md": multitask_page(results, images, folder),
+        "results/transitive.md": transitive_page(results, images, folder),
         "results/video.md": video_page(results, images, folder),
         "results/graph.md": graph_page(results, images, folder),
     }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from selfsup import __version__
 from selfsup.analysis.cli import add_inspect_parser, command_inspect
@@ -11,6 +12,9 @@ from selfsup.eval.cli import add_eval_parser, add_report_parser, command_eval, c
 from selfsup.export.cli import add_embed_parser, add_export_parser, command_embed, command_export
 from selfsup.graph.cli import add_graph_parser, command_graph
 from selfsup.video.cli import add_video_parser, command_video
+
+if TYPE_CHECKING:
+    from selfsup.config import ExperimentConfig
 
 EXAMPLES = """examples:
   selfsup demo
@@ -129,10 +133,10 @@ def multitask_settings(args: argparse.Namespace) -> dict:
     return {"multitask": section}
 
 
-def command_train(args: argparse.Namespace) -> None:
+def train_config(args: argparse.Namespace) -> ExperimentConfig:
+    """The resolved ExperimentConfig of a parsed `selfsup train` command line."""
     from selfsup.config import ConfigError, load_yaml, merge, parse_overrides, resolve
     from selfsup.tasks import task_config_class
-    from selfsup.train import train
 
     values: dict = load_yaml(args.config) if args.config else {}
     if values.get("task", args.task) != args.task:
@@ -152,7 +156,13 @@ def command_train(args: argparse.Namespace) -> None:
     cfg = resolve(values, task_config_class)
     if not cfg.data.path:
         raise ConfigError("data.path: no training data given (use --data PATH)")
-    train(cfg, args.out, progress=not args.quiet)
+    return cfg
+
+
+def command_train(args: argparse.Namespace) -> None:
+    from selfsup.train import train
+
+    train(train_config(args), args.out, progress=not args.quiet)
 
 
 def command_config(args: argparse.Namespace) -> None:
@@ -216,7 +226,8 @@ COMMANDS = {
 }
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line parsed, with key=value overrides collected wherever they stand."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:
@@ -224,6 +235,11 @@ def main(argv: list[str] | None = None) -> int:
         if not hasattr(args, "overrides") or not_overrides:
             parser.error(f"unrecognized arguments: {' '.join(not_overrides or extra)}")
         args.overrides = [*args.overrides, *extra]
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     try:
         COMMANDS[args.command](args)
     except user_errors() as err:

@@ -53,13 +53,21 @@ def fill_from_data(cfg: ExperimentConfig, source: ImageSource) -> None:
         cfg.task_config.num_classes = len(source.class_names or []) or int(source.labels.max()) + 1
 
 
+# Per-group settings that are configuration, not state: a resumed run keeps the current
+# task's and device's, whatever the checkpoint says (it may predate them).
+GROUP_SETTINGS = ("lr_scale", "fused", "foreach")
+
+
 def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
-    """Load saved moments and step counts but keep each group's `lr_scale` from the current
-    task: the scale is configuration, not state, and checkpoints need not carry it."""
-    scales = [group["lr_scale"] for group in optimizer.param_groups]
+    """Load saved moments and step counts but keep each group's `GROUP_SETTINGS` from the
+    current optimizer (the task's `lr_scale`, the kernel choice of `build_optimizer`)."""
+    settings = [
+        {key: group[key] for key in GROUP_SETTINGS if key in group}
+        for group in optimizer.param_groups
+    ]
     optimizer.load_state_dict(state)
-    for group, scale in zip(optimizer.param_groups, scales):
-        group["lr_scale"] = scale
+    for group, kept in zip(optimizer.param_groups, settings):
+        group.update(kept)
 
 
 def build_optimizer(model: PretextTask, cfg: OptimConfig) -> torch.optim.Optimizer:
@@ -78,7 +86,13 @@ def build_optimizer(model: PretextTask, cfg: OptimConfig) -> torch.optim.Optimiz
     ]
     if cfg.name == "adamw":
         return torch.optim.AdamW(param_groups, lr=cfg.lr, betas=(cfg.momentum, 0.999))
-    return torch.optim.SGD(param_groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+    # On CPU torch's default SGD step is a Python loop over the parameters; its fused kernel
+    # gives bit-identical weights (tests/test_fast_paths.py) 3-4x faster. (GPUs default to
+    # the multi-tensor kernels already; fused AdamW is not bit-identical, so it stays off.)
+    on_cpu = all(p.device.type == "cpu" for group in param_groups for p in group["params"])
+    return torch.optim.SGD(
+        param_groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True, fused=on_cpu or None
+    )
 
 
 def learning_rate(step: int, total_steps: int, cfg: OptimConfig) -> float:
@@ -178,6 +192,8 @@ def prepare(cfg: ExperimentConfig, folder: str | Path, progress: bool = True) ->
             print(f"resumed from step {run.start_step} ({run.checkpoint_path})")
     elif dist.is_main():
         folder.mkdir(parents=True, exist_ok=True)
+        # A run killed before its first checkpoint starts again from step 0: its lines go.
+        drop_metrics_after(folder / "metrics.jsonl", 0)
         (folder / "config.yaml").write_text(yaml.safe_dump(dump(cfg), sort_keys=False))
     return run
 
@@ -226,15 +242,16 @@ def save(run: Run, step: int, scaler: torch.amp.GradScaler) -> None:
     checkpoint.save_atomic(state, run.checkpoint_path)
 
 
-def train(cfg: ExperimentConfig, folder: str | Path, progress: bool = True) -> Run:
-    """Train `cfg.task` until step `cfg.train.steps`, resuming from `folder` when possible."""
-    run = prepare(cfg, folder, progress)
-    model, device, total = run.model, run.device, cfg.train.steps
-    amp_dtype = resolve_precision(cfg.train.precision, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+def training_setup(run: Run) -> tuple[nn.Module, torch.amp.GradScaler, torch.dtype | None]:
+    """What every step runs with: the module to call (DDP-wrapped when distributed, compiled
+    with `train.compile`), the gradient scaler (active for fp16 only) and the autocast dtype.
+    Puts the model in training mode."""
+    cfg, model = run.cfg, run.model
+    amp_dtype = resolve_precision(cfg.train.precision, run.device)
+    scaler = torch.amp.GradScaler(run.device.type, enabled=amp_dtype == torch.float16)
     if run.scaler_state:
         scaler.load_state_dict(run.scaler_state)
-    trained = model
+    trained: nn.Module = model
     if dist.world_size() > 1:
         # Tasks that leave some parameters out of some steps (multi-task sampling, ranks
         # assigned to tasks) say so; DDP then does not wait for their gradients.
@@ -243,6 +260,86 @@ def train(cfg: ExperimentConfig, folder: str | Path, progress: bool = True) -> R
     if cfg.train.compile:
         trained = torch.compile(trained)
     model.train()
+    return trained, scaler, amp_dtype
+
+
+def step_views(
+    run: Run,
+    step: int,
+    images: torch.Tensor,
+    labels: torch.Tensor | None,
+    masks: torch.Tensor | None,
+) -> dict:
+    """One step's batch -> the task's views on the device, in the training memory format
+    (batched tensor ops; the views are a function of (seed, step, rank))."""
+    cfg, model, device = run.cfg, run.model, run.device
+    if model.needs_labels and labels is None:
+        raise ConfigError(
+            f"data.path: the {cfg.task} task needs labelled data (an "
+            "ImageFolder tree or an .npz with `labels`)"
+        )
+    if model.needs_masks and masks is None:
+        raise ConfigError(
+            f"data.path: the {cfg.task} task needs per-pixel masks (an .npz with "
+            "`images` and `masks`, e.g. from `selfsup video masks`)"
+        )
+    # Masks go only to tasks that declare them, so other tasks' signatures stay as they are.
+    extra = {"masks": masks.to(device, non_blocking=True)} if model.needs_masks else {}
+    views = model.make_views(
+        images.to(device, non_blocking=True),
+        view_generator(cfg.train.seed, step, dist.rank()),
+        labels.to(device, non_blocking=True) if model.needs_labels else None,
+        **extra,
+    )
+    return to_device(views, device, cfg.train.channels_last)
+
+
+def optimize(
+    run: Run,
+    trained: nn.Module,
+    views: dict,
+    step: int,
+    scaler: torch.amp.GradScaler,
+    amp_dtype: torch.dtype | None,
+) -> dict[str, torch.Tensor]:
+    """Forward, backward and optimizer step on built views; the task's outputs (loss and
+    metrics). `trained` is the module from `training_setup`."""
+    cfg = run.cfg
+    lr = learning_rate(step, cfg.train.steps, cfg.optim)
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr * group["lr_scale"]
+    with autocast(run.device, amp_dtype):
+        out = trained(views)
+    loss = out["loss"]
+    if not torch.isfinite(loss):
+        raise NonFiniteLossError(
+            f"task {cfg.task}: loss is {loss.item()} at step {step}; last finite checkpoint: "
+            f"{run.checkpoint_path if run.checkpoint_path.exists() else 'none yet'}. Try a "
+            "lower optim.lr or optim.grad_clip."
+        )
+    run.optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if cfg.optim.grad_clip > 0:
+        scaler.unscale_(run.optimizer)
+        nn.utils.clip_grad_norm_(run.model.parameters(), cfg.optim.grad_clip)
+    scaler.step(run.optimizer)
+    scaler.update()
+    return out
+
+
+def accumulate(window: dict[str, float], counts: dict[str, int], out: dict) -> None:
+    """Add one step's outputs to the logging window. A metric may be absent from some steps
+    (multi-task sampling): each is averaged over the steps that logged it."""
+    for key, value in out.items():
+        window[key] = window.get(key, 0.0) + float(value.detach())
+        counts[key] = counts.get(key, 0) + 1
+
+
+def train(cfg: ExperimentConfig, folder: str | Path, progress: bool = True) -> Run:
+    """Train `cfg.task` until step `cfg.train.steps`, resuming from `folder` when possible."""
+    run = prepare(cfg, folder, progress)
+    total = cfg.train.steps
+    trained, scaler, amp_dtype = training_setup(run)
     log = (run.folder / "metrics.jsonl").open("a") if dist.is_main() else None
     bar = tqdm(
         total=total,
@@ -257,50 +354,10 @@ def train(cfg: ExperimentConfig, folder: str | Path, progress: bool = True) -> R
     window_start, window_images = time.perf_counter(), 0
     batches = run.stream.batches(run.start_step) if run.start_step < total else iter(())
     for step, images, labels, masks in batches:
-        # --- views (batched tensor ops on the device) -------------------------------------
-        if model.needs_labels and labels is None:
-            raise ConfigError(
-                f"data.path: the {cfg.task} task needs labelled data (an "
-                "ImageFolder tree or an .npz with `labels`)"
-            )
-        if model.needs_masks and masks is None:
-            raise ConfigError(
-                f"data.path: the {cfg.task} task needs per-pixel masks (an .npz with "
-                "`images` and `masks`, e.g. from `selfsup video masks`)"
-            )
-        # Masks go only to tasks that declare them, so other tasks' signatures stay as they are.
-        extra = {"masks": masks.to(device, non_blocking=True)} if model.needs_masks else {}
-        views = model.make_views(
-            images.to(device, non_blocking=True),
-            view_generator(cfg.train.seed, step, dist.rank()),
-            labels.to(device, non_blocking=True) if model.needs_labels else None,
-            **extra,
-        )
-        views = to_device(views, device, cfg.train.channels_last)
-        # --- forward / backward / step ---------------------------------------------------
-        lr = learning_rate(step, total, cfg.optim)
-        for group in run.optimizer.param_groups:
-            group["lr"] = lr * group["lr_scale"]
-        with autocast(device, amp_dtype):
-            out = trained(views)
-        loss = out["loss"]
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"task {cfg.task}: loss is {loss.item()} at step {step}; last finite checkpoint: "
-                f"{run.checkpoint_path if run.checkpoint_path.exists() else 'none yet'}. Try a "
-                "lower optim.lr or optim.grad_clip."
-            )
-        run.optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if cfg.optim.grad_clip > 0:
-            scaler.unscale_(run.optimizer)
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-        scaler.step(run.optimizer)
-        scaler.update()
+        views = step_views(run, step, images, labels, masks)
+        out = optimize(run, trained, views, step, scaler, amp_dtype)
         # --- log and checkpoint ----------------------------------------------------------
-        for key, value in out.items():  # a metric may be absent from some steps (multi-task
-            window[key] = window.get(key, 0.0) + float(value.detach())  # sampling): average
-            counts[key] = counts.get(key, 0) + 1  # each over the steps that logged it
+        accumulate(window, counts, out)
         window_images += images.shape[0] * dist.world_size()
         done = step + 1
         # `>=`: in stream mode a step whose images were all skipped as bad is never
@@ -310,7 +367,7 @@ def train(cfg: ExperimentConfig, folder: str | Path, progress: bool = True) -> R
             record = {
                 "step": done,
                 "epoch": round(done / run.stream.steps_per_epoch, 4),
-                "lr": lr,
+                "lr": learning_rate(step, total, cfg.optim),
                 **{k: v / counts[k] for k, v in window.items()},
                 "images_per_sec": round(window_images / elapsed, 2),
             }

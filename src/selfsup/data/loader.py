@@ -166,14 +166,21 @@ class ImageStream:
                 f"({batch_size} x {world_size} processes); lower data.batch_size"
             )
         self.skipped = list(self.decoded.skipped) if self.decoded else []
+        self._epoch_order: tuple[int, torch.Tensor] | None = None  # (epoch, its permutation)
+
+    def epoch_order(self, epoch: int) -> torch.Tensor:
+        """The seeded permutation of the usable images for `epoch`, drawn once per epoch:
+        drawing it anew every step cost O(N) per step (15 ms for ImageNet's 1.28M images)."""
+        if self._epoch_order is None or self._epoch_order[0] != epoch:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._epoch_order = (epoch, torch.randperm(self.num_images, generator=generator))
+        return self._epoch_order[1]
 
     def _rows(self, step: int) -> torch.Tensor:
         """Rows (into the decoded/usable images) of this rank's batch at `step`."""
         epoch, position = divmod(step, self.steps_per_epoch)
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        order = torch.randperm(self.num_images, generator=generator)
         start = (position * self.world_size + self.rank) * self.batch_size
-        return order[start : start + self.batch_size]
+        return self.epoch_order(epoch)[start : start + self.batch_size]
 
     def batches(self, start_step: int = 0) -> Iterator[tuple]:
         """Yield (step, images uint8 (B, 3, S, S), labels (B,) or None, masks uint8 0/1

@@ -219,7 +219,12 @@ def command_report(args: argparse.Namespace) -> None:
 
     options = options_from(args)
     specs = [s for s in args.runs if not s.endswith(".json")]
-    results = [json.loads(Path(s).read_text()) for s in args.runs if s.endswith(".json")]
+    saved = []
+    for path in (s for s in args.runs if s.endswith(".json")):
+        loaded = json.loads(Path(path).read_text())
+        # An `eval --json` file holds one result, a report's results.json a list of them.
+        saved.extend(loaded if isinstance(loaded, list) else [loaded])
+    results = []
     if specs:
         from selfsup.eval.baselines import split_spec
 
@@ -228,5 +233,6 @@ def command_report(args: argparse.Namespace) -> None:
             specs += [f"random:{specs[0]}", f"supervised:{specs[0]}"]
         for spec in specs:
             results.append(evaluate(spec, args.protocol, args, train, test, options))
+    results += saved  # models evaluated now first, then the saved ones (e.g. baselines)
     print(write_report(results, args.out))
     print(f"\nwrote {args.out}/report.md, accuracy.png, results.json")

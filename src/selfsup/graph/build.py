@@ -84,7 +84,8 @@ def patches_file(path: str | Path) -> Path:
 
 def load_patches(path: str | Path) -> PatchSet:
     """A patch dataset (`patches.npz` or its folder). Plain image .npz files (`images` only,
-    e.g. CIFAR decoded) load too, each image its own track."""
+    e.g. CIFAR decoded) load too, each image its own track. Optional class labels (`labels`,
+    or `patch_labels` with -1 for unknown) give `graph stats` its purity figures."""
     file = patches_file(path)
     if not file.is_file():
         raise GraphError(f"{file}: no patch dataset (make one with `selfsup video patches`)")
@@ -96,7 +97,10 @@ def load_patches(path: str | Path) -> PatchSet:
         track = data["track"] if "track" in data else np.arange(n)
         frame = data["frame"] if "frame" in data else np.zeros(n, np.int64)
         video = data["video"] if "video" in data else np.zeros(n, np.int64)
-        labels = data["labels"].astype(np.int64) if "labels" in data else None
+        # `patch_labels` (-1: unknown) serves mixed sets, e.g. video patches beside labelled
+        # images, whose `labels` the image loaders would refuse; only statistics read them.
+        key = next((k for k in ("labels", "patch_labels") if k in data), None)
+        labels = data[key].astype(np.int64) if key else None
     if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
         raise GraphError(
             f"{file}: `images` must be (N, H, W, 3) uint8, got {images.shape} {images.dtype}"
@@ -259,6 +263,8 @@ def graph_stats(graph: dict, labels: np.ndarray | None = None) -> dict:
         pairs, types = graph["pairs"], graph["pair_type"]
         for kind, name in enumerate(EDGE_TYPES):
             chosen = pairs[types == kind]
+            # Negative labels mark unlabelled patches (video patches beside labelled images).
+            chosen = chosen[(labels[chosen] >= 0).all(axis=1)]
             if len(chosen):
                 same = labels[chosen[:, 0]] == labels[chosen[:, 1]]
                 stats[f"{name}_label_agreement"] = float(same.mean())
@@ -266,6 +272,10 @@ def graph_stats(graph: dict, labels: np.ndarray | None = None) -> dict:
 
 
 def cluster_purity(assign: np.ndarray, labels: np.ndarray) -> float:
-    """Share of points whose label is their cluster's majority label."""
+    """Share of labelled points (label >= 0) whose label is their cluster's majority label."""
+    known = labels >= 0
+    assign, labels = assign[known], labels[known]
+    if not len(labels):
+        return float("nan")
     majority = sum(np.bincount(labels[assign == c]).max() for c in np.unique(assign))
     return float(majority / len(labels))

@@ -1,0 +1,76 @@
+"""Fast paths of the training loop give exactly what the plain paths gave: the epoch
+permutation drawn once per epoch, and the fused SGD step on CPU (bench/perf.py found both)."""
+
+import copy
+
+import torch
+
+from selfsup.data import open_source
+from selfsup.data.loader import ImageStream
+from selfsup.train import build_model, build_optimizer, load_optimizer_state
+from tests.helpers import SMALL_RESNET, one_torch_thread, tiny_config  # noqa: F401
+
+
+def plain_rows(stream: ImageStream, step: int) -> torch.Tensor:
+    """The batch rows as the loader drew them before: a fresh permutation every step."""
+    epoch, position = divmod(step, stream.steps_per_epoch)
+    generator = torch.Generator().manual_seed(stream.seed * 1_000_003 + epoch)
+    order = torch.randperm(stream.num_images, generator=generator)
+    start = (position * stream.world_size + stream.rank) * stream.batch_size
+    return order[start : start + stream.batch_size]
+
+
+def test_cached_epoch_order_gives_the_plain_batches(tiny_npz):
+    stream = ImageStream(
+        open_source(tiny_npz), size=32, batch_size=8, seed=3, rank=1, world_size=2, workers=0,
+        progress=False,
+    )  # fmt: skip
+    per_epoch = stream.steps_per_epoch
+    # Across epoch boundaries, and back to an earlier epoch as a resumed run does.
+    steps = [*range(3 * per_epoch + 2), 1, per_epoch + 1, 0, 5 * per_epoch]
+    for step in steps:
+        assert torch.equal(stream._rows(step), plain_rows(stream, step)), step
+    batches = stream.batches(per_epoch - 1)
+    for _ in range(3):
+        step, images, _, _ = next(batches)
+        assert torch.equal(images, stream.decoded.images[plain_rows(stream, step)])
+
+
+def plain_sgd(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+    """The same parameter groups with torch's per-parameter loop (its CPU default)."""
+    groups = [{**group, "fused": None, "foreach": False} for group in optimizer.param_groups]
+    return type(optimizer)(groups)
+
+
+def test_fused_sgd_on_cpu_is_bit_identical_to_the_loop(tiny_npz):
+    cfg = tiny_config(tiny_npz, *SMALL_RESNET, "optim.weight_decay=0.001")
+    fast_model = build_model(cfg)
+    plain_model = copy.deepcopy(fast_model)
+    fast = build_optimizer(fast_model, cfg.optim)
+    plain = plain_sgd(build_optimizer(plain_model, cfg.optim))
+    assert all(group["fused"] for group in fast.param_groups)
+    assert len({group["weight_decay"] for group in fast.param_groups}) == 2  # decay and not
+    generator = torch.Generator().manual_seed(0)
+    for step in range(5):
+        for group_fast, group_plain in zip(fast.param_groups, plain.param_groups):
+            group_fast["lr"] = group_plain["lr"] = 0.05 * (step + 1) * group_fast["lr_scale"]
+        for p_fast, p_plain in zip(fast_model.parameters(), plain_model.parameters()):
+            p_fast.grad = torch.randn(p_fast.shape, generator=generator)
+            p_plain.grad = p_fast.grad.clone()
+        fast.step()
+        plain.step()
+    for (name, p_fast), p_plain in zip(fast_model.named_parameters(), plain_model.parameters()):
+        assert torch.equal(p_fast, p_plain), name
+        assert torch.equal(
+            fast.state[p_fast]["momentum_buffer"], plain.state[p_plain]["momentum_buffer"]
+        )
+
+
+def test_resume_keeps_the_current_kernel_choice(tiny_npz):
+    """A checkpoint written before the fused step (fused unset) resumes with the fused step."""
+    cfg = tiny_config(tiny_npz)
+    model = build_model(cfg)
+    old = plain_sgd(build_optimizer(model, cfg.optim))
+    optimizer = build_optimizer(model, cfg.optim)
+    load_optimizer_state(optimizer, old.state_dict())
+    assert all(group["fused"] and not group["foreach"] for group in optimizer.param_groups)
