@@ -75,6 +75,53 @@ def test_weight_decay_is_chosen_without_looking_at_the_test_set(monkeypatch):
     assert len(fit_rows) + len(val_rows) == len(y)
 
 
+def overlapping_clusters(seed: int, dims: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
+    """Correlated features and 20 % noisy labels: an ill-conditioned probe that L-BFGS takes
+    tens of iterations to converge on, and whose answer depends on how well it is fitted."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.arange(3000) % 6
+    centres = torch.randn(6, dims, generator=generator)
+    latent = centres[labels] * 0.5 + torch.randn(3000, dims, generator=generator)
+    mixing = torch.randn(dims, dims, generator=generator) * torch.logspace(0, -2, dims)
+    noisy = torch.rand(3000, generator=generator) < 0.2
+    labels = torch.where(noisy, torch.randint(0, 6, (3000,), generator=generator), labels)
+    return latent @ mixing, labels
+
+
+def test_stopping_on_tolerance_matches_a_fit_run_to_the_cap():
+    x, y = overlapping_clusters(seed=5)
+    x, test_x = linear.standardise(x[:2400], x[2400:])
+    train_y, test_y = y[:2400], y[2400:]
+    full, full_steps = linear.fit_logistic(x, train_y, 6, 1e-3, 300)
+    quick, quick_steps = linear.fit_logistic(x, train_y, 6, 1e-3, 300, None, 1e-3, 10)
+    assert quick_steps < 0.8 * full_steps
+    with torch.no_grad():
+        agree = (full(test_x).argmax(1) == quick(test_x).argmax(1)).float().mean().item()
+        gap = abs(accuracy(full(test_x), test_y) - accuracy(quick(test_x), test_y))
+    assert agree > 0.97 and gap < 0.01
+
+
+def test_selection_on_a_subsample_keeps_the_prior_strength(monkeypatch):
+    """Fitted on n of N rows, each candidate's weight decay is scaled by N / n (the same prior
+    for a mean loss); the winner warm-starts the final fit on all rows."""
+    x, y = overlapping_clusters(seed=6)
+    calls = []
+    original = linear.fit_logistic
+
+    def spy(fit_x, fit_y, num_classes, weight_decay, *args):
+        calls.append((len(fit_x), weight_decay, args[1] is not None))
+        return original(fit_x, fit_y, num_classes, weight_decay, *args)
+
+    monkeypatch.setattr(linear, "fit_logistic", spy)
+    settings = ProbeSettings(weight_decays=(1e-2, 1e-3), selection_rows=500)
+    result = train_linear_probe(x[:2000], y[:2000], x[2000:], y[2000:], 6, settings)
+    (rows, strong, _), (_, weak, warm), (final_rows, final_wd, final_warm) = calls
+    assert rows == 500 and final_rows == 2000
+    assert strong == pytest.approx(1e-2 * 2000 / 500) and weak == pytest.approx(1e-3 * 4)
+    assert warm and final_warm and final_wd == result.weight_decay
+    assert result.top1 > 0.5  # chance is 1/6
+
+
 def test_knn_matches_a_brute_force_reference():
     generator = torch.Generator().manual_seed(4)
     train_x, train_y = torch.randn(120, 6, generator=generator), torch.randint(0, 3, (120,))

@@ -64,6 +64,20 @@ def add_linear_options(p: argparse.ArgumentParser) -> None:
         help=f"L-BFGS iterations at most per fit (default {ProbeSettings.steps})",
     )
     p.add_argument(
+        "--selection-rows",
+        type=int,
+        default=ProbeSettings.selection_rows,
+        help="training rows the L2 selection fits at most, at the same prior strength; 0 uses "
+        f"all (default {ProbeSettings.selection_rows})",
+    )
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=ProbeSettings.tolerance,
+        help="stop a fit when 10 iterations lower its loss by less than this fraction; 0 runs "
+        f"every fit to --steps (default {ProbeSettings.tolerance:g})",
+    )
+    p.add_argument(
         "--max-dims",
         type=int,
         default=4096,
@@ -188,7 +202,13 @@ def evaluate(spec: str, protocol: str, args: argparse.Namespace, train, test, op
     if protocol == "knn":
         settings = KnnSettings(k=args.k, temperature=args.temperature)
         return knn_eval(loaded, train, test, layers=args.layers, settings=settings, options=options)
-    settings = ProbeSettings(weight_decays=tuple(args.weight_decay), steps=args.steps)
+    settings = ProbeSettings(
+        weight_decays=tuple(args.weight_decay),
+        steps=args.steps,
+        selection_rows=args.selection_rows,
+        tolerance=args.tolerance,
+        check_every=ProbeSettings.check_every if args.tolerance > 0 else 0,
+    )
     return linear_eval(
         loaded,
         train,
