@@ -487,23 +487,7 @@ def counting_page(results: dict[str, dict], images: dict[str, bytes], folder: Pa
 
 def probe_summary(results: dict[str, dict], entries: dict[str, str]) -> str:
     """One row per entry: its best layer beside the best layer of each baseline."""
-    rows = []
-    for name in entries:
-        data = results.get(name)
-        if data is None:
-            rows.append([f"`{name}`", NOT_MEASURED, "", "", ""])
-            continue
-        tables = probe_tables(data)
-        linear, knn = tables.get("linear", {}), tables.get("knn", {})
-        rows.append(
-            [
-                f"[`{name}`](#{name.lower()})",
-                fmt_best(best_layer(linear)),
-                fmt_best(best_layer(knn)),
-                fmt_best(baseline(linear, "random")),
-                fmt_best(baseline(linear, "supervised")),
-            ]
-        )
+    rows = measured_rows(list(entries), results, link=True)
     return md_table(
         [
             "entry",
@@ -761,7 +745,11 @@ METHOD_ENTRIES = {
 }
 
 
-def measured_rows(names: list[str], results: dict[str, dict]) -> list[list[str]]:
+def measured_rows(
+    names: list[str], results: dict[str, dict], link: bool = False
+) -> list[list[str]]:
+    """Per entry: best linear layer, kNN, and the best layers of random init and supervised.
+    `link` points each name at its section on the same page."""
     rows = []
     for name in names:
         data = results.get(name)
@@ -772,7 +760,7 @@ def measured_rows(names: list[str], results: dict[str, dict]) -> list[list[str]]
         linear, knn = tables.get("linear", {}), tables.get("knn", {})
         rows.append(
             [
-                f"`{name}`",
+                f"[`{name}`](#{name.lower()})" if link else f"`{name}`",
                 fmt_best(best_layer(linear)),
                 fmt_best(best_layer(knn)),
                 fmt_best(baseline(linear, "random")),
