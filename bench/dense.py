@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import RESULTS, ROOT, WORK, data_dir, machine, portable, run
 
@@ -35,10 +37,20 @@ def found_runs() -> list[str]:
     return sorted(str(p.parent.parent) for p in WORK.glob("*/checkpoints/last.pt"))
 
 
+def architecture(run: str) -> str:
+    """The backbone section of a run's resolved config: runs that share it share a floor."""
+    text = (Path(run) / "config.yaml").read_text()
+    return json.dumps(yaml.safe_load(text).get("backbone"), sort_keys=True)
+
+
 def models(runs: list[str], supervised_data: str | None) -> list[str]:
-    """The runs, then the floor (and the ceiling) of the first run's architecture."""
-    baselines = [f"random:{runs[0]}"] if runs else ["random:resnet18"]
-    if runs and supervised_data:
+    """The runs, then random init of every distinct architecture among them (the floor), and
+    the first run's architecture trained with labels (the ceiling)."""
+    if not runs:
+        return ["random:resnet18"]
+    firsts = {architecture(run): run for run in reversed(runs)}  # first run of each wins
+    baselines = [f"random:{run}" for run in runs if run in firsts.values()]
+    if supervised_data:
         baselines.append(f"supervised:{runs[0]}")
     return [*runs, *baselines]
 
@@ -127,7 +139,12 @@ def main() -> None:
             name = f"{label(model)}-{task}"
             out = folder / f"{name}.json"
             cmd = command(model, task, out, args)
-            run(cmd)
+            # A finished evaluation with the same command is read back: an interrupted
+            # benchmark picks up where it stopped.
+            done = out.with_suffix(".command.json")
+            if not (out.exists() and done.exists() and json.loads(done.read_text()) == cmd):
+                run(cmd)
+                done.write_text(json.dumps(cmd))
             commands[name] = portable(cmd)
             rows.append(row(model, task, json.loads(out.read_text())))
             print(json.dumps(rows[-1]), flush=True)

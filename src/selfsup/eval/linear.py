@@ -110,10 +110,14 @@ def fit_logistic(
     previous_loss = None
     while iterations() < steps:
         before = iterations()
-        optimizer.param_groups[0]["max_iter"] = min(chunk, steps - before)
+        group = optimizer.param_groups[0]
+        group["max_iter"] = min(chunk, steps - before)
+        # Line searches may take several evaluations per iteration: the default budget
+        # (1.25 per iteration) would end a short chunk early.
+        group["max_eval"] = 4 * group["max_iter"]
         loss = float(optimizer.step(closure).detach())  # the loss where this chunk started
-        if iterations() - before < optimizer.param_groups[0]["max_iter"]:
-            break  # L-BFGS converged by its own tolerances
+        if iterations() == before:
+            break  # L-BFGS's own tolerances are met: nothing left to do
         if previous_loss is not None and previous_loss - loss < tolerance * abs(loss):
             break
         previous_loss = loss
