@@ -4,6 +4,7 @@ random initialisation (and a supervised baseline with --supervised-data), at CPU
     python bench/dense.py                                   # every run under bench/work/
     python bench/dense.py bench/work/counting_cifar10 --tasks depth normals
     python bench/dense.py RUN --smoke --out /tmp/dense.json # seconds: checks the pipeline only
+    python bench/dense.py --models random:RUN --out part.json  # one share of the work
 
 Depth and normals: 7-Scenes redkitchen (first 80 % of the 200 frames to train the decoder, the
 last 20 % to test, frozen backbone); detection: COCO128's train2017 half split the same way,
@@ -111,6 +112,12 @@ def parse_args() -> argparse.Namespace:
     data = data_dir()
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="*", help="run folders (default: those under bench/work/)")
+    p.add_argument(
+        "--models",
+        nargs="+",
+        help="evaluate exactly these (runs, random:RUN, supervised:RUN) instead of the runs and "
+        "their baselines; with the same options a later full run reads their results back",
+    )
     p.add_argument("--tasks", nargs="+", default=list(HEADLINE), choices=list(HEADLINE))
     p.add_argument("--depth-data", default=data / "depth" / "7scenes_redkitchen_200.npz")
     p.add_argument("--det-data", default=data / "detection" / "coco128")
@@ -134,7 +141,7 @@ def main() -> None:
     runs = args.runs or found_runs()
     started, rows, commands = time.perf_counter(), [], {}
     folder = WORK / "dense"
-    for model in models(runs, args.supervised_data):
+    for model in args.models or models(runs, args.supervised_data):
         for task in args.tasks:
             name = f"{label(model)}-{task}"
             out = folder / f"{name}.json"
