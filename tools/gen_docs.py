@@ -477,12 +477,20 @@ def counting_page(results: dict[str, dict], images: dict[str, bytes], folder: Pa
         "These are the targets of `configs/counting_alexnet_imagenet.yaml`; the entries below "
         "are small-image runs (32-64 px) whose numbers are not comparable to them.",
     ]
-    for name, how in COUNTING_ENTRIES.items():
-        if name in results:
-            parts.append(probe_entry_section(name, results[name], images, how, folder))
-        else:
-            parts.append(missing(name, how))
+    parts += entry_sections(COUNTING_ENTRIES, results, images, folder)
     return "\n\n".join(parts) + "\n"
+
+
+def entry_sections(
+    entries: dict[str, str], results: dict[str, dict], images: dict[str, bytes], folder: Path
+) -> list[str]:
+    """A section per benchmark entry: its tables and figures, or how to measure it."""
+    return [
+        probe_entry_section(name, results[name], images, how, folder)
+        if name in results
+        else missing(name, how)
+        for name, how in entries.items()
+    ]
 
 
 def probe_summary(results: dict[str, dict], entries: dict[str, str]) -> str:
@@ -524,11 +532,7 @@ def multitask_page(results: dict[str, dict], images: dict[str, bytes], folder: P
         "Rotation and jigsaw are not part of that paper; no reported figures are recorded "
         "for them here.",
     ]
-    for name, how in MULTITASK_ENTRIES.items():
-        if name in results:
-            parts.append(probe_entry_section(name, results[name], images, how, folder))
-        else:
-            parts.append(missing(name, how))
+    parts += entry_sections(MULTITASK_ENTRIES, results, images, folder)
     return "\n\n".join(parts) + "\n"
 
 
@@ -564,11 +568,7 @@ def transitive_page(results: dict[str, dict], images: dict[str, bytes], folder: 
         block = commands_block(graph)
         if block:
             parts.append(block)
-    for name, how in TRANSITIVE_ENTRIES.items():
-        if name in results:
-            parts.append(probe_entry_section(name, results[name], images, how, folder))
-        else:
-            parts.append(missing(name, how))
+    parts += entry_sections(TRANSITIVE_ENTRIES, results, images, folder)
     return "\n\n".join(parts) + "\n"
 
 
