@@ -48,8 +48,11 @@ def models(runs: list[str], supervised_data: str | None) -> list[str]:
     the first run's architecture trained with labels (the ceiling)."""
     if not runs:
         return ["random:resnet18"]
-    firsts = {architecture(run): run for run in reversed(runs)}  # first run of each wins
-    baselines = [f"random:{run}" for run in runs if run in firsts.values()]
+    baselines, seen = [], set()
+    for folder in runs:  # the first run of each architecture stands for it
+        if architecture(folder) not in seen:
+            seen.add(architecture(folder))
+            baselines.append(f"random:{folder}")
     if supervised_data:
         baselines.append(f"supervised:{runs[0]}")
     return [*runs, *baselines]

@@ -207,7 +207,6 @@ def evaluate(spec: str, protocol: str, args: argparse.Namespace, train, test, op
         steps=args.steps,
         selection_rows=args.selection_rows,
         tolerance=args.tolerance,
-        check_every=ProbeSettings.check_every if args.tolerance > 0 else 0,
     )
     return linear_eval(
         loaded,

@@ -33,7 +33,7 @@ class ProbeSettings:
     selection_rows: int = 10_000  # training rows the selection fits at most (0: all)
     steps: int = 200  # L-BFGS iterations at most per fit (it usually converges earlier)
     tolerance: float = 1e-3  # stop when the loss improves less than this (relative) ...
-    check_every: int = 10  # ... over this many iterations; 0 runs every fit to `steps`
+    check_every: int = 10  # ... over this many iterations; either at 0 runs fits to `steps`
     seed: int = 0
 
 
@@ -75,9 +75,9 @@ def fit_logistic(
     """L2-regularised multinomial logistic regression on standardised (N, D) features.
 
     Returns the classifier and the L-BFGS iterations used. `start` warm-starts the fit. With
-    `check_every` > 0 the fit also stops once `check_every` iterations lower the loss by less
-    than `tolerance` of its value (L-BFGS's own tolerances are absolute and far tighter than a
-    probe's accuracy needs).
+    `check_every` and `tolerance` both > 0 the fit also stops once `check_every` iterations
+    lower the loss by less than `tolerance` of its value (L-BFGS's own tolerances are absolute
+    and far tighter than a probe's accuracy needs).
     """
     classifier = torch.nn.Linear(x.shape[1], num_classes)
     with torch.no_grad():
@@ -86,7 +86,7 @@ def fit_logistic(
             classifier.bias.zero_()
         else:
             classifier.load_state_dict(start.state_dict())
-    chunk = check_every if check_every > 0 else steps
+    chunk = check_every if check_every > 0 and tolerance > 0 else steps
     optimizer = torch.optim.LBFGS(
         classifier.parameters(),
         lr=1.0,
