@@ -44,6 +44,7 @@ bench: $(BIN)/selfsup
 	$(BIN)/python bench/run.py --suite transitive
 	$(BIN)/python bench/dense.py
 	$(BIN)/python bench/perf.py
+	$(BIN)/python bench/learning.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache

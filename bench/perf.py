@@ -5,8 +5,8 @@ processes and data.
     python bench/perf.py                      # every section -> bench/results/perf.json
     python bench/perf.py --quick              # tiny sizes, 1-2 min -> bench/work/perf_quick.json
     python bench/perf.py --only overhead hardware --tasks counting exemplar
-    python bench/perf.py --only peer --knn-budget 900
-    python bench/perf.py --only overhead --compile   # also time train.compile=true
+    python bench/perf.py --only peer --compile        # ours also compiled
+    python bench/perf.py --only overhead --compile    # also time train.compile=true
 
 Sections (`--only NAME ...`; with --only the named sections replace theirs in the results file):
 
@@ -17,8 +17,9 @@ Sections (`--only NAME ...`; with --only the named sections replace theirs in th
 - peer: LightlySSL's SimCLR (its own transforms through a torch DataLoader, torchvision
   ResNet-18 with the CIFAR stem) against our exemplar task with InfoNCE (pre-activation
   ResNet-18, small stem) on the same images, batch and precision, in alternating timed
-  windows; both bare steps on in-memory tensors for reference. `--knn-budget S` also trains
-  fresh models of both for S seconds each and scores a kNN classifier on CIFAR-10 test.
+  windows; both bare steps on in-memory tensors for reference; with --compile, ours also
+  through torch.compile (compile time recorded). Learning per CPU-minute, the kNN accuracy of
+  every task and of the peer after the same CPU budget, is bench/learning.py.
 - hardware: square matmul throughput (fp32 and bf16) and each task's training FLOPs per
   image, so that measured images/s become a fraction of what the cores can do.
 - scaling: images/s with 1 and 2 DDP processes (torchrun, gloo on CPU), and the time of
@@ -86,6 +87,7 @@ class Sizes:
     train_images: int | None  # CIFAR-10 training images used (None: all 50,000)
     batch: int | None  # overhead and profile batch (None: each config's own)
     peer_batch: int
+    peer_window_steps: int  # steps per window of the peer section (its steps are long)
     warmup: int  # untimed steps per contender before the first window
     windows: int  # timed windows per contender
     window_steps: int  # steps per window
@@ -97,20 +99,19 @@ class Sizes:
     probe_test: int  # test images the probe is scored on
     graph_sizes: tuple[int, ...]  # vectors: graph building
     profile_steps: int
-    knn_test: int | None  # CIFAR-10 test images of the --knn-budget kNN (None: all 10,000)
 
 
 FULL = Sizes(
-    train_images=None, batch=None, peer_batch=256, warmup=3, windows=4, window_steps=10,
-    matmul=4096, matmul_repeats=3, ddp_steps=60, ddp_log_every=10,
+    train_images=None, batch=None, peer_batch=256, peer_window_steps=4, warmup=3, windows=4,
+    window_steps=10, matmul=4096, matmul_repeats=3, ddp_steps=60, ddp_log_every=10,
     eval_sizes=(1_000, 10_000, 50_000), probe_test=1_000, graph_sizes=(1_000, 10_000, 50_000),
-    profile_steps=5, knn_test=None,
+    profile_steps=5,
 )  # fmt: skip
 QUICK = Sizes(
-    train_images=512, batch=16, peer_batch=16, warmup=1, windows=2, window_steps=2,
-    matmul=1024, matmul_repeats=2, ddp_steps=6, ddp_log_every=2,
+    train_images=512, batch=16, peer_batch=16, peer_window_steps=2, warmup=1, windows=2,
+    window_steps=2, matmul=1024, matmul_repeats=2, ddp_steps=6, ddp_log_every=2,
     eval_sizes=(128, 256, 512), probe_test=128, graph_sizes=(1_000, 2_000, 4_000),
-    profile_steps=2, knn_test=256,
+    profile_steps=2,
 )  # fmt: skip
 
 
@@ -551,89 +552,34 @@ def exemplar_argv(data: Path, batch: int, extra: list[str]) -> list[str]:
 
 
 def peer_throughput(bench: Bench, ours: LoopStepper, peer: PeerSimCLR) -> dict:
+    """Full and bare steps of both (and of ours compiled with --compile), alternating."""
     contenders = {
         "ours_full": ours.full,
         "peer_full": peer.full,
         "ours_bare": ours.bare,
         "peer_bare": peer.bare,
     }
+    if bench.args.compile:
+        contenders["ours_compiled_full"] = ours.compiled().full
     first = warm_up(contenders, bench.sizes.warmup, bench.device)
-    rates = alternate(contenders, bench.sizes.windows, bench.sizes.window_steps, bench.device)
+    steps = bench.sizes.peer_window_steps
+    rates = alternate(contenders, bench.sizes.windows, steps, bench.device)
     data_only = {"ours_views": ours.views_only, "peer_loader": peer.loader_only}
-    data_rates = alternate(data_only, bench.sizes.windows, bench.sizes.window_steps, bench.device)
-    ratio = rates["ours_full"]["images_per_sec"] / rates["peer_full"]["images_per_sec"]
-    bare_ratio = rates["ours_bare"]["images_per_sec"] / rates["peer_bare"]["images_per_sec"]
+    data_rates = alternate(data_only, bench.sizes.windows, steps, bench.device)
+    speed = {name: value["images_per_sec"] for name, value in rates.items()}
+    ratios = {"ratio_ours_over_peer": round(speed["ours_full"] / speed["peer_full"], 3)}
+    ratios["bare_ratio_ours_over_peer"] = round(speed["ours_bare"] / speed["peer_bare"], 3)
+    if bench.args.compile:
+        ratios["compiled_ratio_ours_over_peer"] = round(
+            speed["ours_compiled_full"] / speed["peer_full"], 3
+        )
+        ratios["compile_seconds"] = first["ours_compiled_full"]
     return {
-        **{f"{name}_images_per_sec": value["images_per_sec"] for name, value in rates.items()},
-        "ratio_ours_over_peer": round(ratio, 3),
-        "bare_ratio_ours_over_peer": round(bare_ratio, 3),
+        **{f"{name}_images_per_sec": value for name, value in speed.items()},
+        **ratios,
         **{f"{name}_images_per_sec": value["images_per_sec"] for name, value in data_rates.items()},
         "first_step_seconds": first,
         "windows": {name: value["windows"] for name, value in {**rates, **data_rates}.items()},
-    }
-
-
-def train_for_budget(contenders: dict[str, Callable[[], int]], budget: float) -> dict:
-    """Alternate single training steps until each contender has trained `budget` seconds."""
-    seconds = dict.fromkeys(contenders, 0.0)
-    images = dict.fromkeys(contenders, 0)
-    steps = dict.fromkeys(contenders, 0)
-    while min(seconds.values()) < budget:
-        for name, step in contenders.items():
-            if seconds[name] >= budget:
-                continue
-            started = time.perf_counter()
-            images[name] += step()
-            seconds[name] += time.perf_counter() - started
-            steps[name] += 1
-    return {
-        name: {"seconds": round(seconds[name], 1), "steps": steps[name], "images": images[name]}
-        for name in contenders
-    }
-
-
-def knn_after_budget(bench: Bench, data: Path, pil: list, extra: list[str]) -> dict:
-    """Fresh models of both, trained for the same wall-clock budget, then kNN (k=200,
-    T=0.1, cosine) on CIFAR-10 test with the library's kNN on each one's pooled features."""
-    from selfsup.eval.features import extract_features
-    from selfsup.eval.knn import KnnSettings, weighted_knn
-    from selfsup.eval.protocol import load_labelled
-
-    batch, budget = bench.sizes.peer_batch, bench.args.knn_budget
-    argv = exemplar_argv(data, batch, extra)
-    with run_folder() as folder:
-        ours = LoopStepper(loop_config(argv), folder)
-        peer = PeerSimCLR(pil, batch, bench.args.peer_workers, bench)
-        trained = train_for_budget({"ours": ours.full, "peer": peer.full}, budget)
-        train = load_labelled(str(data), 32, progress=False)
-        test_path = subset_npz(cifar("test"), bench.sizes.knn_test)
-        test = load_labelled(str(test_path), 32, progress=False)
-        settings = KnnSettings(k=200, temperature=0.1)
-        backbone = ours.run.model.backbone
-        layer = backbone.layer_names[-1]
-
-        def ours_features(images: torch.Tensor) -> torch.Tensor:
-            common = {"device": bench.device, "amp_dtype": bench.amp_dtype, "progress": False}
-            return extract_features(backbone, images, [layer], max_dims=0, **common)[layer]
-
-        rows = {}
-        for name, features in (("ours", ours_features), ("peer", peer.features)):
-            result = weighted_knn(
-                features(train.images),
-                train.labels,
-                features(test.images),
-                test.labels,
-                train.num_classes,
-                settings,
-            )
-            rows[name] = {**trained[name], "knn_top1": round(100 * result.top1, 2)}
-    return {
-        "budget_seconds": budget,
-        "knn": asdict(settings),
-        "train_images": len(train.labels),
-        "test_images": len(test.labels),
-        "ours_command": command_text(argv),
-        **rows,
     }
 
 
@@ -645,8 +591,7 @@ def peer_section(bench: Bench) -> dict:
         return {"skipped": "LightlySSL is not installed: pip install -e '.[bench]'"}
     data = subset_npz(cifar("train"), bench.sizes.train_images)
     batch = bench.sizes.peer_batch
-    extra = ["train.compile=true"] if bench.args.compile else []
-    argv = exemplar_argv(data, batch, extra)
+    argv = exemplar_argv(data, batch, [])
     pil = decode_pil(data)
     with run_folder() as folder:
         ours = LoopStepper(loop_config(argv), folder)
@@ -681,15 +626,12 @@ def peer_section(bench: Bench) -> dict:
         f" [{bench.precision}]",
         flush=True,
     )
-    if bench.args.knn_budget:
-        out["knn_budget"] = knn_after_budget(bench, data, pil, extra)
-        for name in ("ours", "peer"):
-            row = out["knn_budget"][name]
-            print(
-                f"  {name}: {row['steps']} steps in {row['seconds']:.0f} s -> kNN top-1 "
-                f"{row['knn_top1']:.1f} %",
-                flush=True,
-            )
+    if bench.args.compile:
+        print(
+            f"  ours compiled {out['ours_compiled_full_images_per_sec']:.1f} img/s: ours/peer "
+            f"{out['compiled_ratio_ours_over_peer']:.2f} (compile {out['compile_seconds']:.0f} s)",
+            flush=True,
+        )
     return out
 
 
@@ -1095,10 +1037,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--only", nargs="+", choices=SECTIONS, help="sections to run")
     parser.add_argument("--tasks", nargs="+", choices=sorted(TASKS), help="overhead: tasks")
     parser.add_argument("--compile", action="store_true", help="also time train.compile=true")
-    parser.add_argument(
-        "--knn-budget", type=float, default=0, metavar="SECONDS", help="peer: train both "
-        "for SECONDS each, then kNN on CIFAR-10 test"
-    )  # fmt: skip
     parser.add_argument(
         "--peer-workers", type=int, default=min(8, os.cpu_count() or 1),
         help="DataLoader workers of the peer (LightlySSL's benchmark uses 8)",

@@ -1,0 +1,350 @@
+"""Learning per CPU-minute: kNN accuracy on CIFAR-10 of every pretext task after the same CPU
+budget, beside random initialisation and LightlySSL's SimCLR.
+
+    python bench/learning.py            # 600 CPU-s each, 2 at a time -> bench/results/learning.json
+    python bench/learning.py --quick    # tiny budget and data: a smoke run
+    python bench/learning.py --only counting simclr-lightly --budget 300
+
+Each contender runs in its own process with one thread (OMP_NUM_THREADS=1), so a CPU-second is
+a core-second whatever else the machine runs, and trains until it has used `--budget` seconds
+of process CPU time (time.process_time). The peer's augmentations run in that process too
+(DataLoader workers=0), so they are paid from the same budget as our view building. Decoding
+the dataset and building the model come before the clock starts, for every contender alike.
+
+Each learning-rate schedule is sized to the steps the budget affords (estimated from timed
+steps of a throwaway copy), so every contender ends its cosine schedule when its budget ends.
+Then a weighted kNN (cosine, k=200, T=0.1) on the globally pooled final-layer features: the
+CIFAR-10 training images are the memory bank, the test images are scored. Random-init rows
+score the untrained backbones the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from perf import (
+    FULL,
+    TASKS,
+    Bench,
+    LoopStepper,
+    PeerSimCLR,
+    cifar,
+    command_text,
+    decode_pil,
+    exemplar_argv,
+    loop_config,
+    run_folder,
+    subset_npz,
+    train_argv,
+)
+from run import RESULTS, ROOT, WORK, machine, portable
+
+from selfsup.runtime import resolve_device, resolve_precision
+
+SCRATCH = WORK / "learning"  # one result file per contender (git-ignored)
+TIMED_STEPS = 2  # steps timed (after one warm-up step) to size each schedule
+
+
+@dataclass(frozen=True)
+class Contender:
+    """kind: "ours" (a `selfsup train` command), "peer" (LightlySSL SimCLR) or "random"
+    (the backbone of `argv`'s config, untrained)."""
+
+    kind: str
+    argv: Callable[[Path, int | None], list[str]] | None = None
+    label: str = ""
+
+
+def task_argv(name: str) -> Callable[[Path, int | None], list[str]]:
+    return lambda data, batch: train_argv(TASKS[name], data, batch, [])
+
+
+def infonce_argv(data: Path, batch: int | None) -> list[str]:
+    # perf.py's peer comparison: ResNet-18, InfoNCE, the peer's batch and SGD settings; the
+    # schedule here is cosine like every other contender's.
+    argv = exemplar_argv(data, batch or FULL.peer_batch, [])
+    return [a for a in argv if a != "optim.schedule=constant"]
+
+
+CONTENDERS: dict[str, Contender] = {
+    **{name: Contender("ours", task_argv(name), label=name) for name in TASKS},
+    "exemplar-infonce-resnet18": Contender(
+        "ours", infonce_argv, label="exemplar, InfoNCE, ResNet-18 (the peer's setup)"
+    ),
+    "simclr-lightly": Contender("peer", label="LightlySSL SimCLR, ResNet-18"),
+    "random-alexnet_small": Contender(
+        "random", task_argv("counting"), label="random init: counting's AlexNet"
+    ),
+    "random-multitask-trunk": Contender(
+        "random", task_argv("exemplar"), label="random init: multi-task trunk"
+    ),
+    "random-resnet18": Contender("random", infonce_argv, label="random init: ResNet-18"),
+}
+
+
+@dataclass(frozen=True)
+class Sizes:
+    budget: float  # CPU seconds of training per contender
+    train_images: int | None  # kNN memory bank and training images (None: all 50,000)
+    test_images: int | None  # kNN test images (None: all 10,000)
+    batch: int | None  # every contender's batch (None: each one's own)
+
+
+FULL_SIZES = Sizes(budget=600.0, train_images=None, test_images=None, batch=None)
+QUICK_SIZES = Sizes(budget=15.0, train_images=1024, test_images=256, batch=16)
+
+
+# ---------------------------------------------------------------------------------------------
+# One contender, in its own process
+# ---------------------------------------------------------------------------------------------
+
+
+def seconds_per_step(step: Callable[[], int]) -> float:
+    """CPU seconds of one training step: one warm-up step, then TIMED_STEPS timed."""
+    step()
+    started = time.process_time()
+    for _ in range(TIMED_STEPS):
+        step()
+    return (time.process_time() - started) / TIMED_STEPS
+
+
+def train_on_budget(step: Callable[[], int], budget: float, planned: int) -> dict:
+    """Step until `budget` CPU seconds are spent or the `planned` schedule ends."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    steps = images = 0
+    while steps < planned and time.process_time() - cpu < budget:
+        images += step()
+        steps += 1
+    return {
+        "steps": steps,
+        "planned_steps": planned,
+        "images": images,
+        "cpu_seconds": round(time.process_time() - cpu, 1),
+        "wall_seconds": round(time.perf_counter() - wall, 1),
+    }
+
+
+def scheduled(argv: list[str], steps: int) -> list[str]:
+    """argv with its cosine schedule over `steps` (warm-up at most a tenth of them)."""
+    warmup = min(loop_config(argv).optim.warmup_steps, steps // 10)
+    return [*argv, f"train.steps={steps}", f"optim.warmup_steps={warmup}"]
+
+
+def train_ours(argv: list[str], budget: float) -> tuple[torch.nn.Module, dict]:
+    with run_folder() as folder:
+        per_step = seconds_per_step(LoopStepper(loop_config(argv), folder).full)
+    planned = max(1, math.floor(budget / per_step))
+    argv = scheduled(argv, planned)
+    with run_folder() as folder:
+        stepper = LoopStepper(loop_config(argv), folder)
+        row = train_on_budget(stepper.full, budget, planned)
+    batch = stepper.run.cfg.data.batch_size
+    return stepper.run.model.backbone, {"command": command_text(argv), "batch": batch, **row}
+
+
+def train_peer(bench: Bench, data: Path, batch: int, budget: float) -> tuple[PeerSimCLR, dict]:
+    pil = decode_pil(data)
+    per_step = seconds_per_step(PeerSimCLR(pil, batch, 0, bench).full)
+    planned = max(1, math.floor(budget / per_step))
+    peer = PeerSimCLR(pil, batch, 0, bench)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(peer.optimizer, T_max=planned)
+
+    def step() -> int:
+        images = peer.full()
+        schedule.step()
+        return images
+
+    row = train_on_budget(step, budget, planned)
+    return peer, {"batch": batch, "dataloader_workers": 0, "schedule": "cosine", **row}
+
+
+def knn_score(features: Callable[[torch.Tensor], torch.Tensor], train, test) -> dict:
+    from selfsup.eval.knn import KnnSettings, weighted_knn
+
+    started = time.perf_counter()
+    settings = KnnSettings(k=200, temperature=0.1)
+    bank = features(train.images)
+    result = weighted_knn(
+        bank, train.labels, features(test.images), test.labels, train.num_classes, settings
+    )
+    return {
+        "knn_top1": round(100 * result.top1, 2),
+        "knn": asdict(settings),
+        "feature_dims": bank.shape[1],
+        "eval_seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def backbone_features(backbone: torch.nn.Module, bench: Bench) -> Callable:
+    from selfsup.eval.features import extract_features
+
+    layer = backbone.layer_names[-1]
+
+    def features(images: torch.Tensor) -> torch.Tensor:
+        common = {"device": bench.device, "amp_dtype": bench.amp_dtype, "progress": False}
+        return extract_features(backbone, images, [layer], max_dims=0, **common)[layer]
+
+    features.layer = layer
+    return features
+
+
+def run_one(name: str, sizes: Sizes, out: Path) -> None:
+    """Train (or not) and score contender `name`; the row goes to `out`."""
+    from selfsup.eval.protocol import load_labelled
+    from selfsup.runs import backbone_from_config
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    contender = CONTENDERS[name]
+    device = resolve_device("auto")
+    bench = Bench(FULL, argparse.Namespace(), device, resolve_precision("auto", device), out, {})
+    data = subset_npz(cifar("train"), sizes.train_images)
+    row: dict = {"name": name, "kind": contender.kind, "label": contender.label}
+    if contender.kind == "peer":
+        batch = sizes.batch or FULL.peer_batch
+        peer, trained = train_peer(bench, data, batch, sizes.budget)
+        features, layer = peer.features, "backbone (512-d pooled)"
+    else:
+        argv = contender.argv(data, sizes.batch)
+        if contender.kind == "ours":
+            backbone, trained = train_ours(argv, sizes.budget)
+        else:
+            backbone = backbone_from_config(loop_config(argv).backbone)
+            trained = {"steps": 0, "cpu_seconds": 0.0}
+        features = backbone_features(backbone, bench)
+        layer = features.layer
+        row["backbone"] = asdict(loop_config(argv).backbone)
+    train = load_labelled(str(data), 32, progress=False)
+    test = load_labelled(str(subset_npz(cifar("test"), sizes.test_images)), 32, progress=False)
+    row.update(trained, knn_layer=layer, **knn_score(features, train, test))
+    row.update(train_images=len(train.labels), test_images=len(test.labels))
+    out.write_text(json.dumps(row, indent=2) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# All contenders: child processes, results file, plot
+# ---------------------------------------------------------------------------------------------
+
+
+def launch(name: str, args: argparse.Namespace) -> dict:
+    """Run one contender in a one-thread child process and read its row back."""
+    out = SCRATCH / ("quick" if args.quick else "full") / f"{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.unlink(missing_ok=True)
+    command = [sys.executable, __file__, "--one", name, "--budget", str(args.budget)]
+    command += ["--quick"] if args.quick else []
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    print(f"  started {name}", flush=True)
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    if done.returncode or not out.exists():
+        raise RuntimeError(f"{name} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    row = json.loads(out.read_text())
+    print(
+        f"  {name:28s} {row['steps']:5d} steps in {row['cpu_seconds']:6.0f} CPU-s -> kNN top-1 "
+        f"{row['knn_top1']:5.1f} %",
+        flush=True,
+    )
+    return row
+
+
+def plot(rows: dict[str, dict], path: Path, budget: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ordered = sorted(rows.values(), key=lambda r: r["knn_top1"])
+    colours = {"ours": "tab:blue", "peer": "tab:orange", "random": "tab:gray"}
+    figure, axes = plt.subplots(figsize=(7, 0.38 * len(ordered) + 1.2))
+    axes.barh(
+        [r["label"] or r["name"] for r in ordered],
+        [r["knn_top1"] for r in ordered],
+        color=[colours[r["kind"]] for r in ordered],
+    )
+    for i, r in enumerate(ordered):
+        axes.text(r["knn_top1"] + 0.3, i, f"{r['knn_top1']:.1f}", va="center", fontsize=8)
+    axes.set_xlabel("CIFAR-10 kNN top-1 (%)")
+    axes.set_title(f"After {budget / 60:g} CPU-minutes of training (one core each)")
+    axes.tick_params(axis="y", labelsize=8)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny budget and data: a smoke run")
+    parser.add_argument("--only", nargs="+", choices=sorted(CONTENDERS), help="contenders")
+    parser.add_argument(
+        "--budget", type=float, help="CPU seconds of training per contender (default 600)"
+    )
+    parser.add_argument("--jobs", type=int, default=2, help="contenders run at once")
+    parser.add_argument("--one", choices=sorted(CONTENDERS), help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help="results file (default by mode)")
+    args = parser.parse_args()
+    sizes = QUICK_SIZES if args.quick else FULL_SIZES
+    args.budget = args.budget or sizes.budget
+    args.sizes = Sizes(args.budget, sizes.train_images, sizes.test_images, sizes.batch)
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    if not cifar("train").exists():
+        sys.exit(f"CIFAR-10 not found at {cifar('train')}; set SELFSUP_DATA")
+    if args.one:  # a child process
+        name = args.one
+        run_one(name, args.sizes, SCRATCH / ("quick" if args.quick else "full") / f"{name}.json")
+        return
+    names = args.only or list(CONTENDERS)
+    if "simclr-lightly" in names:
+        try:
+            import lightly  # noqa: F401
+        except ImportError:
+            print("  skipped simclr-lightly: pip install -e '.[bench]'", flush=True)
+            names.remove("simclr-lightly")
+    out = args.out or (WORK / "learning_quick.json" if args.quick else RESULTS / "learning.json")
+    results = json.loads(out.read_text()) if out.exists() and args.only else {}
+    if results.get("budget_cpu_seconds", args.budget) != args.budget:
+        sys.exit(f"{out} holds a {results['budget_cpu_seconds']} s budget; rerun all or match it")
+    rows = results.get("rows", {})
+    started = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
+        for row in pool.map(lambda n: launch(n, args), names):
+            rows[row["name"]] = row
+    figure = out.parent / out.stem / "knn_after_budget.png"
+    plot(rows, figure, args.budget)
+    results = {
+        "what": "CIFAR-10 kNN top-1 (k=200, T=0.1, cosine, final layer pooled) of each "
+        "contender after the same CPU budget of training, one thread per contender",
+        "budget_cpu_seconds": args.budget,
+        "sizes": asdict(args.sizes),
+        "command": portable(["python", "bench/learning.py", *sys.argv[1:]]),
+        "seconds": round(time.perf_counter() - started, 1),
+        "machine": {**machine(), "threads": 1, "jobs_at_once": args.jobs},
+        "plot": portable([figure]),
+        "rows": rows,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {portable([out])}")
+    best = max(rows.values(), key=lambda r: r["knn_top1"])
+    print(f"best: {best['name']} {best['knn_top1']:.1f} %")
+
+
+if __name__ == "__main__":
+    main()
