@@ -24,8 +24,9 @@ Sections (`--only NAME ...`; with --only the named sections replace theirs in th
   image, so that measured images/s become a fraction of what the cores can do.
 - scaling: images/s with 1 and 2 DDP processes (torchrun, gloo on CPU), and the time of
   feature extraction, the linear probe and graph building against data size, plotted log-log.
-- profile: torch.profiler on a few full steps of counting and exemplar: the most expensive
-  operations of the whole step and of view building alone.
+- profile: torch.profiler on a few full steps of counting, exemplar and the peer section's
+  InfoNCE ResNet-18 step: the most expensive operations of the whole step and of view
+  building alone.
 
 Timed contenders run in alternating windows (A, B, A, B, ...) after warm-up steps, so a slow
 spell of a shared machine hits all of them alike; each reports the median window. Every
@@ -997,6 +998,9 @@ def profile_section(bench: Bench) -> dict:
         name: profile_task(bench, name, train_argv(TASKS[name], data, bench.sizes.batch, []))
         for name in ("counting", "exemplar")
     }
+    # The step of the peer comparison: where the time goes against LightlySSL.
+    infonce = exemplar_argv(data, bench.sizes.peer_batch, [])
+    tasks["exemplar-infonce-resnet18"] = profile_task(bench, "exemplar-infonce-resnet18", infonce)
     return {
         "what": "torch.profiler over full training steps and over view building alone; "
         "self CPU time per operation",

@@ -1,8 +1,10 @@
-"""Fast paths of the training loop give exactly what the plain paths gave: the epoch
-permutation drawn once per epoch, and the fused SGD step on CPU (bench/perf.py found both)."""
+"""Fast paths of the training loop give what the plain paths gave: the epoch permutation
+drawn once per epoch and the fused SGD step on CPU (bench/perf.py found both) exactly, and
+train.compile up to float reassociation."""
 
 import copy
 
+import pytest
 import torch
 
 from selfsup.data import open_source
@@ -74,3 +76,34 @@ def test_resume_keeps_the_current_kernel_choice(tiny_npz):
     optimizer = build_optimizer(model, cfg.optim)
     load_optimizer_state(optimizer, old.state_dict())
     assert all(group["fused"] and not group["foreach"] for group in optimizer.param_groups)
+
+
+def two_steps(cfg, folder) -> tuple[list[float], dict[str, torch.Tensor]]:
+    """Losses of two loop steps and the parameters after them."""
+    from selfsup import train as loop
+
+    run = loop.prepare(cfg, folder, progress=False)
+    trained, scaler, amp_dtype = loop.training_setup(run)
+    batches = run.stream.batches(0)
+    losses = []
+    for _ in range(2):
+        step, images, labels, masks = next(batches)
+        views = loop.step_views(run, step, images, labels, masks)
+        out = loop.optimize(run, trained, views, step, scaler, amp_dtype)
+        losses.append(float(out["loss"].detach()))
+    return losses, {k: v.detach().clone() for k, v in run.model.state_dict().items()}
+
+
+def test_compiled_steps_give_the_eager_steps(tiny_npz, tmp_path):
+    """train.compile=true trains the same model: same losses and weights, up to the float
+    reassociation of fused kernels."""
+    eager_cfg = tiny_config(tiny_npz, "train.precision=fp32")
+    compiled_cfg = tiny_config(tiny_npz, "train.precision=fp32", "train.compile=true")
+    eager_losses, eager_weights = two_steps(eager_cfg, tmp_path / "eager")
+    try:
+        compiled_losses, compiled_weights = two_steps(compiled_cfg, tmp_path / "compiled")
+    finally:
+        torch._dynamo.reset()
+    assert compiled_losses == pytest.approx(eager_losses, rel=1e-4, abs=1e-6)
+    for name, value in eager_weights.items():
+        torch.testing.assert_close(compiled_weights[name], value, rtol=1e-4, atol=1e-5, msg=name)
