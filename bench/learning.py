@@ -140,7 +140,8 @@ def train_on_budget(step: Callable[[], int], budget: float, planned: int) -> dic
 def scheduled(argv: list[str], steps: int) -> list[str]:
     """argv with its cosine schedule over `steps` (warm-up at most a tenth of them)."""
     warmup = min(loop_config(argv).optim.warmup_steps, steps // 10)
-    return [*argv, f"train.steps={steps}", f"optim.warmup_steps={warmup}"]
+    kept = [a for a in argv if not a.startswith(("train.steps=", "optim.warmup_steps="))]
+    return [*kept, f"train.steps={steps}", f"optim.warmup_steps={warmup}"]
 
 
 def train_ours(argv: list[str], budget: float) -> tuple[torch.nn.Module, dict]:
@@ -276,6 +277,7 @@ def plot(rows: dict[str, dict], path: Path, budget: float) -> None:
     )
     for i, r in enumerate(ordered):
         axes.text(r["knn_top1"] + 0.3, i, f"{r['knn_top1']:.1f}", va="center", fontsize=8)
+    axes.set_xlim(0, 1.12 * max(r["knn_top1"] for r in ordered))  # room for the labels
     axes.set_xlabel("CIFAR-10 kNN top-1 (%)")
     axes.set_title(f"After {budget / 60:g} CPU-minutes of training (one core each)")
     axes.tick_params(axis="y", labelsize=8)

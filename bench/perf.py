@@ -513,6 +513,12 @@ class PeerSimCLR:
             self.fixed = tuple(next(self.batches))
         return self._train_on(*self.fixed)
 
+    def close(self) -> None:
+        """Stop the loader's workers now: left to the garbage collector, a forked child (a
+        later DataLoader's worker) may try to stop them and print an error."""
+        self.batches.close()
+        self.loader = None
+
     def loader_only(self) -> int:
         return len(next(self.batches)[0])
 
@@ -599,6 +605,7 @@ def peer_section(bench: Bench) -> dict:
         peer = PeerSimCLR(pil, batch, bench.args.peer_workers, bench)
         flops = {"ours": ours.flops_per_image(), "peer": peer.flops_per_image()}
         result = peer_throughput(bench, ours, peer)
+        peer.close()
     out = {
         "what": "images/s of LightlySSL SimCLR (own transforms, torch DataLoader, torchvision "
         "CIFAR ResNet-18) against our exemplar task with InfoNCE (pre-activation ResNet-18, "
