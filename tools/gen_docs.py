@@ -276,7 +276,11 @@ TRANSITIVE_ENTRIES = {
     f"ti_{edges}": f"python bench/run.py --suite transitive --only ti_{edges}"
     for edges in ("inter", "intra", "transitive")
 }
-TOOL_ENTRIES = {"video": "python bench/video.py", "graph": "python bench/graph.py"}
+TOOL_ENTRIES = {
+    "video": "python bench/video.py",
+    "graph": "python bench/graph.py",
+    "learning": "python bench/learning.py",
+}
 
 # The papers' published figures, as recorded in the project's design notes (DESIGN.md). They
 # are targets at paper scale (ImageNet, AlexNet / ResNet-101), not numbers measured here.
@@ -670,6 +674,56 @@ def graph_page(results: dict[str, dict], images: dict[str, bytes], folder: Path)
     return "\n\n".join(parts) + "\n"
 
 
+def backbone_text(backbone: dict | None) -> str:
+    """`resnet18, width 0.5, 3 stages`; the peer's model has no config of ours."""
+    if not backbone:
+        return "torchvision resnet18"
+    if backbone["name"].startswith("resnet"):
+        return f"{backbone['name']}, width {backbone['width']:g}, {backbone['num_stages']} stages"
+    return backbone["name"]
+
+
+def learning_page(results: dict[str, dict], images: dict[str, bytes], folder: Path) -> str:
+    how = TOOL_ENTRIES["learning"]
+    parts = [
+        "# Results: learning per CPU-minute",
+        "Generated from `bench/results/learning.json` at every docs build: every pretext task, "
+        "LightlySSL's SimCLR and the untrained backbones after the same CPU budget of training "
+        "(one thread each), then CIFAR-10 kNN on the pooled final layer. See "
+        "[performance](../performance.md#learning-per-cpu-minute).",
+    ]
+    data = results.get("learning")
+    if data is None or "_error" in data or not data.get("rows"):
+        parts.append(
+            f"{NOT_MEASURED.capitalize()}: run `{how}` (writes `bench/results/learning.json`)."
+        )
+        return "\n\n".join(parts) + "\n"
+    parts.append(f"Budget: {data['budget_cpu_seconds']:g} CPU-seconds per contender.")
+    header = ["contender", "kind", "backbone", "batch", "steps", "CPU-s", "images", "kNN top-1"]
+    rows = [
+        [
+            row.get("label") or row["name"],
+            row["kind"],
+            backbone_text(row.get("backbone")),
+            row.get("batch", ""),
+            row["steps"],
+            row["cpu_seconds"],
+            row.get("images", 0),
+            f"{row['knn_top1']:.1f} %",
+        ]
+        for row in sorted(data["rows"].values(), key=lambda r: -r["knn_top1"])
+    ]
+    parts.append(md_table(header, rows, "lllrrrrr"))
+    facts = run_facts(data)
+    if facts:
+        parts.append(facts)
+    parts += plots("learning", images, folder)
+    block = commands_block(data)
+    if block:
+        parts.append(block)
+    return "\n\n".join(parts) + "\n"
+
+
 def flatten(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
     if isinstance(value, dict):
         out = []
@@ -692,7 +746,7 @@ def results_index(results: dict[str, dict], images: dict[str, bytes], folder: Pa
     page = {name: "counting.md" for name in COUNTING_ENTRIES}
     page.update({name: "multitask.md" for name in MULTITASK_ENTRIES})
     page.update({name: "transitive.md" for name in [*TRANSITIVE_ENTRIES, "ti_graph"]})
-    page.update({"video": "video.md", "graph": "graph.md"})
+    page.update({"video": "video.md", "graph": "graph.md", "learning": "learning.md"})
     rows = [
         [f"[`{name}`]({page[name]})", "measured" if name in results else NOT_MEASURED, f"`{how}`"]
         for name, how in known.items()
@@ -707,7 +761,8 @@ def results_index(results: dict[str, dict], images: dict[str, bytes], folder: Pa
         md_table(["entry", "status", "command"], rows),
         "Pages: [counting](counting.md), [pretext tasks and multi-task](multitask.md), "
         "[transitive invariance](transitive.md), "
-        "[video pipeline](video.md), [graph building cost](graph.md).",
+        "[video pipeline](video.md), [graph building cost](graph.md), "
+        "[learning per CPU-minute](learning.md).",
     ]
     others = sorted(set(results) - set(known))
     if others:
@@ -729,6 +784,7 @@ def results_pages(folder: Path = RESULTS) -> dict[str, str | bytes]:
         "results/transitive.md": transitive_page(results, images, folder),
         "results/video.md": video_page(results, images, folder),
         "results/graph.md": graph_page(results, images, folder),
+        "results/learning.md": learning_page(results, images, folder),
     }
     pages["results/index.md"] = results_index(results, images, folder)
     pages.update(images)
