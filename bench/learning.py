@@ -75,8 +75,7 @@ def task_argv(name: str) -> Callable[[Path, int | None], list[str]]:
 def infonce_argv(data: Path, batch: int | None) -> list[str]:
     # perf.py's peer comparison: ResNet-18, InfoNCE, the peer's batch and SGD settings; the
     # schedule here is cosine like every other contender's.
-    argv = exemplar_argv(data, batch or FULL.peer_batch, [])
-    return [a for a in argv if a != "optim.schedule=constant"]
+    return exemplar_argv(data, batch or FULL.peer_batch, schedule="cosine")
 
 
 CONTENDERS: dict[str, Contender] = {
@@ -189,7 +188,8 @@ def knn_score(features: Callable[[torch.Tensor], torch.Tensor], train, test) -> 
     }
 
 
-def backbone_features(backbone: torch.nn.Module, bench: Bench) -> Callable:
+def backbone_features(backbone: torch.nn.Module, bench: Bench) -> tuple[Callable, str]:
+    """Pooled final-layer features of `backbone` as a function of images, and the layer."""
     from selfsup.eval.features import extract_features
 
     layer = backbone.layer_names[-1]
@@ -198,8 +198,7 @@ def backbone_features(backbone: torch.nn.Module, bench: Bench) -> Callable:
         common = {"device": bench.device, "amp_dtype": bench.amp_dtype, "progress": False}
         return extract_features(backbone, images, [layer], max_dims=0, **common)[layer]
 
-    features.layer = layer
-    return features
+    return features, layer
 
 
 def run_one(name: str, sizes: Sizes, out: Path) -> None:
@@ -225,8 +224,7 @@ def run_one(name: str, sizes: Sizes, out: Path) -> None:
         else:
             backbone = backbone_from_config(loop_config(argv).backbone)
             trained = {"steps": 0, "cpu_seconds": 0.0}
-        features = backbone_features(backbone, bench)
-        layer = features.layer
+        features, layer = backbone_features(backbone, bench)
         row["backbone"] = asdict(loop_config(argv).backbone)
     train = load_labelled(str(data), 32, progress=False)
     test = load_labelled(str(subset_npz(cifar("test"), sizes.test_images)), 32, progress=False)

@@ -543,18 +543,17 @@ class PeerSimCLR:
         return torch.cat(out).cpu()
 
 
-def exemplar_argv(data: Path, batch: int, extra: list[str]) -> list[str]:
+def exemplar_argv(data: Path, batch: int, schedule: str = "constant") -> list[str]:
     """Our exemplar task in its InfoNCE form, set up as the peer: ResNet-18 (small stem,
-    width 1), same batch, resolution, loss temperature and SGD settings (constant lr; the
-    loop keeps its Nesterov momentum and gradient clipping)."""
+    width 1), same batch, resolution, loss temperature and SGD settings (a constant lr for
+    timing; the loop keeps its Nesterov momentum and gradient clipping)."""
     return [
         "train", "exemplar", "--data", str(data), "--out", "runs/perf",
         "backbone.name=resnet18", "backbone.stem=small", "backbone.width=1.0",
         "backbone.num_stages=4", "data.image_size=32", f"data.batch_size={batch}",
         "exemplar.loss=infonce", "exemplar.temperature=0.5", "optim.name=sgd",
         f"optim.lr={PEER_LR_PER_128 * batch / 128:g}", "optim.momentum=0.9",
-        "optim.weight_decay=0.0005", "optim.schedule=constant", "optim.warmup_steps=0",
-        *extra,
+        "optim.weight_decay=0.0005", f"optim.schedule={schedule}", "optim.warmup_steps=0",
     ]  # fmt: skip
 
 
@@ -598,7 +597,7 @@ def peer_section(bench: Bench) -> dict:
         return {"skipped": "LightlySSL is not installed: pip install -e '.[bench]'"}
     data = subset_npz(cifar("train"), bench.sizes.train_images)
     batch = bench.sizes.peer_batch
-    argv = exemplar_argv(data, batch, [])
+    argv = exemplar_argv(data, batch)
     pil = decode_pil(data)
     with run_folder() as folder:
         ours = LoopStepper(loop_config(argv), folder)
@@ -1006,7 +1005,7 @@ def profile_section(bench: Bench) -> dict:
         for name in ("counting", "exemplar")
     }
     # The step of the peer comparison: where the time goes against LightlySSL.
-    infonce = exemplar_argv(data, bench.sizes.peer_batch, [])
+    infonce = exemplar_argv(data, bench.sizes.peer_batch)
     tasks["exemplar-infonce-resnet18"] = profile_task(bench, "exemplar-infonce-resnet18", infonce)
     return {
         "what": "torch.profiler over full training steps and over view building alone; "

@@ -24,7 +24,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -646,32 +646,50 @@ def video_page(results: dict[str, dict], images: dict[str, bytes], folder: Path)
     return "\n\n".join(parts) + "\n"
 
 
-def graph_page(results: dict[str, dict], images: dict[str, bytes], folder: Path) -> str:
-    how = TOOL_ENTRIES["graph"]
-    parts = [
-        "# Results: graph building cost",
-        "Generated from `bench/results/graph.json` at every docs build: spherical k-means, "
-        "within-cluster 10-nearest-neighbour search and 4-clique mining on random 128-d "
-        "vectors, each size in a fresh process (peak memory is its own). See "
-        "[transitive invariance](../methods/transitive.md).",
-    ]
-    data = results.get("graph")
+def tool_page(
+    name: str,
+    title: str,
+    intro: str,
+    table: Callable[[dict], list[str]],
+    results: dict[str, dict],
+    images: dict[str, bytes],
+    folder: Path,
+) -> str:
+    """A results page for a tool's `bench/results/<name>.json` with `rows`: its title and
+    intro, what `table` makes of the data, the run's facts, plots and commands."""
+    how = TOOL_ENTRIES[name]
+    parts = [f"# Results: {title}", intro]
+    data = results.get(name)
     if data is None or "_error" in data or not data.get("rows"):
         parts.append(
-            f"{NOT_MEASURED.capitalize()}: run `{how}` (writes `bench/results/graph.json`)."
+            f"{NOT_MEASURED.capitalize()}: run `{how}` (writes `bench/results/{name}.json`)."
         )
         return "\n\n".join(parts) + "\n"
-    rows = data["rows"]
-    keys = list(dict.fromkeys(k for row in rows for k in row))
-    parts.append(md_table(keys, [[row.get(k, "") for k in keys] for row in rows], "r" * len(keys)))
+    parts += table(data)
     facts = run_facts(data)
     if facts:
         parts.append(facts)
-    parts += plots("graph", images, folder)
+    parts += plots(name, images, folder)
     block = commands_block(data)
     if block:
         parts.append(block)
     return "\n\n".join(parts) + "\n"
+
+
+def graph_table(data: dict) -> list[str]:
+    rows = data["rows"]
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    return [md_table(keys, [[row.get(k, "") for k in keys] for row in rows], "r" * len(keys))]
+
+
+def graph_page(results: dict[str, dict], images: dict[str, bytes], folder: Path) -> str:
+    intro = (
+        "Generated from `bench/results/graph.json` at every docs build: spherical k-means, "
+        "within-cluster 10-nearest-neighbour search and 4-clique mining on random 128-d "
+        "vectors, each size in a fresh process (peak memory is its own). See "
+        "[transitive invariance](../methods/transitive.md)."
+    )
+    return tool_page("graph", "graph building cost", intro, graph_table, results, images, folder)
 
 
 def backbone_text(backbone: dict | None) -> str:
@@ -683,22 +701,7 @@ def backbone_text(backbone: dict | None) -> str:
     return backbone["name"]
 
 
-def learning_page(results: dict[str, dict], images: dict[str, bytes], folder: Path) -> str:
-    how = TOOL_ENTRIES["learning"]
-    parts = [
-        "# Results: learning per CPU-minute",
-        "Generated from `bench/results/learning.json` at every docs build: every pretext task, "
-        "LightlySSL's SimCLR and the untrained backbones after the same CPU budget of training "
-        "(one thread each), then CIFAR-10 kNN on the pooled final layer. See "
-        "[performance](../performance.md#learning-per-cpu-minute).",
-    ]
-    data = results.get("learning")
-    if data is None or "_error" in data or not data.get("rows"):
-        parts.append(
-            f"{NOT_MEASURED.capitalize()}: run `{how}` (writes `bench/results/learning.json`)."
-        )
-        return "\n\n".join(parts) + "\n"
-    parts.append(f"Budget: {data['budget_cpu_seconds']:g} CPU-seconds per contender.")
+def learning_table(data: dict) -> list[str]:
     header = ["contender", "kind", "backbone", "batch", "steps", "CPU-s", "images", "kNN top-1"]
     rows = [
         [
@@ -713,15 +716,19 @@ def learning_page(results: dict[str, dict], images: dict[str, bytes], folder: Pa
         ]
         for row in sorted(data["rows"].values(), key=lambda r: -r["knn_top1"])
     ]
-    parts.append(md_table(header, rows, "lllrrrrr"))
-    facts = run_facts(data)
-    if facts:
-        parts.append(facts)
-    parts += plots("learning", images, folder)
-    block = commands_block(data)
-    if block:
-        parts.append(block)
-    return "\n\n".join(parts) + "\n"
+    budget = f"Budget: {data['budget_cpu_seconds']:g} CPU-seconds per contender."
+    return [budget, md_table(header, rows, "lllrrrrr")]
+
+
+def learning_page(results: dict[str, dict], images: dict[str, bytes], folder: Path) -> str:
+    intro = (
+        "Generated from `bench/results/learning.json` at every docs build: every pretext task, "
+        "LightlySSL's SimCLR and the untrained backbones after the same CPU budget of training "
+        "(one thread each), then CIFAR-10 kNN on the pooled final layer. See "
+        "[performance](../performance.md#learning-per-cpu-minute)."
+    )
+    title = "learning per CPU-minute"
+    return tool_page("learning", title, intro, learning_table, results, images, folder)
 
 
 def flatten(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
