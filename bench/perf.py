@@ -42,7 +42,9 @@ import copy
 import io
 import itertools
 import json
+import multiprocessing
 import os
+import resource
 import shlex
 import socket
 import subprocess
@@ -52,6 +54,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -63,7 +66,13 @@ from run import RESULTS, ROOT, WORK, data_dir, machine, portable
 from selfsup import cli
 from selfsup import train as loop
 from selfsup.config import ExperimentConfig, dump
-from selfsup.runtime import autocast, cpu_has_amx, resolve_device, resolve_precision
+from selfsup.runtime import (
+    autocast,
+    cpu_has_amx,
+    keep_freed_memory,
+    resolve_device,
+    resolve_precision,
+)
 
 SECTIONS = ("overhead", "peer", "hardware", "scaling", "profile")
 SCRATCH = WORK / "perf"  # run folders and data subsets (git-ignored)
@@ -543,6 +552,94 @@ class PeerSimCLR:
         return torch.cat(out).cpu()
 
 
+def minor_page_faults() -> int:
+    """Minor page faults of this process so far (first touches of freshly mapped memory)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def peak_rss_mb() -> float:
+    """The most resident memory this process has held (Linux reports KiB)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def serve_peer(conn, data: str, batch: int, workers: int, device: str, amp_dtype, heap: str):
+    """A PeerSimCLR in a process of its own, stepped on request over `conn`: the C heap
+    settings are per process, so the peer runs with the defaults a plain PyTorch script gets
+    (heap="system") or with `selfsup train`'s (heap="reuse")."""
+    if heap == "reuse":
+        keep_freed_memory()
+    setup = SimpleNamespace(device=torch.device(device), amp_dtype=amp_dtype)
+    peer = PeerSimCLR(decode_pil(Path(data)), batch, workers, setup)
+    conn.send("ready")
+    own = {"minor_page_faults": minor_page_faults, "peak_rss_mb": peak_rss_mb}
+    while (method := conn.recv()) != "close":
+        conn.send(own[method]() if method in own else getattr(peer, method)())
+    peer.close()
+    conn.send("closed")
+
+
+class PeerProcess:
+    """PeerSimCLR's steps, each run in a child process (see serve_peer)."""
+
+    def __init__(self, data: Path, batch: int, workers: int, bench: Bench, heap: str):
+        context = multiprocessing.get_context("spawn")  # no fork of a process with threads
+        self.conn, child = context.Pipe()
+        args = (child, str(data), batch, workers, str(bench.device), bench.amp_dtype, heap)
+        # Not a daemon: the peer's DataLoader starts worker processes of its own.
+        self.process = context.Process(target=serve_peer, args=args, daemon=False)
+        self.process.start()
+        self._expect("ready")
+
+    def _expect(self, what: str) -> None:
+        if (got := self._receive()) != what:
+            raise RuntimeError(f"peer process: expected {what!r}, got {got!r}")
+
+    def _receive(self):
+        try:
+            return self.conn.recv()
+        except EOFError:
+            self.process.join()
+            raise RuntimeError(f"peer process died (exit code {self.process.exitcode})") from None
+
+    def call(self, method: str):
+        self.conn.send(method)
+        return self._receive()
+
+    def full(self) -> int:
+        return self.call("full")
+
+    def bare(self) -> int:
+        return self.call("bare")
+
+    def loader_only(self) -> int:
+        return self.call("loader_only")
+
+    def flops_per_image(self) -> float:
+        return self.call("flops_per_image")
+
+    def minor_page_faults(self) -> int:
+        return self.call("minor_page_faults")
+
+    def peak_rss_mb(self) -> float:
+        return self.call("peak_rss_mb")
+
+    def close(self) -> None:
+        self.conn.send("close")
+        self._expect("closed")
+        self.process.join()
+
+
+def faults_per_step(contenders: dict[str, Callable[[], int]], counters: dict) -> dict[str, int]:
+    """Minor page faults during one more step of each contender (counted in the process that
+    runs it): the cost of memory the step maps afresh."""
+    faults = {}
+    for name, step in contenders.items():
+        before = counters[name]()
+        step()
+        faults[name] = counters[name]() - before
+    return faults
+
+
 def exemplar_argv(data: Path, batch: int, schedule: str = "constant") -> list[str]:
     """Our exemplar task in its InfoNCE form, set up as the peer: ResNet-18 (small stem,
     width 1), same batch, resolution, loss temperature and SGD settings (a constant lr for
@@ -557,11 +654,15 @@ def exemplar_argv(data: Path, batch: int, schedule: str = "constant") -> list[st
     ]  # fmt: skip
 
 
-def peer_throughput(bench: Bench, ours: LoopStepper, peer: PeerSimCLR) -> dict:
-    """Full and bare steps of both (and of ours compiled with --compile), alternating."""
+def peer_throughput(
+    bench: Bench, ours: LoopStepper, peer: PeerProcess, peer_reuse: PeerProcess
+) -> dict:
+    """Full and bare steps of both, the peer's full step also with our heap setting, and
+    ours compiled with --compile; alternating."""
     contenders = {
         "ours_full": ours.full,
         "peer_full": peer.full,
+        "peer_reuse_heap_full": peer_reuse.full,
         "ours_bare": ours.bare,
         "peer_bare": peer.bare,
     }
@@ -572,8 +673,14 @@ def peer_throughput(bench: Bench, ours: LoopStepper, peer: PeerSimCLR) -> dict:
     rates = alternate(contenders, bench.sizes.windows, steps, bench.device)
     data_only = {"ours_views": ours.views_only, "peer_loader": peer.loader_only}
     data_rates = alternate(data_only, bench.sizes.windows, steps, bench.device)
+    counters = {"ours_full": minor_page_faults, "peer_full": peer.minor_page_faults}
+    counters["peer_reuse_heap_full"] = peer_reuse.minor_page_faults
+    faults = faults_per_step({name: contenders[name] for name in counters}, counters)
     speed = {name: value["images_per_sec"] for name, value in rates.items()}
     ratios = {"ratio_ours_over_peer": round(speed["ours_full"] / speed["peer_full"], 3)}
+    ratios["ratio_ours_over_peer_reuse_heap"] = round(
+        speed["ours_full"] / speed["peer_reuse_heap_full"], 3
+    )
     ratios["bare_ratio_ours_over_peer"] = round(speed["ours_bare"] / speed["peer_bare"], 3)
     if bench.args.compile:
         ratios["compiled_ratio_ours_over_peer"] = round(
@@ -584,6 +691,9 @@ def peer_throughput(bench: Bench, ours: LoopStepper, peer: PeerSimCLR) -> dict:
         **{f"{name}_images_per_sec": value for name, value in speed.items()},
         **ratios,
         **{f"{name}_images_per_sec": value["images_per_sec"] for name, value in data_rates.items()},
+        "minor_page_faults_per_step": faults,
+        # The heap setting's memory cost: each peer process's peak (same model and batch).
+        "peer_peak_rss_mb": {"system": peer.peak_rss_mb(), "reuse": peer_reuse.peak_rss_mb()},
         "first_step_seconds": first,
         "windows": {name: value["windows"] for name, value in {**rates, **data_rates}.items()},
     }
@@ -598,18 +708,24 @@ def peer_section(bench: Bench) -> dict:
     data = subset_npz(cifar("train"), bench.sizes.train_images)
     batch = bench.sizes.peer_batch
     argv = exemplar_argv(data, batch)
-    pil = decode_pil(data)
+    workers = bench.args.peer_workers
     with run_folder() as folder:
-        ours = LoopStepper(loop_config(argv), folder)
-        peer = PeerSimCLR(pil, batch, bench.args.peer_workers, bench)
+        cfg = loop_config(argv)
+        ours = LoopStepper(cfg, folder)
+        peer = PeerProcess(data, batch, workers, bench, heap="system")
+        peer_reuse = PeerProcess(data, batch, workers, bench, heap="reuse")
         flops = {"ours": ours.flops_per_image(), "peer": peer.flops_per_image()}
-        result = peer_throughput(bench, ours, peer)
+        result = peer_throughput(bench, ours, peer, peer_reuse)
         peer.close()
+        peer_reuse.close()
     out = {
         "what": "images/s of LightlySSL SimCLR (own transforms, torch DataLoader, torchvision "
         "CIFAR ResNet-18) against our exemplar task with InfoNCE (pre-activation ResNet-18, "
-        "small stem), alternating timed windows; bare: fwd + bwd + step on one in-memory batch",
+        "small stem), alternating timed windows; bare: fwd + bwd + step on one in-memory batch. "
+        "The peer runs in processes of its own: with the C heap's defaults, as a plain script "
+        "gets them (peer_*), and with our train.heap=reuse setting (peer_reuse_heap_*)",
         "data": portable([data]),
+        "ours_heap": cfg.train.heap,
         "batch": batch,
         "image_size": 32,
         "precision": bench.precision,
@@ -631,6 +747,13 @@ def peer_section(bench: Bench) -> dict:
         f"{out['peer_bare_images_per_sec']:.1f}; data alone: ours "
         f"{out['ours_views_images_per_sec']:.0f}, peer {out['peer_loader_images_per_sec']:.0f})"
         f" [{bench.precision}]",
+        flush=True,
+    )
+    print(
+        f"  peer with our heap setting {out['peer_reuse_heap_full_images_per_sec']:.1f} img/s: "
+        f"ours/peer {out['ratio_ours_over_peer_reuse_heap']:.2f}; peak MB of the peer "
+        f"{out['peer_peak_rss_mb']}; page faults per step "
+        + ", ".join(f"{name} {count}" for name, count in out["minor_page_faults_per_step"].items()),
         flush=True,
     )
     if bench.args.compile:

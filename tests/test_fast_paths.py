@@ -1,16 +1,21 @@
 """Fast paths of the training loop give what the plain paths gave: the epoch permutation
-drawn once per epoch and the fused SGD step on CPU (bench/perf.py found both) exactly, and
-train.compile up to float reassociation."""
+drawn once per epoch, the fused SGD step on CPU and the reused heap (bench/perf.py found them)
+exactly, and train.compile up to float reassociation."""
 
 import copy
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 
 from selfsup.data import open_source
 from selfsup.data.loader import ImageStream
+from selfsup.runtime import _glibc_mallopt
 from selfsup.train import build_model, build_optimizer, load_optimizer_state
 from tests.helpers import SMALL_RESNET, one_torch_thread, tiny_config  # noqa: F401
+from tests.test_train import train_command
 
 
 def plain_rows(stream: ImageStream, step: int) -> torch.Tensor:
@@ -107,3 +112,52 @@ def test_compiled_steps_give_the_eager_steps(tiny_npz, tmp_path):
     assert compiled_losses == pytest.approx(eager_losses, rel=1e-4, abs=1e-6)
     for name, value in eager_weights.items():
         torch.testing.assert_close(compiled_weights[name], value, rtol=1e-4, atol=1e-5, msg=name)
+
+
+needs_glibc = pytest.mark.skipif(
+    _glibc_mallopt() is None, reason="train.heap=reuse tunes glibc's malloc (Linux) only"
+)
+
+# Allocates and frees a 64 MB tensor (over glibc's largest mmap threshold) and prints the minor
+# page faults of the last five of 15 rounds: each fresh mapping faults in 16,384 pages. (The
+# reused heap settles after a few rounds: posix_memalign's padding keeps the first freed
+# blocks just too small for the next request.)
+LARGE_TENSOR_FAULTS = """
+import resource, sys, torch
+from selfsup.runtime import keep_freed_memory
+if sys.argv[1] == "reuse":
+    assert keep_freed_memory()
+for _ in range(10):
+    torch.ones(16 << 20)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(5):
+    torch.ones(16 << 20)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@needs_glibc
+def test_reused_heap_stops_the_page_faults_of_large_tensors():
+    faults = {}
+    for heap in ("system", "reuse"):  # in processes of their own: the setting is per process
+        done = subprocess.run(
+            [sys.executable, "-c", LARGE_TENSOR_FAULTS, heap],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        faults[heap] = int(done.stdout)
+    assert faults["system"] > 5 * 16_384 // 2, faults  # every tensor mapped afresh
+    assert faults["reuse"] < 1_000, faults  # served from the heap again
+
+
+@needs_glibc
+def test_reused_heap_trains_bitwise_as_the_system_heap(tiny_npz, tmp_path):
+    """The heap setting changes where memory comes from, never what is computed."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    states = {}
+    for heap in ("system", "reuse"):
+        out = tmp_path / heap
+        command = [*train_command(tiny_npz, out, steps=4), f"train.heap={heap}"]
+        subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
+        states[heap] = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    for name, value in states["system"]["model"].items():
+        assert torch.equal(states["reuse"]["model"][name], value), name

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import os
+import sys
 
 import torch
+
+# glibc's mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_MAX = -4
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -46,3 +53,33 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _glibc_mallopt():
+    """glibc's mallopt, or None on other C libraries (musl, macOS, Windows)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+    # Only glibc has gnu_get_libc_version (and honours these parameters; musl ignores them).
+    return libc.mallopt if hasattr(libc, "gnu_get_libc_version") else None
+
+
+def keep_freed_memory() -> bool:
+    """Make the C heap keep the large blocks tensors free, for the next step to take again;
+    True when it took hold.
+
+    With glibc's defaults every block over 32 MB (most activations of a batch) is a fresh
+    mmap that is unmapped when freed, so each training step page-faults its whole working set
+    anew: about 1.3 million faults (5 GB) per step for a ResNet-18 at batch 512 and 32 px,
+    some 20 % of the step's time on CPU. Serving them from the heap instead (no mmap, no
+    trimming) makes those faults go away. The cost: the process keeps its peak memory until
+    it exits. Only glibc (Linux) is tuned; elsewhere nothing changes and this returns False.
+    Process-wide and not undone (glibc has no way back to its adaptive defaults).
+    """
+    mallopt = _glibc_mallopt()
+    if mallopt is None:
+        return False
+    return mallopt(_M_MMAP_MAX, 0) == 1 and mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1

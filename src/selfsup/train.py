@@ -23,7 +23,7 @@ from selfsup import checkpoint, dist
 from selfsup.config import ConfigError, ExperimentConfig, OptimConfig, dump
 from selfsup.data import ImageSource, ImageStream, open_source
 from selfsup.runs import backbone_from_config, load_backbone
-from selfsup.runtime import autocast, resolve_device, resolve_precision
+from selfsup.runtime import autocast, keep_freed_memory, resolve_device, resolve_precision
 from selfsup.tasks import PretextTask, build_task
 
 
@@ -146,6 +146,8 @@ def prepare(cfg: ExperimentConfig, folder: str | Path, progress: bool = True) ->
     """Process group, data, model, optimizer; resume from the run folder's checkpoint."""
     folder = Path(folder)
     device = resolve_device(cfg.train.device)
+    if cfg.train.heap == "reuse":
+        keep_freed_memory()
     dist.init(device, cfg.train.dist_timeout)
     source = open_source(cfg.data.path)
     fill_from_data(cfg, source)
