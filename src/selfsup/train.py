@@ -319,6 +319,12 @@ def optimize(
             f"{run.checkpoint_path if run.checkpoint_path.exists() else 'none yet'}. Try a "
             "lower optim.lr or optim.grad_clip."
         )
+    if not loss.requires_grad:  # else backward's "element 0 of tensors does not require grad"
+        hint = " (under train.compile=true; train.compile=false avoids it)"
+        raise RuntimeError(
+            f"task {cfg.task}: the loss carries no gradient at step {step}"
+            + (hint if cfg.train.compile else "")
+        )
     run.optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     if cfg.optim.grad_clip > 0:

@@ -236,7 +236,11 @@ class MultiTask(PretextTask):
             t = names.index(name)
             result = self.subtasks[name](task_views)
             scale = dist.world_size() / counts[t] if self.config.split_by_rank else 1.0
-            term = self.weights[t] * scale * result["loss"]
+            factor = self.weights[t] * scale
+            # Not `1.0 * loss`: torch.compile (2.14) folds the product into the loss itself
+            # and, with a detached copy of that loss among the outputs (the per-task metrics
+            # below), returned the total without its grad_fn.
+            term = result["loss"] if factor == 1.0 else factor * result["loss"]
             total = term if total is None else total + term
             out.update({f"{name}/{key}": value.detach() for key, value in result.items()})
         if self.alphas is not None:
