@@ -165,6 +165,31 @@ def test_memory_and_stream_modes_give_identical_batches(tmp_path):
             break
 
 
+def test_pinned_batches_are_the_same_batches_in_page_locked_memory(tmp_path, monkeypatch):
+    # Page-locking needs a CUDA device; a stand-in records which tensors would be pinned.
+    pinned = []
+
+    def fake_pin_memory(tensor):
+        pinned.append(tensor.shape)
+        return tensor.clone()
+
+    monkeypatch.setattr(torch.Tensor, "pin_memory", fake_pin_memory)
+    images, labels = make_images(40, size=32)
+    source = open_source(packed_npz(tmp_path / "p.npz", images, labels))
+    kwargs = {"size": 24, "batch_size": 8, "seed": 3, "progress": False, "workers": 0}
+    for mode in ("memory", "stream"):
+        plain = ImageStream(source, mode=mode, **kwargs)
+        pinning = ImageStream(source, mode=mode, pin_memory=True, **kwargs)
+        pinned.clear()
+        for (s1, x1, y1, m1), (s2, x2, y2, m2) in zip(plain.batches(3), pinning.batches(3)):
+            assert s1 == s2 and torch.equal(x1, x2) and torch.equal(y1, y2)
+            assert m1 is None and m2 is None
+            if s1 == 6:
+                break
+        # images and labels of each of the 4 steps; the absent masks stay None
+        assert pinned == [torch.Size([8, 3, 24, 24]), torch.Size([8])] * 4
+
+
 def test_batches_depend_only_on_step_and_shard_across_ranks(tiny_npz):
     source = open_source(tiny_npz)
     full = ImageStream(source, size=32, batch_size=8, seed=1, progress=False)

@@ -176,6 +176,7 @@ def prepare(cfg: ExperimentConfig, folder: str | Path, progress: bool = True) ->
         on_bad_image=cfg.data.on_bad_image,
         small_images=cfg.data.small_images,
         progress=progress,
+        pin_memory=device.type == "cuda",
     )
     run = Run(cfg, folder, device, model, optimizer, stream)
     if dist.is_main() and progress:

@@ -138,8 +138,10 @@ class ImageStream:
         on_bad_image: str = "raise",
         small_images: str = "upscale",
         progress: bool = True,
+        pin_memory: bool = False,
     ):
         self.source, self.size, self.batch_size = source, size, batch_size
+        self.pin_memory = pin_memory
         self.seed, self.rank, self.world_size, self.workers = seed, rank, world_size, workers
         self.on_bad_image, self.small_images = on_bad_image, small_images
         if mode == "auto":
@@ -184,7 +186,18 @@ class ImageStream:
 
     def batches(self, start_step: int = 0) -> Iterator[tuple]:
         """Yield (step, images uint8 (B, 3, S, S), labels (B,) or None, masks uint8 0/1
-        (B, S, S) or None) from `start_step` on."""
+        (B, S, S) or None) from `start_step` on; in page-locked memory with pin_memory."""
+        batches = self._batches(start_step)
+        if not self.pin_memory:
+            yield from batches
+            return
+        # A copy to a GPU from page-locked memory is queued (non_blocking) and returns at
+        # once; from ordinary memory it blocks the host until the GPU has finished the queued
+        # step, so the host could not launch the next step's work ahead of the GPU.
+        for step, *tensors in batches:
+            yield step, *(None if t is None else t.pin_memory() for t in tensors)
+
+    def _batches(self, start_step: int) -> Iterator[tuple]:
         if self.mode == "memory":
             decoded = self.decoded
             step = start_step
