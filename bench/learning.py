@@ -56,7 +56,9 @@ from selfsup.runtime import resolve_device, resolve_precision
 
 SCRATCH = WORK / "learning"  # one result file per contender (git-ignored)
 WARMUP_STEPS = 3  # untimed first steps: caches fill, the heap (train.heap=reuse) settles
-TIMED_STEPS = 2  # steps timed after them to size each schedule
+TIMED_STEPS = 2  # at least this many steps timed after them to size each schedule
+TIMED_SECONDS = 20.0  # and this much CPU time (at most a tenth of the budget): a 0.06 s step
+# timed twice misjudged relative position's rate by a third
 
 
 @dataclass(frozen=True)
@@ -112,14 +114,18 @@ QUICK_SIZES = Sizes(budget=15.0, train_images=1024, test_images=256, batch=16)
 # ---------------------------------------------------------------------------------------------
 
 
-def seconds_per_step(step: Callable[[], int]) -> float:
-    """CPU seconds of one training step: WARMUP_STEPS untimed, then TIMED_STEPS timed."""
+def seconds_per_step(step: Callable[[], int], budget: float) -> float:
+    """CPU seconds of one training step: WARMUP_STEPS untimed, then steps timed until there
+    are at least TIMED_STEPS of them and TIMED_SECONDS (at most budget / 10) of CPU time."""
+    min_seconds = min(TIMED_SECONDS, budget / 10)
     for _ in range(WARMUP_STEPS):
         step()
     started = time.process_time()
-    for _ in range(TIMED_STEPS):
+    steps = 0
+    while steps < TIMED_STEPS or time.process_time() - started < min_seconds:
         step()
-    return (time.process_time() - started) / TIMED_STEPS
+        steps += 1
+    return (time.process_time() - started) / steps
 
 
 def train_on_budget(step: Callable[[], int], budget: float, planned: int) -> dict:
@@ -147,7 +153,7 @@ def scheduled(argv: list[str], steps: int) -> list[str]:
 
 def train_ours(argv: list[str], budget: float) -> tuple[torch.nn.Module, dict]:
     with run_folder() as folder:
-        per_step = seconds_per_step(LoopStepper(loop_config(argv), folder).full)
+        per_step = seconds_per_step(LoopStepper(loop_config(argv), folder).full, budget)
     planned = max(1, math.floor(budget / per_step))
     argv = scheduled(argv, planned)
     with run_folder() as folder:
@@ -159,7 +165,7 @@ def train_ours(argv: list[str], budget: float) -> tuple[torch.nn.Module, dict]:
 
 def train_peer(bench: Bench, data: Path, batch: int, budget: float) -> tuple[PeerSimCLR, dict]:
     pil = decode_pil(data)
-    per_step = seconds_per_step(PeerSimCLR(pil, batch, 0, bench).full)
+    per_step = seconds_per_step(PeerSimCLR(pil, batch, 0, bench).full, budget)
     planned = max(1, math.floor(budget / per_step))
     peer = PeerSimCLR(pil, batch, 0, bench)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(peer.optimizer, T_max=planned)

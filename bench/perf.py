@@ -1077,6 +1077,53 @@ def top_operations(profile: torch.profiler.profile, steps: int, count: int = 12)
     ]
 
 
+def conv_shape(image: list[int], weight: list[int], stride, padding, dilation, groups):
+    """(label, forward FLOPs) of a 2-d convolution from its input and weight shapes."""
+    batch, in_ch, height, width = image
+    out_ch, in_per_group, kh, kw = weight
+    oh = (height + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    ow = (width + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    label = f"{in_ch}->{out_ch} {kh}x{kw}/{stride[0]} at {height}x{width}"
+    if groups != 1:
+        label += f" groups {groups}"
+    return label, 2.0 * batch * out_ch * oh * ow * in_per_group * kh * kw
+
+
+def conv_layers(profile: torch.profiler.profile, steps: int) -> list[dict]:
+    """Time and arithmetic rate per step of every convolution shape, forward and backward
+    (the backward computes the input gradient, the weight gradient or both), from a profile
+    recorded with record_shapes. A rate far below the others' marks a shape the convolution
+    library handles badly. CPU time: on a GPU it is launch time, not kernel time."""
+    totals: dict[str, dict[str, float]] = {}
+    for event in profile.events():
+        shapes, args = event.input_shapes, event.concrete_inputs
+        if event.name == "aten::convolution" and len(shapes[1]) == 4 and not args[6]:
+            label, flops = conv_shape(shapes[0], shapes[1], *args[3:6], args[8])
+            phase = "forward"
+        elif event.name == "aten::convolution_backward" and len(shapes[2]) == 4 and not args[7]:
+            label, flops = conv_shape(shapes[1], shapes[2], *args[4:7], args[9])
+            flops *= int(args[10][0]) + int(args[10][1])  # input grad, weight grad
+            phase = "backward"
+        else:
+            continue
+        row = totals.setdefault(label, dict.fromkeys(("forward", "backward", "fl_f", "fl_b"), 0.0))
+        row[phase] += event.cpu_time_total / 1e3  # ms
+        row["fl_f" if phase == "forward" else "fl_b"] += flops
+    step_ms = sum(row["forward"] + row["backward"] for row in totals.values()) or 1.0
+    rows = [
+        {
+            "conv": label,
+            "forward_ms_per_step": round(row["forward"] / steps, 2),
+            "backward_ms_per_step": round(row["backward"] / steps, 2),
+            "share_of_conv_time": round((row["forward"] + row["backward"]) / step_ms, 4),
+            "forward_tflops": round(row["fl_f"] / max(row["forward"], 1e-9) / 1e9, 3),
+            "backward_tflops": round(row["fl_b"] / max(row["backward"], 1e-9) / 1e9, 3),
+        }
+        for label, row in totals.items()
+    ]
+    return sorted(rows, key=lambda r: r["share_of_conv_time"], reverse=True)
+
+
 def profile_task(bench: Bench, name: str, argv: list[str]) -> dict:
     """torch.profiler over full steps, then over view building alone; the tables go to
     `figures/profile_<name>.txt`."""
@@ -1088,7 +1135,7 @@ def profile_task(bench: Bench, name: str, argv: list[str]) -> dict:
         stepper = LoopStepper(loop_config(argv), folder)
         warm_up({"full": stepper.full}, bench.sizes.warmup, bench.device)
         stepper.phase_seconds = dict.fromkeys(PHASES, 0.0)
-        with torch.profiler.profile(activities=activities) as full:
+        with torch.profiler.profile(activities=activities, record_shapes=True) as full:
             for _ in range(steps):
                 stepper.full()
         with torch.profiler.profile(activities=activities) as views:
@@ -1109,9 +1156,16 @@ def profile_task(bench: Bench, name: str, argv: list[str]) -> dict:
         "full_phase_shares": phase_shares(stepper.phase_seconds),
         "full_top_ops": top_operations(full, steps),
         "views_top_ops": top_operations(views, steps),
+        "conv_layers": conv_layers(full, steps),
         "tables": portable([tables]),
     }
     print(f"  {name}: phase shares {row['full_phase_shares']}", flush=True)
+    for conv in row["conv_layers"][:6]:
+        print(
+            f"    conv {conv['conv']:28s} {100 * conv['share_of_conv_time']:4.1f} % of conv time, "
+            f"{conv['forward_tflops']:.3f} / {conv['backward_tflops']:.3f} TFLOP/s fwd / bwd",
+            flush=True,
+        )
     for op in row["views_top_ops"][:6]:
         print(
             f"    views: {op['op']:36s} {op['self_ms_per_step']:8.2f} ms/step "
@@ -1132,7 +1186,8 @@ def profile_section(bench: Bench) -> dict:
     tasks["exemplar-infonce-resnet18"] = profile_task(bench, "exemplar-infonce-resnet18", infonce)
     return {
         "what": "torch.profiler over full training steps and over view building alone; "
-        "self CPU time per operation",
+        "self CPU time per operation; per convolution shape, CPU time and FLOP rate forward "
+        "and backward (conv_layers)",
         "tasks": tasks,
     }
 
