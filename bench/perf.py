@@ -1106,21 +1106,21 @@ def conv_layers(profile: torch.profiler.profile, steps: int) -> list[dict]:
             phase = "backward"
         else:
             continue
-        row = totals.setdefault(label, dict.fromkeys(("forward", "backward", "fl_f", "fl_b"), 0.0))
-        row[phase] += event.cpu_time_total / 1e3  # ms
-        row["fl_f" if phase == "forward" else "fl_b"] += flops
-    step_ms = sum(row["forward"] + row["backward"] for row in totals.values()) or 1.0
-    rows = [
-        {
-            "conv": label,
-            "forward_ms_per_step": round(row["forward"] / steps, 2),
-            "backward_ms_per_step": round(row["backward"] / steps, 2),
-            "share_of_conv_time": round((row["forward"] + row["backward"]) / step_ms, 4),
-            "forward_tflops": round(row["fl_f"] / max(row["forward"], 1e-9) / 1e9, 3),
-            "backward_tflops": round(row["fl_b"] / max(row["backward"], 1e-9) / 1e9, 3),
-        }
-        for label, row in totals.items()
-    ]
+        keys = ("forward_ms", "backward_ms", "forward_flops", "backward_flops")
+        row = totals.setdefault(label, dict.fromkeys(keys, 0.0))
+        row[f"{phase}_ms"] += event.cpu_time_total / 1e3
+        row[f"{phase}_flops"] += flops
+    conv_ms = sum(row["forward_ms"] + row["backward_ms"] for row in totals.values()) or 1.0
+    rows = []
+    for label, row in totals.items():
+        out = {"conv": label}
+        for phase in ("forward", "backward"):
+            out[f"{phase}_ms_per_step"] = round(row[f"{phase}_ms"] / steps, 2)
+        out["share_of_conv_time"] = round((row["forward_ms"] + row["backward_ms"]) / conv_ms, 4)
+        for phase in ("forward", "backward"):
+            tflops = row[f"{phase}_flops"] / max(row[f"{phase}_ms"], 1e-9) / 1e9
+            out[f"{phase}_tflops"] = round(tflops, 3)
+        rows.append(out)
     return sorted(rows, key=lambda r: r["share_of_conv_time"], reverse=True)
 
 
