@@ -1,6 +1,6 @@
 """Fast paths of the training loop give what the plain paths gave: the epoch permutation
 drawn once per epoch, the fused SGD step on CPU and the reused heap (bench/perf.py found them)
-exactly, and train.compile up to float reassociation."""
+exactly; train.compile and the planar layout of small-map convs up to float reassociation."""
 
 import copy
 import os
@@ -9,7 +9,12 @@ import sys
 
 import pytest
 import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
+from selfsup.backbones import build_backbone
+from selfsup.backbones import conv as layout
+from selfsup.backbones.conv import LayoutConv2d, planar_is_faster
 from selfsup.data import open_source
 from selfsup.data.loader import ImageStream
 from selfsup.runtime import _glibc_mallopt
@@ -174,3 +179,78 @@ def test_reused_heap_trains_bitwise_as_the_system_heap(tiny_npz, tmp_path):
         states[heap] = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
     for name, value in states["system"]["model"].items():
         assert torch.equal(states["reuse"]["model"][name], value), name
+
+
+class ConvLayouts(TorchDispatchMode):
+    """Records whether each convolution ran on a channels_last or a planar input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten.convolution.default:
+            planar = args[0].is_contiguous() and args[0].shape[-1] * args[0].shape[-2] > 1
+            self.seen.append("planar" if planar else "channels_last")
+        return func(*args, **(kwargs or {}))
+
+
+def channels_last_input(channels: int, side: int) -> torch.Tensor:
+    x = torch.randn(3, channels, side, side).contiguous(memory_format=torch.channels_last)
+    return x.requires_grad_()
+
+
+def test_layout_conv_gives_the_channels_last_conv_in_planar_layout():
+    torch.manual_seed(0)
+    fast = LayoutConv2d(256, 192, 3, padding=1, bias=True)
+    plain = nn.Conv2d(256, 192, 3, padding=1, bias=True)
+    plain.load_state_dict(fast.state_dict())
+    for net in (fast, plain):
+        net.to(memory_format=torch.channels_last)
+    x = channels_last_input(256, 4)
+    x_plain = x.detach().clone().requires_grad_()
+    with ConvLayouts() as layouts:
+        out = fast(x)
+    assert layouts.seen == ["planar"]
+    assert out.is_contiguous(memory_format=torch.channels_last)  # the network keeps its layout
+    expected = plain(x_plain)
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    expected.backward(grad)
+    torch.testing.assert_close(x.grad, x_plain.grad, rtol=1e-4, atol=1e-4)
+    for (name, p), q in zip(fast.named_parameters(), plain.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-3, msg=name)
+
+
+@pytest.mark.parametrize(
+    "channels, side, kernel, stride, planar",
+    [
+        (192, 4, 3, 1, True),  # the smallest map-and-width the rule takes
+        (512, 2, 3, 1, True),
+        (128, 4, 3, 1, False),  # narrower: channels_last is as fast
+        (256, 6, 3, 1, False),  # larger map
+        (256, 4, 1, 1, False),  # 1x1 kernel
+        (256, 4, 3, 2, False),  # strided
+    ],
+)
+def test_planar_rule_takes_only_wide_3x3_convs_on_tiny_maps(channels, side, kernel, stride, planar):
+    conv = LayoutConv2d(channels, 8, kernel, stride, kernel // 2)
+    x = channels_last_input(channels, side)
+    assert planar_is_faster(x, conv) is planar
+    assert not planar_is_faster(x.contiguous(), conv)  # a planar input stays as it is
+    assert not planar_is_faster(x.double(), conv)  # only fp32 was measured
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not planar_is_faster(x, conv)
+
+
+def test_resnet_last_stage_runs_planar_with_the_plain_result(monkeypatch):
+    torch.manual_seed(0)
+    net = build_backbone("resnet18", stem="small", width=0.5).to(memory_format=torch.channels_last)
+    x = torch.randn(2, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    with ConvLayouts() as layouts:
+        fast = net(x)
+    # Stage 4 has 256 channels on 4x4 maps: its three stride-1 3x3 convs run planar.
+    assert layouts.seen.count("planar") == 3, layouts.seen
+    monkeypatch.setattr(layout, "planar_is_faster", lambda x, conv: False)
+    torch.testing.assert_close(fast, net(x), rtol=1e-4, atol=1e-4)

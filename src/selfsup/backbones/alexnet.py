@@ -16,6 +16,7 @@ from __future__ import annotations
 from torch import nn
 
 from selfsup.backbones.base import Backbone, check_kwarg, init_weights
+from selfsup.backbones.conv import LayoutConv2d
 
 # (out_channels, kernel, stride, padding) of conv1..conv5.
 ConvSpec = tuple[tuple[int, int, int, int], ...]
@@ -53,7 +54,7 @@ def conv_stage(
     """[pool] -> conv -> [BN] -> ReLU: (B, in_ch, H, W) -> (B, out_ch, h, w)."""
     layers: list[nn.Module] = [] if pool is None else [pool]
     # With BN the conv bias is redundant (BN's shift replaces it).
-    layers.append(nn.Conv2d(in_ch, out_ch, kernel, stride, padding, bias=not batch_norm))
+    layers.append(LayoutConv2d(in_ch, out_ch, kernel, stride, padding, bias=not batch_norm))
     if batch_norm:
         layers.append(nn.BatchNorm2d(out_ch))
     layers.append(nn.ReLU(inplace=True))

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from selfsup.backbones.base import Backbone, check_kwarg, init_weights
+from selfsup.backbones.conv import LayoutConv2d
 
 # Residual units per stage.
 DEPTHS: dict[int, tuple[int, int, int, int]] = {
@@ -41,7 +42,7 @@ class PreActUnit(nn.Module):
         # features; the identity shortcut keeps the raw input (the clean signal path).
         self.shortcut: nn.Module | None = None
         if stride != 1 or in_ch != out_ch:
-            self.shortcut = nn.Conv2d(in_ch, out_ch, 1, stride, bias=False)
+            self.shortcut = LayoutConv2d(in_ch, out_ch, 1, stride, bias=False)
         self.residual = self.make_residual(in_ch, planes, stride)
 
     def make_residual(self, in_ch: int, planes: int, stride: int) -> nn.Sequential:
@@ -60,10 +61,10 @@ class PreActBasic(PreActUnit):
 
     def make_residual(self, in_ch: int, planes: int, stride: int) -> nn.Sequential:
         return nn.Sequential(
-            nn.Conv2d(in_ch, planes, 3, stride, 1, bias=False),
+            LayoutConv2d(in_ch, planes, 3, stride, 1, bias=False),
             nn.BatchNorm2d(planes),
             nn.ReLU(inplace=True),
-            nn.Conv2d(planes, planes, 3, 1, 1, bias=False),
+            LayoutConv2d(planes, planes, 3, 1, 1, bias=False),
         )
 
 
@@ -74,13 +75,13 @@ class PreActBottleneck(PreActUnit):
 
     def make_residual(self, in_ch: int, planes: int, stride: int) -> nn.Sequential:
         return nn.Sequential(
-            nn.Conv2d(in_ch, planes, 1, bias=False),
+            LayoutConv2d(in_ch, planes, 1, bias=False),
             nn.BatchNorm2d(planes),
             nn.ReLU(inplace=True),
-            nn.Conv2d(planes, planes, 3, stride, 1, bias=False),
+            LayoutConv2d(planes, planes, 3, stride, 1, bias=False),
             nn.BatchNorm2d(planes),
             nn.ReLU(inplace=True),
-            nn.Conv2d(planes, planes * self.expansion, 1, bias=False),
+            LayoutConv2d(planes, planes * self.expansion, 1, bias=False),
         )
 
 
@@ -132,10 +133,10 @@ class ResNetV2(Backbone):
         # resnet_v2, which the multi-task paper used).
         if stem == "imagenet":
             stem_module: nn.Module = nn.Sequential(
-                nn.Conv2d(3, stem_ch, 7, 2, 3, bias=False), nn.MaxPool2d(3, 2, 1)
+                LayoutConv2d(3, stem_ch, 7, 2, 3, bias=False), nn.MaxPool2d(3, 2, 1)
             )
         else:
-            stem_module = nn.Conv2d(3, stem_ch, 3, 1, 1, bias=False)
+            stem_module = LayoutConv2d(3, stem_ch, 3, 1, 1, bias=False)
         self.add_stage("stem", stem_module, stem_ch)
 
         in_ch = stem_ch
