@@ -254,3 +254,35 @@ def test_resnet_last_stage_runs_planar_with_the_plain_result(monkeypatch):
     assert layouts.seen.count("planar") == 3, layouts.seen
     monkeypatch.setattr(layout, "planar_is_faster", lambda x, conv: False)
     torch.testing.assert_close(fast, net(x), rtol=1e-4, atol=1e-4)
+
+
+class PreActConv(nn.Module):
+    """BN-ReLU-conv in a forward of its own (dynamo does not compile torch.nn's frames)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm2d(channels)
+        self.conv = LayoutConv2d(channels, 8, 3, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(torch.relu(self.norm(x)))
+
+
+@pytest.mark.parametrize("channels, planar", [(192, True), (128, False)])
+def test_compile_leaves_the_planar_conv_to_eager(channels, planar):
+    """Inductor would hand the conv channels_last operands again, so a planar call stays out
+    of the compiled graph; a channels_last one is compiled as usual."""
+    torch.manual_seed(0)
+    net = PreActConv(channels).to(memory_format=torch.channels_last)
+    graphs = []
+
+    def record(graph_module, example_inputs):
+        graphs.append(graph_module)
+        return graph_module.forward
+
+    x = channels_last_input(channels, 4).detach()
+    out = torch.compile(net, backend=record)(x)
+    traced = [str(node.target) for g in graphs for node in g.graph.nodes]
+    assert any("batch_norm" in t for t in traced)
+    assert any("conv2d" in t for t in traced) is not planar
+    torch.testing.assert_close(out, net(x))

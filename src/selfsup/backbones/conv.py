@@ -52,6 +52,14 @@ class LayoutConv2d(nn.Conv2d):
     ) -> torch.Tensor:
         if not planar_is_faster(input, self):
             return super()._conv_forward(input, weight, bias)
+        return self._planar_conv_forward(input, weight, bias)
+
+    # Run eagerly under torch.compile: inductor would otherwise drop the layout copies and
+    # hand the convolution channels_last operands again.
+    @torch.compiler.disable
+    def _planar_conv_forward(
+        self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+    ) -> torch.Tensor:
         # Both operands must be planar: a channels_last weight alone makes torch pick the
         # channels_last kernel again.
         out = super()._conv_forward(input.contiguous(), weight.contiguous(), bias)
