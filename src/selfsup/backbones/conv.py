@@ -33,13 +33,12 @@ def planar_is_faster(x: torch.Tensor, conv: nn.Conv2d) -> bool:
         and not torch.is_autocast_enabled("cpu")
         and x.dim() == 4
         and x.shape[-2] * x.shape[-1] <= PLANAR_MAX_MAP_PIXELS
-        and x.shape[-2] * x.shape[-1] > 1  # a 1x1 map has no layout to choose
         and conv.in_channels >= PLANAR_MIN_IN_CHANNELS
         and conv.groups == 1
         and conv.kernel_size != (1, 1)
         and conv.stride == (1, 1)
         and x.is_contiguous(memory_format=torch.channels_last)
-        and not x.is_contiguous()
+        and not x.is_contiguous()  # both at once: a 1x1 map, with no layout to choose
     )
 
 
