@@ -66,6 +66,7 @@ from run import RESULTS, ROOT, WORK, data_dir, machine, portable
 from selfsup import cli
 from selfsup import train as loop
 from selfsup.config import ExperimentConfig, dump
+from selfsup.metrics import MetricWindow
 from selfsup.runtime import (
     autocast,
     cpu_has_amx,
@@ -268,7 +269,7 @@ class LoopStepper:
     """Steps of `selfsup train` on a prepared run, made by the loop's own functions.
 
     `full`: one iteration of the loop (next cached batch, train.step_views, train.optimize,
-    train.accumulate), timed per phase. `bare`: train.optimize alone, on the views of one
+    MetricWindow.add), timed per phase. `bare`: train.optimize alone, on the views of one
     batch built once. `views_only`: the batch and its views, no model.
     """
 
@@ -278,8 +279,7 @@ class LoopStepper:
         self.prepare_seconds = round(time.perf_counter() - started, 2)
         self.trained, self.scaler, self.amp_dtype = loop.training_setup(self.run)
         self.batches = self.run.stream.batches(0)
-        self.window: dict[str, float] = {}
-        self.counts: dict[str, int] = {}
+        self.window = MetricWindow()
         self.phase_seconds = dict.fromkeys(PHASES, 0.0)
         self.step = 0
         self.views: dict | None = None
@@ -314,7 +314,7 @@ class LoopStepper:
                 self.run, self.trained, views, self.step, self.scaler, self.amp_dtype
             )
         with self.phase("log"):
-            loop.accumulate(self.window, self.counts, out)
+            self.window.add(out, self.step)
         return images.shape[0]
 
     def bare(self) -> int:

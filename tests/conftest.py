@@ -52,3 +52,28 @@ def _few_threads():
     # Two cores: tests are faster without oversubscription between torch and workers.
     torch.set_num_threads(2)
     yield
+
+
+def _cuda_param():
+    reason = "no CUDA device here: the CUDA variant of this test runs on GPU machines"
+    return pytest.param(
+        "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason=reason)
+    )
+
+
+# Tests that take `device` run once on the CPU and once on CUDA where a GPU is present, so
+# the same assertions hold on both; on a machine without one the CUDA case is skipped.
+DEVICES = ["cpu", _cuda_param()]
+
+
+@pytest.fixture(params=DEVICES)
+def device(request) -> torch.device:
+    return torch.device(request.param)
+
+
+@pytest.fixture
+def cuda() -> torch.device:
+    """For tests that only make sense on a GPU (syncs, device-resident caches)."""
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device here: this test runs on GPU machines")
+    return torch.device("cuda")

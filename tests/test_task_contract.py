@@ -70,17 +70,18 @@ def batch_inputs(task, seed: int = 0) -> dict:
     return inputs
 
 
-def views_of(task, seed: int = 0) -> dict:
-    inputs = batch_inputs(task, seed)
+def views_on(task, device: torch.device, seed: int = 0) -> dict:
+    """The task's views built from inputs on `device`, as the loop builds them there."""
+    inputs = {k: v.to(device) for k, v in batch_inputs(task, seed).items()}
     images, labels = inputs.pop("images"), inputs.pop("labels", None)
     return task.make_views(images, torch.Generator().manual_seed(seed), labels, **inputs)
 
 
 @pytest.mark.parametrize("name", list_tasks())
-def test_finite_scalar_outputs_and_a_few_steps_lower_the_loss(name):
+def test_finite_scalar_outputs_and_a_few_steps_lower_the_loss(name, device):
     torch.manual_seed(0)
-    task = build(task_or_skip(name))
-    views = views_of(task)
+    task = build(task_or_skip(name)).to(device)
+    views = views_on(task, device)
     optimizer = torch.optim.Adam(task.parameters(), lr=1e-3)
     losses = []
     for step in range(5):

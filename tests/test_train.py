@@ -20,9 +20,10 @@ def weights(path: Path) -> dict[str, torch.Tensor]:
     return checkpoint.load(path / "checkpoints" / "last.pt")["model"]
 
 
-def test_run_folder_layout_and_metrics(tiny_npz, tmp_path):
+def test_run_folder_layout_and_metrics(tiny_npz, tmp_path, device):
     out = tmp_path / "run"
-    train(tiny_config(tiny_npz, "train.steps=4", "checkpoint.every=2"), out, progress=False)
+    cfg = tiny_config(tiny_npz, "train.steps=4", "checkpoint.every=2", f"train.device={device}")
+    train(cfg, out, progress=False)
     assert (out / "config.yaml").is_file() and (out / "checkpoints" / "last.pt").is_file()
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [2, 4]
@@ -30,11 +31,11 @@ def test_run_folder_layout_and_metrics(tiny_npz, tmp_path):
     assert not list((out / "checkpoints").glob("*.tmp"))
 
 
-def test_resume_continues_exactly(tiny_npz, tmp_path):
+def test_resume_continues_exactly(tiny_npz, tmp_path, device):
     """A run killed after step 4 (checkpoint at 3, metrics logged at 4) and rerun ends
     bitwise equal to an uninterrupted one, and logs each step once."""
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    cfg = tiny_config(tiny_npz, "train.steps=6", "checkpoint.every=3")
+    cfg = tiny_config(tiny_npz, "train.steps=6", "checkpoint.every=3", f"train.device={device}")
     train(cfg, straight, progress=False)
     crash_at_step(cfg, resumed, step=4)
     assert checkpoint.load(resumed / "checkpoints" / "last.pt")["step"] == 3
@@ -43,7 +44,12 @@ def test_resume_continues_exactly(tiny_npz, tmp_path):
     logged = [json.loads(line)["step"] for line in (resumed / "metrics.jsonl").open()]
     assert logged == [2, 4, 6]  # the step-4 line of the crashed part is not duplicated
     assert a.keys() == b.keys()
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    if device.type == "cpu":
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    else:
+        # cuDNN's backward kernels add with atomics in no fixed order, so two GPU runs of the
+        # same steps differ in the last bits (on CPU they are bitwise equal).
+        assert all(torch.allclose(a[k].float(), b[k].float(), rtol=1e-3, atol=1e-5) for k in a)
     assert checkpoint.load(resumed / "checkpoints" / "last.pt")["step"] == 6
 
 
@@ -110,10 +116,12 @@ def test_corrupted_checkpoint_is_named(tiny_npz, tmp_path):
         train(tiny_config(tiny_npz, "train.steps=1"), out, progress=False)
 
 
-def test_non_finite_loss_stops_with_step_and_task(tiny_npz, tmp_path):
+def test_non_finite_loss_stops_with_step_and_task(tiny_npz, tmp_path, device):
     with pytest.raises(NonFiniteLossError, match=r"counting.*step 0"):
         train(
-            tiny_config(tiny_npz, "train.steps=2", "counting.margin=.inf"),
+            tiny_config(
+                tiny_npz, "train.steps=2", "counting.margin=.inf", f"train.device={device}"
+            ),
             tmp_path / "r",
             progress=False,
         )

@@ -31,13 +31,21 @@ def param(
     choices: tuple | None = None,
     low: float | None = None,
     low_exclusive: bool = False,
+    bool_means: tuple[str, str] | None = None,
 ) -> Any:
     """A dataclass field with help text and the constraints `validate` checks.
 
-    `low` is a lower bound (`low_exclusive=True` makes it strict). Mutable defaults (lists)
-    are copied per instance.
+    `low` is a lower bound (`low_exclusive=True` makes it strict). `bool_means` lets a
+    string setting that grew out of a yes/no one keep taking `false` / `true`, read as its
+    two strings. Mutable defaults (lists) are copied per instance.
     """
-    meta = {"help": help, "choices": choices, "low": low, "low_exclusive": low_exclusive}
+    meta = {
+        "help": help,
+        "choices": choices,
+        "low": low,
+        "low_exclusive": low_exclusive,
+        "bool_means": bool_means,
+    }
     if isinstance(default, list | dict):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -146,7 +154,15 @@ class TrainConfig:
         choices=("reuse", "system"),
     )
     log_every: int = param(20, "Steps between lines in metrics.jsonl.", low=1)
-    compile: bool = param(False, "torch.compile the task module (slow start, faster steps).")
+    compile: str = param(
+        "off",
+        "torch.compile the task module (a slow first step, faster steps after): `default`; "
+        "`max-autotune` (tries more kernels: minutes of compiling, for long GPU runs); "
+        "`reduce-overhead` (also CUDA graphs: for GPU steps whose launches cost more than "
+        "their kernels, as with small models or batches); `off`. `true` means `default`.",
+        choices=("off", "default", "max-autotune", "reduce-overhead"),
+        bool_means=("off", "default"),
+    )
     init_backbone: str = param(
         "",
         "A run folder or checkpoint whose backbone weights start this run (fine-tuning); its "
@@ -223,7 +239,8 @@ def from_dict(cls: type, values: dict | None, prefix: str = "") -> Any:
     if not isinstance(values, dict):
         raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {values!r}")
     hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls) if f.init}
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    known = set(fields)
     for name in values:
         if name not in known:
             where = f"{prefix}.{name}" if prefix else name
@@ -231,6 +248,9 @@ def from_dict(cls: type, values: dict | None, prefix: str = "") -> Any:
     kwargs = {}
     for name, value in values.items():
         key = f"{prefix}.{name}" if prefix else name
+        bool_means = fields[name].metadata.get("bool_means")
+        if bool_means and isinstance(value, bool):
+            value = bool_means[value]
         kwargs[name] = _coerce(value, hints[name], key)
     return cls(**kwargs)
 

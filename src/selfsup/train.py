@@ -22,13 +22,10 @@ from tqdm import tqdm
 from selfsup import checkpoint, dist
 from selfsup.config import ConfigError, ExperimentConfig, OptimConfig, dump
 from selfsup.data import ImageSource, ImageStream, open_source
+from selfsup.metrics import MetricWindow, NonFiniteLossError
 from selfsup.runs import backbone_from_config, load_backbone
 from selfsup.runtime import autocast, keep_freed_memory, resolve_device, resolve_precision
 from selfsup.tasks import PretextTask, build_task
-
-
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; the message names the step and the last checkpoint."""
 
 
 def build_model(cfg: ExperimentConfig, load_init: bool = True) -> PretextTask:
@@ -231,6 +228,19 @@ def check_same_model(saved: dict, cfg: ExperimentConfig, path: Path) -> None:
             )
 
 
+def check_finite(run: Run, window: MetricWindow) -> None:
+    """Stop at the first non-finite loss of the window, before anything logs or saves it."""
+    bad = window.first_nonfinite()
+    if bad is None:
+        return
+    step, loss = bad
+    last = run.checkpoint_path if run.checkpoint_path.exists() else "none yet"
+    raise NonFiniteLossError(
+        f"task {run.cfg.task}: loss is {loss} at step {step}; last finite checkpoint: {last}. "
+        "Try a lower optim.lr or optim.grad_clip."
+    )
+
+
 def save(run: Run, step: int, scaler: torch.amp.GradScaler) -> None:
     if not dist.is_main():
         return
@@ -260,8 +270,10 @@ def training_setup(run: Run) -> tuple[nn.Module, torch.amp.GradScaler, torch.dty
         # assigned to tasks) say so; DDP then does not wait for their gradients.
         unused = getattr(model, "ddp_find_unused_parameters", False)
         trained = nn.parallel.DistributedDataParallel(model, find_unused_parameters=unused)
-    if cfg.train.compile:
-        trained = torch.compile(trained)
+    if cfg.train.compile != "off":
+        trained = torch.compile(
+            trained, mode=None if cfg.train.compile == "default" else cfg.train.compile
+        )
     model.train()
     return trained, scaler, amp_dtype
 
@@ -311,20 +323,20 @@ def optimize(
     lr = learning_rate(step, cfg.train.steps, cfg.optim)
     for group in run.optimizer.param_groups:
         group["lr"] = lr * group["lr_scale"]
+    if cfg.train.compile == "reduce-overhead":
+        # CUDA graphs replay into the same output memory: say where one step ends, so the
+        # previous step's outputs (already summed into the metric window) may be reused.
+        torch.compiler.cudagraph_mark_step_begin()
     with autocast(run.device, amp_dtype):
         out = trained(views)
+    # No finiteness check here: reading the loss would wait for the GPU every step. The loop
+    # checks the metric window (first non-finite step) before it logs or saves anything.
     loss = out["loss"]
-    if not torch.isfinite(loss):
-        raise NonFiniteLossError(
-            f"task {cfg.task}: loss is {loss.item()} at step {step}; last finite checkpoint: "
-            f"{run.checkpoint_path if run.checkpoint_path.exists() else 'none yet'}. Try a "
-            "lower optim.lr or optim.grad_clip."
-        )
     if not loss.requires_grad:  # else backward's "element 0 of tensors does not require grad"
-        hint = " (under train.compile=true; train.compile=false avoids it)"
+        hint = f" (under train.compile={cfg.train.compile}; train.compile=off avoids it)"
         raise RuntimeError(
             f"task {cfg.task}: the loss carries no gradient at step {step}"
-            + (hint if cfg.train.compile else "")
+            + (hint if cfg.train.compile != "off" else "")
         )
     run.optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
@@ -334,14 +346,6 @@ def optimize(
     scaler.step(run.optimizer)
     scaler.update()
     return out
-
-
-def accumulate(window: dict[str, float], counts: dict[str, int], out: dict) -> None:
-    """Add one step's outputs to the logging window. A metric may be absent from some steps
-    (multi-task sampling): each is averaged over the steps that logged it."""
-    for key, value in out.items():
-        window[key] = window.get(key, 0.0) + float(value.detach())
-        counts[key] = counts.get(key, 0) + 1
 
 
 def train(cfg: ExperimentConfig, folder: str | Path, progress: bool = True) -> Run:
@@ -358,35 +362,36 @@ def train(cfg: ExperimentConfig, folder: str | Path, progress: bool = True) -> R
         disable=not (progress and dist.is_main()),
         dynamic_ncols=True,
     )
-    window: dict[str, float] = {}
-    counts: dict[str, int] = {}
+    window = MetricWindow()
     window_start, window_images = time.perf_counter(), 0
     batches = run.stream.batches(run.start_step) if run.start_step < total else iter(())
     for step, images, labels, masks in batches:
         views = step_views(run, step, images, labels, masks)
         out = optimize(run, trained, views, step, scaler, amp_dtype)
         # --- log and checkpoint ----------------------------------------------------------
-        accumulate(window, counts, out)
+        window.add(out, step)
         window_images += images.shape[0] * dist.world_size()
         done = step + 1
         # `>=`: in stream mode a step whose images were all skipped as bad is never
         # yielded, so the step count can jump past `total`.
         if done % cfg.train.log_every == 0 or done >= total:
+            check_finite(run, window)
+            means = window.read()  # waits for the window's last step: time it after
             elapsed = time.perf_counter() - window_start
             record = {
                 "step": done,
                 "epoch": round(done / run.stream.steps_per_epoch, 4),
                 "lr": learning_rate(step, total, cfg.optim),
-                **{k: v / counts[k] for k, v in window.items()},
+                **means,
                 "images_per_sec": round(window_images / elapsed, 2),
             }
             if log:
                 log.write(json.dumps(record) + "\n")
                 log.flush()
             bar.set_postfix(loss=f"{record['loss']:.4g}", img_s=f"{record['images_per_sec']:.0f}")
-            window, counts = {}, {}
             window_start, window_images = time.perf_counter(), 0
         if done % cfg.checkpoint.every == 0 or done >= total:
+            check_finite(run, window)  # never save weights a non-finite loss has touched
             save(run, done, scaler)
         bar.update(1)
         if done >= total:

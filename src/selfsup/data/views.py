@@ -25,6 +25,16 @@ def _uniform(n: int, low: float, high: float, generator: torch.Generator) -> tor
     return low + (high - low) * torch.rand(n, generator=generator)
 
 
+def on_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A tensor drawn on the CPU (random view parameters), moved to the batch's device.
+
+    non_blocking: a small copy from ordinary host memory is staged at once and the host goes
+    on, where a blocking copy would wait for every kernel already queued on the GPU, once per
+    parameter per step, and starve it.
+    """
+    return tensor.to(device, non_blocking=True)
+
+
 def to_float(images: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) uint8 -> float32 in [0, 1]."""
     return images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
@@ -39,8 +49,8 @@ def crop_at(images: torch.Tensor, top: torch.Tensor, left: torch.Tensor, size: i
     squeeze = top.dim() == 1
     top, left = (top[:, None], left[:, None]) if squeeze else (top, left)
     offsets = torch.arange(size)
-    rows = (top[..., None] + offsets).to(images.device)  # (B, K, size)
-    cols = (left[..., None] + offsets).to(images.device)  # (B, K, size)
+    rows = on_device(top[..., None] + offsets, images.device)  # (B, K, size)
+    cols = on_device(left[..., None] + offsets, images.device)  # (B, K, size)
     batch_index = torch.arange(images.shape[0], device=images.device)[:, None, None, None]
     # Advanced indexing with (B,1,1,1), (B,K,size,1), (B,K,1,size) gathers all crops at once.
     crops = images.permute(0, 2, 3, 1)[batch_index, rows[..., None], cols[..., None, :]]
@@ -120,7 +130,8 @@ def random_resized_crop(
     y0 = torch.rand(batch, generator=generator) * (height - crop_h)
     boxes = torch.stack(
         [torch.arange(batch, dtype=torch.float32), x0, y0, x0 + crop_w, y0 + crop_h], dim=1
-    ).to(images.device)
+    )
+    boxes = on_device(boxes, images.device)
     source = to_float(images)
     return roi_align(
         source, boxes, output_size=(size, size), spatial_scale=1.0, sampling_ratio=2, aligned=True
@@ -149,7 +160,7 @@ def resize_random_kernel(
     choice = torch.randint(0, len(kernels), (images.shape[0],), generator=generator)
     out = images.new_empty(images.shape[0], images.shape[1], size, size)
     for k, kernel in enumerate(kernels):
-        rows = (choice == k).nonzero().flatten().to(images.device)
+        rows = on_device((choice == k).nonzero().flatten(), images.device)
         if rows.numel():
             out[rows] = resize(images[rows], size, kernel)
     return out
@@ -173,13 +184,13 @@ def grayscale(images: torch.Tensor) -> torch.Tensor:
 
 def random_grayscale(images: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
     """Replace each image by its grayscale version with probability `p`."""
-    mask = (torch.rand(images.shape[0], generator=generator) < p).to(images.device)
+    mask = on_device(torch.rand(images.shape[0], generator=generator) < p, images.device)
     return torch.where(mask.view(-1, 1, 1, 1), grayscale(images), images)
 
 
 def random_hflip(images: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
     """Mirror each image left-right with probability `p`."""
-    mask = (torch.rand(images.shape[0], generator=generator) < p).to(images.device)
+    mask = on_device(torch.rand(images.shape[0], generator=generator) < p, images.device)
     return torch.where(mask.view(-1, 1, 1, 1), images.flip(-1), images)
 
 
@@ -201,9 +212,9 @@ def color_jitter(
 
     def factors(amount: float) -> torch.Tensor:
         f = _uniform(batch, max(0.0, 1 - amount), 1 + amount, generator)
-        return f.to(device).view(-1, 1, 1, 1)
+        return on_device(f, device).view(-1, 1, 1, 1)
 
-    applied = (torch.rand(batch, generator=generator) < p).to(device).view(-1, 1, 1, 1)
+    applied = on_device(torch.rand(batch, generator=generator) < p, device).view(-1, 1, 1, 1)
     out = images * factors(brightness)
     mean_luma = grayscale(out).mean(dim=(1, 2, 3), keepdim=True)
     out = (out - mean_luma) * factors(contrast) + mean_luma
@@ -244,10 +255,10 @@ def drop_color_channels(
     Expects normalised (zero-centred) images.
     """
     batch, channels = images.shape[:2]
-    keep = torch.randint(0, channels, (batch,), generator=generator).to(images.device)
+    keep = on_device(torch.randint(0, channels, (batch,), generator=generator), images.device)
     kept = images[torch.arange(batch, device=images.device), keep]  # (B, H, W)
     std = kept.flatten(1).std(dim=1).view(batch, 1, 1, 1)
-    noise = torch.randn(images.shape, generator=generator).to(images.device) * noise_scale
+    noise = on_device(torch.randn(images.shape, generator=generator), images.device) * noise_scale
     is_kept = torch.arange(channels, device=images.device)[None, :] == keep[:, None]
     return torch.where(is_kept.view(batch, channels, 1, 1), images, noise * std)
 

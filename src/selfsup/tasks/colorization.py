@@ -187,9 +187,10 @@ class Colorization(PretextTask):
         """Nearest target bin (B, h, w) -> class-rebalancing weights (B, h, w); updates the
         running bin count first (training only)."""
         if self.training:
-            self.bin_counts += torch.bincount(bins.flatten(), minlength=len(self.bins)).to(
-                self.bin_counts
-            )
+            # index_add_, not bincount: on a GPU bincount reads its input's max back to the
+            # host to size its output, a sync every step.
+            flat = bins.flatten()
+            self.bin_counts.index_add_(0, flat, torch.ones_like(flat, dtype=self.bin_counts.dtype))
         weights = rebalance_weights(
             self.bin_counts.float(), self.smoothing, self.config.rebalance_lambda
         )

@@ -165,7 +165,7 @@ class Counting(PretextTask):
         phi = self.phi(torch.cat([tiles, down])).float()  # (5B, k), one pass for six branches
         phi_tiles = phi[: 4 * batch].view(batch, 4, -1)  # (B, 4, k)
         phi_down = phi[4 * batch :]  # (B, k)
-        phi_other = phi_down[views["other"].to(phi.device)]  # phi(D y), (B, k)
+        phi_other = phi_down[V.on_device(views["other"], phi.device)]  # phi(D y), (B, k)
         loss, equivariance, contrast = counting_loss(
             phi_tiles, phi_down, phi_other, self.config.margin
         )

@@ -89,7 +89,7 @@ def info_nce_loss(anchor: torch.Tensor, positive: torch.Tensor, temperature: flo
     batch = len(anchor)
     self_pairs = torch.eye(2 * batch, dtype=torch.bool, device=z.device)
     logits = (z @ z.T / temperature).masked_fill(self_pairs, float("-inf"))  # not its own match
-    target = torch.cat([torch.arange(batch, 2 * batch), torch.arange(batch)]).to(z.device)
+    target = (torch.arange(2 * batch, device=z.device) + batch) % (2 * batch)  # the other view
     return F.cross_entropy(logits, target)
 
 

@@ -118,12 +118,12 @@ def shuffle_tiles(tiles: torch.Tensor, permutations: torch.Tensor) -> torch.Tens
     """Tiles (B, 9, ...) and one permutation per image (B, 9) -> shuffled tiles (B, 9, ...),
     shuffled[:, i] = tiles[:, permutation[i]]."""
     rows = torch.arange(tiles.shape[0], device=tiles.device)[:, None]
-    return tiles[rows, permutations.to(tiles.device)]
+    return tiles[rows, V.on_device(permutations, tiles.device)]
 
 
 def unshuffle_tiles(shuffled: torch.Tensor, permutations: torch.Tensor) -> torch.Tensor:
     """The inverse of `shuffle_tiles`: original[:, permutation[i]] = shuffled[:, i]."""
-    inverse = torch.argsort(permutations.to(shuffled.device), dim=1)
+    inverse = torch.argsort(V.on_device(permutations, shuffled.device), dim=1)
     rows = torch.arange(shuffled.shape[0], device=shuffled.device)[:, None]
     return shuffled[rows, inverse]
 
@@ -167,8 +167,10 @@ class Jigsaw(PretextTask):
         tiles = self.cut_tiles(x, generator)  # (B, 9, C, t, t)
         batch = images.shape[0]
         label = torch.randint(0, len(self.permutations), (batch,), generator=generator)
-        label = label.to(images.device)
-        shuffled = shuffle_tiles(tiles, self.permutations.to(images.device)[label]).flatten(0, 1)
+        label = V.on_device(label, images.device)
+        shuffled = shuffle_tiles(
+            tiles, V.on_device(self.permutations, images.device)[label]
+        ).flatten(0, 1)
         if self.input_size != cfg.tile_size:
             shuffled = V.resize(shuffled, self.input_size, "bilinear")
         if cfg.standardize_tiles:

@@ -196,8 +196,8 @@ class MultiTask(PretextTask):
     def motion_batch(self, batch: int, size: int, generator: torch.Generator):
         """`batch` frames and masks drawn from the motion data, resized to `size`."""
         rows = torch.randint(0, len(self.motion_frames), (batch,), generator=generator)
-        frames = self.motion_frames[rows.to(self.motion_frames.device)]
-        masks = self.motion_masks[rows.to(self.motion_masks.device)]
+        frames = self.motion_frames[V.on_device(rows, self.motion_frames.device)]
+        masks = self.motion_masks[V.on_device(rows, self.motion_masks.device)]
         if frames.shape[-1] != size:
             frames = (
                 nn.functional.interpolate(

@@ -101,7 +101,7 @@ def sample_patch_pair(
     corner_top = torch.stack([top[:, CENTRE], top[rows, cell]], dim=1)  # (B, 2)
     corner_left = torch.stack([left[:, CENTRE], left[rows, cell]], dim=1)
     pair = V.crop_at(images, corner_top, corner_left, cfg.patch_size)  # (B, 2, C, p, p)
-    return pair[:, 0], pair[:, 1], labels.to(images.device)
+    return pair[:, 0], pair[:, 1], V.on_device(labels, images.device)
 
 
 @register_task

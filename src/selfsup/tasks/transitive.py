@@ -81,14 +81,14 @@ def choose_negatives(
     allowed: torch.Tensor,
     count: int,
     hard: int,
-    generator: torch.Generator,
+    noise: torch.Tensor,
 ) -> torch.Tensor:
     """Indices (B, count) into `pool` (M, d): the `hard` most similar allowed items to each
-    anchor, then random allowed items. `allowed` (B, M) bool masks out same-track items."""
+    anchor, then random allowed items. `allowed` (B, M) bool masks out same-track items;
+    `noise` (B, M), uniform in [0, 1), ranks the random picks."""
     sims = (anchor @ pool.T).detach().float()
     sims = sims.masked_fill(~allowed, float("-inf"))
     hardest = sims.topk(hard, dim=1).indices if hard else sims.new_zeros(len(sims), 0).long()
-    noise = torch.rand(sims.shape, generator=generator).to(sims.device)
     noise = noise.masked_fill(~allowed, -1.0)
     noise.scatter_(1, hardest, -1.0)  # never pick a hard one twice
     random = noise.topk(count - hard, dim=1).indices
@@ -153,11 +153,22 @@ class Transitive(PretextTask):
         swap = torch.rand(len(pairs), generator=generator) < 0.5  # either end can be the anchor
         pairs = torch.where(swap[:, None], pairs.flip(1), pairs)
         ids = pairs.T.reshape(-1)  # anchors then positives
-        crops = self.augment(self.patches[ids.to(self.patches.device)], generator)
+        crops = self.augment(self.patches[V.on_device(ids, self.patches.device)], generator)
+        # Which items may be negatives, and how many each anchor gets, are decided here from
+        # the host's track ids, so the step never reads a count back from the GPU.
+        tracks = self.track[ids]  # (2B,)
+        batch = len(pairs)
+        # Anything of the anchor's or positive's track is the same object: not a negative.
+        same = (tracks[None, :] == tracks[:batch, None]) | (tracks[None, :] == tracks[batch:, None])
+        count = min(self.config.negatives, int((~same).sum(1).min()))
+        if count < 1:
+            raise ConfigError("transitive: a batch has no valid negatives; raise pairs_per_batch")
         return {
             "crops": crops,
-            "tracks": self.track[ids.to(self.track.device)],
-            "seed": torch.randint(0, 2**31 - 1, (1,), generator=generator),
+            "allowed": ~same,  # (B, 2B)
+            "noise": torch.rand(same.shape, generator=generator),  # ranks the random negatives
+            # (K,): one entry per negative of each anchor; only its length K is read.
+            "negative_slots": torch.arange(count),
         }
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
@@ -168,15 +179,9 @@ class Transitive(PretextTask):
         z = self.embed(views["crops"])
         batch = len(z) // 2
         anchor, positive = z[:batch], z[batch:]
-        tracks = views["tracks"].to(z.device)
-        # Anything of the anchor's or positive's track is the same object: not a negative.
-        same = (tracks[None, :] == tracks[:batch, None]) | (tracks[None, :] == tracks[batch:, None])
-        count = min(cfg.negatives, int((~same).sum(1).min()))
-        if count < 1:
-            raise ConfigError("transitive: a batch has no valid negatives; raise pairs_per_batch")
+        count = views["negative_slots"].numel()
         hard = min(count, round(cfg.hard_fraction * count))
-        generator = torch.Generator().manual_seed(int(views["seed"][0]))
-        picked = choose_negatives(anchor, z, ~same, count, hard, generator)
+        picked = choose_negatives(anchor, z, views["allowed"], count, hard, views["noise"])
         loss = ranking_loss(anchor, positive, z[picked], cfg.margin)
         with torch.no_grad():
             d_pos = 1 - (anchor * positive).sum(-1)
