@@ -1,4 +1,5 @@
 import io
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +9,9 @@ from PIL import Image
 
 from selfsup.data import BadImageError, DataFormatError, ImageStream, decode_all, open_source
 from selfsup.data.decode import fit_to_square, open_image
+from selfsup.data.loader import choose_cache
+from selfsup.data.prefetch import prefetch
+from selfsup.data.throughput import decode_throughput
 from tests.conftest import make_images
 
 
@@ -217,3 +221,217 @@ def test_real_cifar_sample_decodes(real_data):
     source = open_source(real_data / "cifar10" / "test_1k.npz")
     decoded = decode_all(source, 32, progress=False)
     assert decoded.images.shape == (1000, 3, 32, 32) and decoded.labels.max() == 9
+
+
+# ---------------------------------------------------------------------------------------------
+# Keeping the GPU fed: the cache on the device, prefetch, JPEG decoding on the device
+# ---------------------------------------------------------------------------------------------
+
+
+def first_batches(stream: ImageStream, start: int, count: int) -> list[tuple]:
+    """`count` batches from `start`, moved to the CPU; the generator is closed afterwards."""
+    batches = stream.batches(start)
+    out = [
+        tuple(t.cpu() if isinstance(t, torch.Tensor) else t for t in next(batches))
+        for _ in range(count)
+    ]
+    batches.close()
+    return out
+
+
+def assert_same_batches(first: list[tuple], second: list[tuple]) -> None:
+    for a, b in zip(first, second, strict=True):
+        assert a[0] == b[0]
+        for x, y in zip(a[1:], b[1:]):
+            assert (x is None and y is None) or torch.equal(x, y), a[0]
+
+
+def prefetch_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "selfsup-prefetch"]
+
+
+def test_device_cache_gives_the_memory_batches_on_the_device(tmp_path, device):
+    images, labels = make_images(40, size=32)
+    source = open_source(packed_npz(tmp_path / "p.npz", images, labels))
+    kwargs = {"size": 24, "batch_size": 8, "seed": 3, "progress": False, "workers": 0}
+    memory = ImageStream(source, mode="memory", **kwargs)
+    on_device = ImageStream(source, mode="device", device=device, **kwargs)
+    # On a CPU the training device's memory is host memory: `device` is `memory` there.
+    assert on_device.mode == ("device" if device.type == "cuda" else "memory")
+    _, x, y, _ = next(on_device.batches(0))
+    assert x.device.type == y.device.type == device.type
+    # 5 steps per epoch: from step 3 the batches cross into the second and third epochs.
+    assert_same_batches(first_batches(memory, 3, 9), first_batches(on_device, 3, 9))
+
+
+@pytest.mark.parametrize(
+    "cache, gib, device_type, expected",
+    [
+        ("auto", 1.0, "cuda", "device"),  # fits the GPU budget
+        ("auto", 12.0, "cuda", "memory"),  # too big for the GPU, fits host memory
+        ("auto", 40.0, "cuda", "stream"),  # fits neither
+        ("auto", 1.0, "cpu", "memory"),  # no GPU: host memory
+        ("auto", 40.0, "cpu", "stream"),
+        ("device", 1.0, "cpu", "memory"),  # asked for, but the device is a CPU
+        ("device", 40.0, "cuda", "device"),  # asked for: the budget only guides `auto`
+        ("memory", 1.0, "cuda", "memory"),
+        ("stream", 1.0, "cuda", "stream"),
+    ],
+)
+def test_auto_cache_chooses_gpu_then_host_memory_then_stream(cache, gib, device_type, expected):
+    chosen = choose_cache(
+        cache, needed_gb=gib, device_type=device_type, cache_max_gb=16.0, device_cache_max_gb=8.0
+    )
+    assert chosen == expected
+
+
+@pytest.mark.parametrize("mode", ["memory", "stream"])
+def test_prefetched_batches_are_the_plain_batches(tmp_path, mode):
+    images, labels = make_images(40, size=32)
+    source = open_source(packed_npz(tmp_path / "p.npz", images, labels))
+    kwargs = {"size": 24, "batch_size": 8, "seed": 3, "progress": False, "workers": 0}
+    plain = ImageStream(source, mode=mode, prefetch=0, **kwargs)
+    ahead = ImageStream(source, mode=mode, prefetch=2, **kwargs)
+    assert_same_batches(first_batches(plain, 2, 8), first_batches(ahead, 2, 8))
+    for thread in prefetch_threads():  # closing the generator stops its thread
+        thread.join(timeout=5)
+    assert not prefetch_threads()
+
+
+def test_prefetch_reraises_the_producer_error_and_closes_its_source():
+    failure, closed = ValueError("image 3 is broken"), []
+
+    def items():
+        try:
+            yield from range(3)
+            raise failure
+        finally:
+            closed.append(True)
+
+    got = []
+    with pytest.raises(ValueError) as info:
+        for item in prefetch(items(), depth=2):
+            got.append(item)
+    assert got == [0, 1, 2] and info.value is failure and closed == [True]
+
+    def endless():
+        try:
+            yield from iter(int, 1)
+        finally:
+            closed.append(True)
+
+    ahead = prefetch(endless(), depth=2)
+    assert next(ahead) == 0
+    ahead.close()  # the consumer stops early: the producer stops and closes its source
+    assert closed == [True, True] and not prefetch_threads()
+
+
+def test_prefetched_stream_raises_the_bad_image_naming_the_file(tmp_path):
+    root = image_tree(tmp_path / "tree", count=8)
+    bad = root / "class0" / "zz_broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+    stream = ImageStream(
+        open_source(root), size=32, batch_size=9, mode="stream", workers=0, prefetch=2,
+        progress=False,
+    )  # fmt: skip
+    with pytest.raises(BadImageError, match=r"zz_broken\.png"):
+        next(stream.batches(0))
+
+
+def photo_like(height: int, width: int, seed: int) -> np.ndarray:
+    """Smooth gradients with a few soft blobs: JPEG-friendly, like a photograph."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width] / max(height, width)
+    channels = []
+    for _ in range(3):
+        a, b, c = rng.uniform(-1, 1, 3)
+        value = 128 + 80 * np.sin(3 * a * x + 3 * b * y + c)
+        cy, cx = rng.uniform(0.2, 0.8, 2)
+        value += 60 * np.exp(-((y - cy) ** 2 + (x - cx) ** 2) / 0.02)
+        channels.append(value)
+    return np.clip(np.dstack(channels), 0, 255).astype(np.uint8)
+
+
+def jpeg_tree(root: Path) -> Path:
+    """JPEGs of several shapes (wide, tall, grayscale, one smaller than the size) and a PNG."""
+    shapes = [(60, 80), (96, 64), (70, 70), (50, 120), (20, 30), (64, 48)]
+    for i, (height, width) in enumerate(shapes):
+        image = Image.fromarray(photo_like(height, width, seed=i))
+        if i == 2:
+            image = image.convert("L")
+        path = root / f"class{i % 2}" / f"{i}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image.save(path, quality=92)
+    write_png(root / "class1" / "9.png", photo_like(40, 56, seed=9))
+    return root
+
+
+def test_device_jpeg_decode_is_close_to_the_pil_path(tmp_path, device):
+    source = open_source(jpeg_tree(tmp_path / "jpegs"))
+    kwargs = {"size": 24, "batch_size": 7, "mode": "stream", "workers": 0, "progress": False}
+    (step, cpu, labels, _), = first_batches(ImageStream(source, **kwargs), 0, 1)  # fmt: skip
+    on_device = ImageStream(source, decode="device", device=device, **kwargs)
+    batches = on_device.batches(0)
+    step2, gpu, labels2, _ = next(batches)
+    batches.close()
+    assert gpu.device.type == device.type
+    gpu = gpu.cpu()
+    assert step == step2 and torch.equal(labels, labels2)
+    assert gpu.shape == cpu.shape == (7, 3, 24, 24) and gpu.dtype == torch.uint8
+    # PIL decodes large JPEGs at a reduced DCT scale before its resize, nvjpeg/libjpeg at
+    # full size: a few grey levels apart on average, never far apart anywhere.
+    error = (gpu.float() - cpu.float()).abs()
+    assert error.mean() < 4 and error.amax() < 48, (error.mean(), error.amax())
+    # The PNG (the last file) goes through PIL in both: identical pixels.
+    (png,) = [k for k, i in enumerate(on_device.epoch_order(0).tolist()) if i == len(source) - 1]
+    assert torch.equal(gpu[png], cpu[png])
+
+
+@pytest.mark.parametrize("on_bad_image", ["raise", "skip"])
+def test_device_decode_names_a_corrupt_jpeg_or_skips_it(tmp_path, device, on_bad_image):
+    root = jpeg_tree(tmp_path / "jpegs")
+    good = (root / "class0" / "0.jpg").read_bytes()
+    bad = root / "class0" / "zz_truncated.jpg"
+    bad.write_bytes(good[: len(good) // 3])  # a JPEG header, then the data stops
+    source = open_source(root)
+    stream = ImageStream(
+        source, size=24, batch_size=len(source), mode="stream", decode="device", device=device,
+        workers=0, on_bad_image=on_bad_image, progress=False,
+    )  # fmt: skip
+    if on_bad_image == "raise":
+        with pytest.raises(BadImageError, match=r"zz_truncated\.jpg"):
+            next(stream.batches(0))
+        return
+    _, images, labels, _ = next(stream.batches(0))
+    assert stream.skipped == [str(bad)]
+    assert images.shape == (len(source) - 1, 3, 24, 24) and len(labels) == len(source) - 1
+
+
+@pytest.mark.parametrize("decode", ["cpu", "device"])
+def test_decode_throughput_counts_images_per_second(tmp_path, decode):
+    root = jpeg_tree(tmp_path / "jpegs")
+    speed = decode_throughput(
+        root, 24, decode=decode, device="cpu", workers=0, batch_size=3, max_images=6
+    )
+    assert speed > 0
+
+
+def test_device_cache_and_pinned_prefetch_never_wait_for_the_gpu(tmp_path, cuda):
+    images, labels = make_images(40, size=32)
+    source = open_source(packed_npz(tmp_path / "p.npz", images, labels))
+    kwargs = {"size": 24, "batch_size": 8, "seed": 3, "progress": False, "workers": 0}
+    for mode in ("device", "memory"):
+        stream = ImageStream(source, mode=mode, device=cuda, **kwargs)
+        assert stream.prefetch == (0 if mode == "device" else 2)
+        batches = stream.batches(0)
+        next(batches)  # start-up (CUDA context, first pinned blocks) may synchronise
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            for _ in range(7):  # crosses into a new epoch: a new permutation goes to the GPU
+                _, x, y, _ = next(batches)
+                x = x.to(cuda, non_blocking=True)
+                y = y.to(cuda, non_blocking=True)
+                (x.float().mean() + y.float().mean()).neg_()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+            batches.close()

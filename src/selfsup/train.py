@@ -8,6 +8,7 @@ same step, weights, optimizer and RNG state, and (since batches and views are fu
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -166,6 +167,9 @@ def prepare(cfg: ExperimentConfig, folder: str | Path, progress: bool = True) ->
         batch_size=cfg.data.batch_size,
         mode=cfg.data.cache,
         cache_max_gb=cfg.data.cache_max_gb,
+        device_cache_max_gb=cfg.data.device_cache_max_gb,
+        decode=cfg.data.decode,
+        device=device,
         workers=cfg.data.workers,
         seed=cfg.train.seed,
         rank=dist.rank(),
@@ -348,6 +352,20 @@ def optimize(
     return out
 
 
+def log_record(run: Run, window: MetricWindow, done: int, images: int, started: float) -> dict:
+    """The metrics.jsonl line after `done` steps: the window's means (the one read of the
+    device per window, after the finiteness check) and its images/s since `started`."""
+    check_finite(run, window)
+    means = window.read()  # waits for the window's last step: time it after
+    return {
+        "step": done,
+        "epoch": round(done / run.stream.steps_per_epoch, 4),
+        "lr": learning_rate(done - 1, run.cfg.train.steps, run.cfg.optim),
+        **means,
+        "images_per_sec": round(images / (time.perf_counter() - started), 2),
+    }
+
+
 def train(cfg: ExperimentConfig, folder: str | Path, progress: bool = True) -> Run:
     """Train `cfg.task` until step `cfg.train.steps`, resuming from `folder` when possible."""
     run = prepare(cfg, folder, progress)
@@ -364,38 +382,36 @@ def train(cfg: ExperimentConfig, folder: str | Path, progress: bool = True) -> R
     )
     window = MetricWindow()
     window_start, window_images = time.perf_counter(), 0
-    batches = run.stream.batches(run.start_step) if run.start_step < total else iter(())
-    for step, images, labels, masks in batches:
-        views = step_views(run, step, images, labels, masks)
-        out = optimize(run, trained, views, step, scaler, amp_dtype)
-        # --- log and checkpoint ----------------------------------------------------------
-        window.add(out, step)
-        window_images += images.shape[0] * dist.world_size()
-        done = step + 1
-        # `>=`: in stream mode a step whose images were all skipped as bad is never
-        # yielded, so the step count can jump past `total`.
-        if done % cfg.train.log_every == 0 or done >= total:
-            check_finite(run, window)
-            means = window.read()  # waits for the window's last step: time it after
-            elapsed = time.perf_counter() - window_start
-            record = {
-                "step": done,
-                "epoch": round(done / run.stream.steps_per_epoch, 4),
-                "lr": learning_rate(step, total, cfg.optim),
-                **means,
-                "images_per_sec": round(window_images / elapsed, 2),
-            }
-            if log:
-                log.write(json.dumps(record) + "\n")
-                log.flush()
-            bar.set_postfix(loss=f"{record['loss']:.4g}", img_s=f"{record['images_per_sec']:.0f}")
-            window_start, window_images = time.perf_counter(), 0
-        if done % cfg.checkpoint.every == 0 or done >= total:
-            check_finite(run, window)  # never save weights a non-finite loss has touched
-            save(run, done, scaler)
-        bar.update(1)
-        if done >= total:
-            break
+    with contextlib.ExitStack() as stack:
+        # Closed on the way out, also when a step raises: that stops the prefetch thread
+        # and the DataLoader workers at once.
+        batches = iter(())
+        if run.start_step < total:
+            batches = stack.enter_context(contextlib.closing(run.stream.batches(run.start_step)))
+        for step, images, labels, masks in batches:
+            views = step_views(run, step, images, labels, masks)
+            out = optimize(run, trained, views, step, scaler, amp_dtype)
+            # --- log and checkpoint ----------------------------------------------------------
+            window.add(out, step)
+            window_images += images.shape[0] * dist.world_size()
+            done = step + 1
+            # `>=`: in stream mode a step whose images were all skipped as bad is never
+            # yielded, so the step count can jump past `total`.
+            if done % cfg.train.log_every == 0 or done >= total:
+                record = log_record(run, window, done, window_images, window_start)
+                if log:
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
+                bar.set_postfix(
+                    loss=f"{record['loss']:.4g}", img_s=f"{record['images_per_sec']:.0f}"
+                )
+                window_start, window_images = time.perf_counter(), 0
+            if done % cfg.checkpoint.every == 0 or done >= total:
+                check_finite(run, window)  # never save weights a non-finite loss has touched
+                save(run, done, scaler)
+            bar.update(1)
+            if done >= total:
+                break
     bar.close()
     if log:
         log.close()

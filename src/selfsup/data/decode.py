@@ -109,13 +109,21 @@ def fit_to_square(
         raise BadImageError(
             name, f"expected an (H, W, 3) uint8 image, got {array.shape} {array.dtype}"
         )
-    height, width = array.shape[:2]
+    image = torch.from_numpy(np.array(array, copy=True)).permute(2, 0, 1)  # (3, H, W)
+    return fit_tensor_to_square(image, size, name, small_images)
+
+
+def fit_tensor_to_square(
+    image: torch.Tensor, size: int, name: str, small_images: str = "upscale"
+) -> torch.Tensor:
+    """(3, H, W) uint8 on any device -> (3, size, size) uint8 on the same device, by the rule
+    of `fit_to_square` (the GPU JPEG decoder fits its images with it too)."""
+    height, width = image.shape[-2:]
     short = min(height, width)
     if short < size and small_images == "reject":
         raise BadImageError(
             name, f"{width}x{height} is smaller than image_size={size} (data.small_images=reject)"
         )
-    image = torch.from_numpy(np.array(array, copy=True)).permute(2, 0, 1)  # (3, H, W)
     if short != size:
         upscale = short < size
         resized = torch.nn.functional.interpolate(

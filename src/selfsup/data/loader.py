@@ -2,16 +2,21 @@
 
 Batch contents depend only on (seed, step, rank, world size): the data order is a seeded
 permutation per epoch, so a resumed run sees exactly the batches an uninterrupted run would,
-without saving any loader state. Two modes give identical pixels:
+without saving any loader state. Three modes give identical pixels:
 
-- memory: every image is decoded once (in DataLoader workers) into one (N, 3, S, S) uint8
-  tensor; a batch is an index lookup. CIFAR-10 at 32 px is 150 MB.
+- device: every image is decoded once into one (N, 3, S, S) uint8 tensor that lives on the
+  training GPU; a batch is an `index_select` there, so no image crosses the PCIe bus after
+  start-up and the host never waits. CIFAR-10 at 32 px is 150 MB.
+- memory: the same tensor in host memory; a background thread gathers and page-locks the next
+  batches, so their copies to the GPU are queued without blocking the host.
 - stream: DataLoader workers decode and fit each batch as it is needed, for datasets that do
-  not fit in memory (ImageNet-size folders).
+  not fit in memory (ImageNet-size folders); with `decode="device"` the workers only read the
+  JPEG bytes and the GPU decodes them (see `device_decode`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,6 +27,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from selfsup.data.decode import BadImageError, fit_mask_to_square, fit_to_square
+from selfsup.data.device_decode import DeviceJpegDecoder, EncodedImages
+from selfsup.data.prefetch import prefetch
 from selfsup.data.sources import DataFormatError, ImageSource
 
 
@@ -48,9 +55,9 @@ class _FittedImages(Dataset):
         return index, image, None if masks is None else fit_mask_to_square(masks[index], self.size)
 
 
-def _collate(items: list) -> tuple[list[int], list, list]:
-    indices, images, masks = zip(*items)
-    return list(indices), list(images), list(masks)
+def _collate(items: list) -> tuple[list, ...]:
+    """Per-image tuples -> one list per field (images may differ in size or be None)."""
+    return tuple(list(column) for column in zip(*items))
 
 
 @dataclass
@@ -62,6 +69,16 @@ class DecodedImages:
     labels: torch.Tensor | None  # (N,) int64
     skipped: list[str]  # names of the images skipped as bad
     masks: torch.Tensor | None = None  # (N, S, S) uint8 0/1, when the source has masks
+
+    def to(self, device: torch.device) -> DecodedImages:
+        """The same images, labels and masks on `device`."""
+
+        def move(tensor: torch.Tensor | None) -> torch.Tensor | None:
+            return None if tensor is None else tensor.to(device)
+
+        return dataclasses.replace(
+            self, images=move(self.images), labels=move(self.labels), masks=move(self.masks)
+        )
 
 
 def decode_all(
@@ -115,6 +132,43 @@ def decode_all(
     return DecodedImages(images, indices, labels, skipped, masks)
 
 
+def decoded_gib(num_images: int, size: int, has_masks: bool = False) -> float:
+    """GiB that `num_images` decoded (3, size, size) uint8 images (and masks) take."""
+    return num_images * (3 + has_masks) * size * size / 2**30
+
+
+def choose_cache(
+    cache: str,
+    *,
+    needed_gb: float,
+    device_type: str,
+    cache_max_gb: float,
+    device_cache_max_gb: float,
+) -> str:
+    """Resolve `data.cache` to `device`, `memory` or `stream` for a training device type.
+
+    `auto`: on the GPU when training on CUDA and the decoded data fits in
+    `device_cache_max_gb`, else in host memory when it fits in `cache_max_gb`, else streamed.
+    On a CPU `device` is `memory`: host memory is the training device's memory there.
+    """
+    if cache == "auto":
+        if device_type == "cuda" and needed_gb <= device_cache_max_gb:
+            return "device"
+        return "memory" if needed_gb <= cache_max_gb else "stream"
+    if cache == "device" and device_type != "cuda":
+        return "memory"
+    if cache not in ("device", "memory", "stream"):
+        raise ValueError(f"data.cache: {cache!r} is not one of auto, device, memory, stream")
+    return cache
+
+
+def _pin(tensor: torch.Tensor | None) -> torch.Tensor | None:
+    """Page-lock a host tensor; GPU tensors (device cache, device decode) stay as they are."""
+    if tensor is None or tensor.device.type != "cpu":
+        return tensor
+    return tensor.pin_memory()
+
+
 class ImageStream:
     """Step-indexed batches of (B, 3, S, S) uint8 images (and labels, masks when the data has
     them).
@@ -131,6 +185,9 @@ class ImageStream:
         batch_size: int,
         mode: str = "auto",
         cache_max_gb: float = 4.0,
+        device_cache_max_gb: float = 8.0,
+        decode: str = "cpu",
+        device: torch.device | str = "cpu",
         workers: int = 2,
         seed: int = 0,
         rank: int = 0,
@@ -138,18 +195,35 @@ class ImageStream:
         on_bad_image: str = "raise",
         small_images: str = "upscale",
         progress: bool = True,
-        pin_memory: bool = False,
+        pin_memory: bool | None = None,
+        prefetch: int | None = None,
     ):
+        """`device`: the training device. `pin_memory` (default: when `device` is CUDA)
+        page-locks host batches; `prefetch` (default: 2 on CUDA unless the cache is on the
+        device, else 0) is how many batches a background thread prepares ahead."""
+        if decode not in ("cpu", "device"):
+            raise ValueError(f"data.decode: {decode!r} is not one of cpu, device")
         self.source, self.size, self.batch_size = source, size, batch_size
-        self.pin_memory = pin_memory
         self.seed, self.rank, self.world_size, self.workers = seed, rank, world_size, workers
         self.on_bad_image, self.small_images = on_bad_image, small_images
-        if mode == "auto":
-            needed_gb = len(source) * 3 * size * size / 2**30
-            mode = "memory" if needed_gb <= cache_max_gb else "stream"
-        self.mode = mode
+        self.device, self.decode = torch.device(device), decode
+        on_cuda = self.device.type == "cuda"
+        self.mode = choose_cache(
+            mode,
+            needed_gb=decoded_gib(len(source), size, source.masks is not None),
+            device_type=self.device.type,
+            cache_max_gb=cache_max_gb,
+            device_cache_max_gb=device_cache_max_gb,
+        )
+        self.pin_memory = on_cuda if pin_memory is None else pin_memory
+        # With the cache on the GPU a batch is one kernel launch: nothing to prepare ahead.
+        self.prefetch = (
+            (2 if on_cuda and self.mode != "device" else 0) if prefetch is None else prefetch
+        )
+        # Where batches are gathered: the epoch permutation lives there too.
+        self.gather_device = self.device if self.mode == "device" else torch.device("cpu")
         self.decoded: DecodedImages | None = None
-        if mode == "memory":
+        if self.mode in ("device", "memory"):
             self.decoded = decode_all(
                 source,
                 size,
@@ -157,7 +231,7 @@ class ImageStream:
                 on_bad_image=on_bad_image,
                 small_images=small_images,
                 progress=progress and rank == 0,
-            )
+            ).to(self.gather_device)
             self.num_images = len(self.decoded.indices)
         else:
             self.num_images = len(source)
@@ -171,11 +245,16 @@ class ImageStream:
         self._epoch_order: tuple[int, torch.Tensor] | None = None  # (epoch, its permutation)
 
     def epoch_order(self, epoch: int) -> torch.Tensor:
-        """The seeded permutation of the usable images for `epoch`, drawn once per epoch:
-        drawing it anew every step cost O(N) per step (15 ms for ImageNet's 1.28M images)."""
+        """The seeded permutation of the usable images for `epoch`, on the device batches are
+        gathered on. Drawn once per epoch (drawing it anew every step cost O(N) per step,
+        15 ms for ImageNet's 1.28M images) on the CPU, so every mode gets the same order, and
+        moved to a GPU from page-locked memory without blocking the host."""
         if self._epoch_order is None or self._epoch_order[0] != epoch:
             generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            self._epoch_order = (epoch, torch.randperm(self.num_images, generator=generator))
+            order = torch.randperm(self.num_images, generator=generator)
+            if self.gather_device.type == "cuda":
+                order = order.pin_memory().to(self.gather_device, non_blocking=True)
+            self._epoch_order = (epoch, order)
         return self._epoch_order[1]
 
     def _rows(self, step: int) -> torch.Tensor:
@@ -186,32 +265,35 @@ class ImageStream:
 
     def batches(self, start_step: int = 0) -> Iterator[tuple]:
         """Yield (step, images uint8 (B, 3, S, S), labels (B,) or None, masks uint8 0/1
-        (B, S, S) or None) from `start_step` on; in page-locked memory with pin_memory."""
+        (B, S, S) or None) from `start_step` on.
+
+        Tensors are on the training device in device mode (and images with decode=device);
+        host tensors are page-locked with pin_memory. With prefetch, a background thread
+        makes them; an error there (a BadImageError naming the file) is raised here.
+        """
         batches = self._batches(start_step)
-        if not self.pin_memory:
-            yield from batches
-            return
-        # A copy to a GPU from page-locked memory is queued (non_blocking) and returns at
-        # once; from ordinary memory it blocks the host until the GPU has finished the queued
-        # step, so the host could not launch the next step's work ahead of the GPU.
-        for step, *tensors in batches:
-            yield step, *(None if t is None else t.pin_memory() for t in tensors)
+        if self.pin_memory:
+            # A copy to a GPU from page-locked memory is queued (non_blocking) and returns at
+            # once; from ordinary memory it blocks the host until the GPU has finished the
+            # queued step, so the host could not launch the next step's work ahead of the GPU.
+            batches = ((step, *map(_pin, tensors)) for step, *tensors in batches)
+        yield from prefetch(batches, self.prefetch, self.device)
 
     def _batches(self, start_step: int) -> Iterator[tuple]:
-        if self.mode == "memory":
-            decoded = self.decoded
-            step = start_step
-            while True:
-                rows = self._rows(step)
-                labels = decoded.labels[rows] if decoded.labels is not None else None
-                masks = decoded.masks[rows] if decoded.masks is not None else None
-                yield step, decoded.images[rows], labels, masks
-                step += 1
-        else:
+        if self.mode == "stream":
             yield from self._stream(start_step)
+            return
+        tensors = (self.decoded.images, self.decoded.labels, self.decoded.masks)
+        step = start_step
+        while True:
+            rows = self._rows(step)  # on the gather device: no host-device traffic per step
+            yield step, *(None if t is None else t.index_select(0, rows) for t in tensors)
+            step += 1
 
     def _stream(self, start_step: int) -> Iterator:
-        dataset = _FittedImages(self.source, self.size, self.on_bad_image, self.small_images)
+        fitted = _FittedImages(self.source, self.size, self.on_bad_image, self.small_images)
+        on_device = self.decode == "device"
+        decoder = DeviceJpegDecoder(fitted, self.device) if on_device else None
 
         def sampler() -> Iterator[list[int]]:
             step = start_step
@@ -220,31 +302,45 @@ class ImageStream:
                 step += 1
 
         loader = DataLoader(
-            dataset,
+            EncodedImages(fitted) if on_device else fitted,
             batch_sampler=sampler(),
             num_workers=self.workers,
             collate_fn=_collate,
             persistent_workers=self.workers > 0,
             prefetch_factor=4 if self.workers > 0 else None,
         )
-        labels_all = self.source.labels
-        for step, (indices, images, masks) in enumerate(loader, start=start_step):
-            kept = [(i, im, m) for i, im, m in zip(indices, images, masks) if im is not None]
-            self.skipped += [self.source.name(i) for i, im in zip(indices, images) if im is None]
-            if not kept:
-                continue
-            batch = torch.stack([im for _, im, _ in kept])
-            labels = None
-            if labels_all is not None:
-                labels = torch.from_numpy(labels_all[[i for i, _, _ in kept]])
-            batch_masks = None
-            if self.source.masks is not None:
-                batch_masks = torch.stack([m for _, _, m in kept])
-            yield step, batch, labels, batch_masks
+        for step, columns in enumerate(loader, start=start_step):
+            if decoder is not None:
+                columns = decoder.fill(*columns)
+            batch = self._assemble(*columns)
+            if batch is not None:
+                yield step, *batch
+
+    def _assemble(self, indices: list[int], images: list, masks: list) -> tuple | None:
+        """Stack the usable images of one batch (None: skipped as bad) with their labels and
+        masks; None when none is usable."""
+        kept = [(i, im, m) for i, im, m in zip(indices, images, masks) if im is not None]
+        self.skipped += [self.source.name(i) for i, im in zip(indices, images) if im is None]
+        if not kept:
+            return None
+        batch = torch.stack([im for _, im, _ in kept])
+        labels = None
+        if self.source.labels is not None:
+            labels = torch.from_numpy(self.source.labels[[i for i, _, _ in kept]])
+        batch_masks = None
+        if self.source.masks is not None:
+            batch_masks = torch.stack([m for _, _, m in kept])
+        return batch, labels, batch_masks
 
     def describe(self) -> str:
         gib = self.num_images * 3 * self.size**2 / 2**30
+        where = f" on {self.device}" if self.mode == "device" else ""
+        decode = (
+            f", JPEGs decoded on {self.device}"
+            if self.mode == "stream" and self.decode == "device"
+            else ""
+        )
         return (
-            f"{self.source.describe()}: {self.mode} mode, {self.size} px, "
+            f"{self.source.describe()}: {self.mode} mode{where}{decode}, {self.size} px, "
             f"{math.ceil(gib * 1024)} MiB decoded, {self.steps_per_epoch} steps/epoch"
         )

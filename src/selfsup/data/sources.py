@@ -60,6 +60,11 @@ class ImageSource:
         """All images as one (N, H, W, 3) uint8 array when stored that way, else None."""
         return None
 
+    def encoded(self, index: int) -> bytes | None:
+        """The image's encoded bytes (for a decoder other than PIL, such as the GPU's JPEG
+        decoder), or None when it is stored decoded or cannot be read (`load` says why)."""
+        return None
+
     def describe(self) -> str:
         labels = f", {len(self.class_names or [])} classes" if self.labels is not None else ""
         return f"{type(self).__name__} {self.path} ({len(self)} images{labels})"
@@ -101,6 +106,12 @@ class FolderSource(ImageSource):
 
     def load(self, index: int, min_size: int | None = None) -> np.ndarray:
         return open_image(self.files[index], self.name(index), min_size)
+
+    def encoded(self, index: int) -> bytes | None:
+        try:
+            return self.files[index].read_bytes()
+        except OSError:
+            return None
 
 
 class NpzSource(ImageSource):
@@ -204,6 +215,11 @@ class NpzSource(ImageSource):
 
     def decoded_array(self) -> np.ndarray | None:
         return self.images
+
+    def encoded(self, index: int) -> bytes | None:
+        if self.jpeg is None:
+            return None
+        return self.jpeg[self.offsets[index] : self.offsets[index + 1]].tobytes()
 
 
 def open_source(path: str | Path) -> ImageSource:
