@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from selfsup.checkpoint import CheckpointError
 from selfsup.cli import main
@@ -11,13 +12,18 @@ from selfsup.eval import linear
 from selfsup.eval.features import cached_features, extract_features, pooled_grid
 from selfsup.eval.knn import KnnSettings, knn_votes, weighted_knn
 from selfsup.eval.linear import ProbeSettings, accuracy, train_linear_probe
-from selfsup.eval.protocol import EvalOptions, LabelledImages, linear_eval, load_labelled
+from selfsup.eval.protocol import EvalOptions, LabelledImages, knn_eval, linear_eval, load_labelled
 from selfsup.eval.report import table, write_report
 from selfsup.runs import load_backbone
 from selfsup.train import train
 from tests.helpers import tiny_config
 
 CPU = {"device": torch.device("cpu"), "amp_dtype": None, "progress": False}
+
+
+def fp32_on(device: torch.device) -> dict:
+    """extract_features keywords: fp32 on `device`, quiet."""
+    return {"device": device, "amp_dtype": None, "progress": False}
 
 
 def clusters(n: int, classes: int, dims: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -41,8 +47,9 @@ def test_accuracy_top_k():
     assert accuracy(logits, labels) == 0.5 and accuracy(logits, labels, 2) == 1.0
 
 
-def test_probe_reaches_100_percent_on_separable_clusters():
+def test_probe_reaches_100_percent_on_separable_clusters(device):
     x, y = clusters(500, 5, 20, seed=0)
+    x = x.to(device)  # the labels stay on the CPU: the probe moves them to the features
     result = train_linear_probe(x[:400], y[:400], x[400:], y[400:], 5)
     assert result.top1 == 1.0 and result.top5 == 1.0 and result.dims == 20
     assert set(result.val_top1) == {f"{wd:g}" for wd in ProbeSettings.weight_decays}
@@ -122,12 +129,14 @@ def test_selection_on_a_subsample_keeps_the_prior_strength(monkeypatch):
     assert result.top1 > 0.5  # chance is 1/6
 
 
-def test_knn_matches_a_brute_force_reference():
+def test_knn_matches_a_brute_force_reference(device):
     generator = torch.Generator().manual_seed(4)
     train_x, train_y = torch.randn(120, 6, generator=generator), torch.randint(0, 3, (120,))
     test_x = torch.randn(30, 6, generator=generator)
     settings = KnnSettings(k=7, temperature=0.5, chunk=8)
-    scores = knn_votes(train_x, train_y, test_x, 3, settings)
+    scores = knn_votes(train_x.to(device), train_y, test_x.to(device), 3, settings)
+    assert scores.device.type == device.type
+    scores = scores.cpu()
     for i in range(30):
         sims = [
             float(torch.dot(test_x[i], train_x[j]) / (test_x[i].norm() * train_x[j].norm()))
@@ -140,32 +149,112 @@ def test_knn_matches_a_brute_force_reference():
         assert torch.allclose(scores[i], torch.tensor(expected), rtol=1e-4)
 
 
-def test_knn_classifies_clusters():
+def test_knn_classifies_clusters(device):
     x, y = clusters(400, 4, 16, seed=5)
+    x, y = x.to(device), y.to(device)
     result = weighted_knn(x[:300], y[:300], x[300:], y[300:], 4, KnnSettings(k=20))
     assert result.top1 > 0.95 and result.k == 20
 
 
-def test_features_cover_every_probe_layer_with_bounded_dims():
+def test_knn_on_cuda_matches_cpu(cuda, monkeypatch):
+    """The same features give the same scores on both devices: in fp32 (no TF32) the
+    similarities agree to ~1e-6, far inside every row's gap between its k-th and (k+1)-th
+    neighbour, so the neighbour sets are the same and the votes agree to float rounding."""
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    generator = torch.Generator().manual_seed(3)
+    train_x, test_x = (
+        torch.randn(400, 8, generator=generator),
+        torch.randn(100, 8, generator=generator),
+    )
+    train_y = torch.randint(0, 5, (400,), generator=generator)
+    settings = KnnSettings(k=20, temperature=0.1, chunk=64)
+    similarity = F.normalize(test_x, dim=1) @ F.normalize(train_x, dim=1).T
+    ranked = similarity.topk(21, dim=1).values
+    assert (ranked[:, 19] - ranked[:, 20]).min() > 1e-5  # no near-ties at the cut
+    on_cpu = knn_votes(train_x, train_y, test_x, 5, settings)
+    on_cuda = knn_votes(train_x.to(cuda), train_y, test_x.to(cuda), 5, settings)
+    assert on_cuda.device.type == "cuda"
+    torch.testing.assert_close(on_cuda.cpu(), on_cpu, rtol=1e-4, atol=1e-4)
+
+
+def test_probe_on_cuda_matches_cpu(cuda):
+    """L-BFGS's path differs by float rounding only; the test accuracy must agree closely."""
+    x, y = overlapping_clusters(seed=8, dims=64)
+    settings = ProbeSettings(weight_decays=(1e-3, 1e-2))
+    on_cpu = train_linear_probe(x[:2400], y[:2400], x[2400:], y[2400:], 6, settings)
+    x = x.to(cuda)
+    on_cuda = train_linear_probe(x[:2400], y[:2400], x[2400:], y[2400:], 6, settings)
+    assert on_cuda.weight_decay == on_cpu.weight_decay
+    assert abs(on_cuda.top1 - on_cpu.top1) <= 0.01  # 6 of the 600 test rows
+
+
+def test_features_on_cuda_match_cpu(cuda, monkeypatch):
+    """fp32 features agree with the CPU's to float16 storage rounding (2^-11 relative) plus
+    summation order; bf16 autocast (the GPU's default precision) stays close in direction."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # compare fp32 with fp32
+    loaded = load_backbone("random:alexnet_small")
+    images = torch.randint(0, 255, (64, 3, 32, 32), dtype=torch.uint8)
+    layers = list(loaded.backbone.probe_layers)
+    on_cpu = extract_features(loaded.backbone, images, layers, max_dims=1024, **CPU)
+    on_cuda = extract_features(loaded.backbone, images, layers, max_dims=1024, **fp32_on(cuda))
+    common = {"device": cuda, "amp_dtype": torch.bfloat16, "progress": False}
+    in_bf16 = extract_features(loaded.backbone, images, layers, max_dims=1024, **common)
+    for layer in layers:
+        expected = on_cpu[layer].float()
+        scale = expected.abs().max().item()
+        torch.testing.assert_close(
+            on_cuda[layer].float(), expected, rtol=2e-3, atol=1e-3 * scale, msg=layer
+        )
+        cosine = F.cosine_similarity(in_bf16[layer].float(), expected, dim=1)
+        assert cosine.min() > 0.99, layer
+
+
+def test_features_cover_every_probe_layer_with_bounded_dims(device):
     loaded = load_backbone("random:alexnet_small")
     images = torch.randint(0, 255, (10, 3, 32, 32), dtype=torch.uint8)
     layers = list(loaded.backbone.probe_layers)
-    features = extract_features(loaded.backbone, images, layers, max_dims=1024, **CPU)
+    features = extract_features(loaded.backbone, images, layers, max_dims=1024, **fp32_on(device))
     assert list(features) == layers
     for layer, feats in features.items():
         assert feats.shape[0] == 10 and 0 < feats.shape[1] <= 1024, layer
+        assert feats.dtype == torch.float16 and feats.device.type == "cpu"  # host by default
         assert torch.isfinite(feats.float()).all()
 
 
-def test_feature_cache_is_reused_and_invalidated_by_new_weights(tmp_path):
+def test_features_do_not_depend_on_the_batching_and_can_stay_on_the_device(device):
+    loaded = load_backbone("random:alexnet_small")
+    images = torch.randint(0, 255, (10, 3, 32, 32), dtype=torch.uint8)
+    whole = extract_features(
+        loaded.backbone, images, ["conv2", "conv5"], max_dims=256, batch_size=10, **fp32_on(device)
+    )
+    batched = extract_features(
+        loaded.backbone,
+        images,
+        ["conv2", "conv5"],
+        max_dims=256,
+        batch_size=4,  # 4 + 4 + 2: a short last batch
+        keep_on_device=True,
+        **fp32_on(device),
+    )
+    for layer, feats in batched.items():
+        assert feats.device.type == device.type and feats.dtype == torch.float16
+        # Only the summation order may differ between batch sizes (then float16 rounding).
+        torch.testing.assert_close(feats.cpu().float(), whole[layer].float(), rtol=2e-3, atol=1e-3)
+
+
+def test_feature_cache_is_reused_and_invalidated_by_new_weights(tmp_path, device):
     loaded = load_backbone("random:alexnet_small")
     images = torch.randint(0, 255, (6, 3, 32, 32), dtype=torch.uint8)
-    kwargs = {"cache_dir": tmp_path, "data_key": "d1", "max_dims": 256, **CPU}
-    first = cached_features(loaded.backbone, images, ["conv2"], **kwargs)
+    kwargs = {"cache_dir": tmp_path, "data_key": "d1", "max_dims": 256, **fp32_on(device)}
+    first = cached_features(loaded.backbone, images, ["conv2"], keep_on_device=True, **kwargs)
     files = list((tmp_path / "features").glob("*.pt"))
     assert len(files) == 1
-    torch.save(first["conv2"] * 0 + 7, files[0])  # mark the cached copy
-    again = cached_features(loaded.backbone, images, ["conv2"], **kwargs)
+    saved = torch.load(files[0])  # host float16 whatever computed it: one cache for all
+    assert saved.device.type == "cpu" and saved.dtype == torch.float16
+    assert torch.equal(saved, first["conv2"].cpu())
+    torch.save(saved * 0 + 7, files[0])  # mark the cached copy
+    again = cached_features(loaded.backbone, images, ["conv2"], keep_on_device=True, **kwargs)
+    assert again["conv2"].device.type == device.type
     assert (again["conv2"] == 7).all()  # read from the cache, not recomputed
     with torch.no_grad():
         next(loaded.backbone.parameters()).add_(1.0)  # "retrained" weights
@@ -178,16 +267,19 @@ def labelled(images: torch.Tensor, labels: torch.Tensor, name: str) -> LabelledI
     return LabelledImages(name, images, labels, int(labels.max()) + 1, key=name)
 
 
-def test_linear_eval_rows_and_bad_layer(tmp_path):
+def test_linear_eval_rows_and_bad_layer(tmp_path, device):
     loaded = load_backbone("random:alexnet_small")
     images = torch.randint(0, 255, (40, 3, 32, 32), dtype=torch.uint8)
     data = labelled(images, torch.arange(40) % 4, "d")
-    options = EvalOptions(cache_dir=None, progress=False)
+    options = EvalOptions(device=device.type, cache_dir=None, progress=False)
     settings = ProbeSettings(weight_decays=(1e-2,), steps=5)
     result = linear_eval(
         loaded, data, data, layers=["conv1", "conv5"], settings=settings, options=options
     )
     assert [row["layer"] for row in result["layers"]] == ["conv1", "conv5"]
+    assert all(0 <= row["top1"] <= row["top5"] <= 1 for row in result["layers"])
+    knn = knn_eval(loaded, data, data, settings=KnnSettings(k=5), options=options)
+    assert knn["layers"][0]["layer"] == "pool5" and 0 <= knn["layers"][0]["top1"] <= 1
     with pytest.raises(ValueError, match=r"unknown layer.*conv9"):
         linear_eval(loaded, data, data, layers=["conv9"], settings=settings, options=options)
     other = labelled(images, torch.arange(40) % 5, "e")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -33,6 +34,32 @@ def pooled_grid(channels: int, height: int, max_dims: int) -> int:
     return max(1, min(height, math.isqrt(max(1, max_dims // channels))))
 
 
+# Images per forward pass. A GPU needs large batches to be kept busy (no gradients are kept, so
+# memory is no limit at these sizes); on CPU 256 is as fast as larger batches.
+CPU_BATCH_SIZE = 256
+CUDA_BATCH_SIZE = 1024
+
+
+def default_batch_size(device: torch.device) -> int:
+    return CUDA_BATCH_SIZE if device.type == "cuda" else CPU_BATCH_SIZE
+
+
+def batches_on(
+    images: torch.Tensor, batch_size: int, device: torch.device
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """(first row, batch on `device`) for consecutive batches of `images`.
+
+    To a GPU each batch goes from page-locked memory: the copy is queued (non_blocking) and the
+    host goes on to launch the forward pass, where a copy from ordinary memory would wait for
+    the GPU to finish the previous batch.
+    """
+    for start in range(0, len(images), batch_size):
+        batch = images[start : start + batch_size]
+        if device.type == "cuda":
+            batch = batch.pin_memory()
+        yield start, batch.to(device, non_blocking=True)
+
+
 @torch.no_grad()
 def extract_features(
     backbone: Backbone,
@@ -42,25 +69,39 @@ def extract_features(
     device: torch.device,
     amp_dtype: torch.dtype | None,
     max_dims: int = 4096,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     progress: bool = True,
     desc: str = "features",
+    keep_on_device: bool = False,
 ) -> dict[str, torch.Tensor]:
     """(N, 3, S, S) uint8 -> {layer: (N, D) float16} pooled, flattened features.
 
     One forward per batch serves every layer. Stored as float16 to halve memory; the probes
-    standardise them in float32.
+    standardise them in float32. `batch_size` None: `default_batch_size(device)`. The features
+    are collected on `device` (no host sync per batch) and returned in host memory, or left on
+    `device` with `keep_on_device` (for probes that run there).
     """
+    batch_size = batch_size or default_batch_size(device)
     backbone.eval().to(device)
+    if device.type == "cuda":  # cuDNN's NHWC kernels want channels_last weights too
+        backbone.to(memory_format=torch.channels_last)
     shapes = backbone.feature_shapes(images.shape[-1])
     grids = {layer: pooled_grid(shapes[layer][0], shapes[layer][1], max_dims) for layer in layers}
     out = {
-        layer: torch.empty(len(images), shapes[layer][0] * grids[layer] ** 2, dtype=torch.float16)
+        layer: torch.empty(
+            len(images), shapes[layer][0] * grids[layer] ** 2, dtype=torch.float16, device=device
+        )
         for layer in layers
     }
-    batches = range(0, len(images), batch_size)
-    for start in tqdm(batches, desc=desc, unit="batch", disable=not progress, leave=False):
-        batch = images[start : start + batch_size].to(device)
+    batches = tqdm(
+        batches_on(images, batch_size, device),
+        desc=desc,
+        total=math.ceil(len(images) / batch_size),
+        unit="batch",
+        disable=not progress,
+        leave=False,
+    )
+    for start, batch in batches:
         x = V.to_float(batch)
         if getattr(backbone, "input_grayscale", False):  # a harmonized multi-task run
             x = V.grayscale(x)
@@ -69,8 +110,10 @@ def extract_features(
             maps = backbone.forward_layers(x, layers)
         for layer, fmap in maps.items():
             pooled = F.adaptive_avg_pool2d(fmap.float(), grids[layer])  # (B, C, g, g)
-            out[layer][start : start + len(batch)] = pooled.flatten(1).to(torch.float16).cpu()
-    return out
+            out[layer][start : start + len(batch)] = pooled.flatten(1)
+    if keep_on_device:
+        return out
+    return {layer: features.cpu() for layer, features in out.items()}  # one copy, one sync
 
 
 # ---------------------------------------------------------------------------------------------
@@ -112,7 +155,9 @@ def cached_features(
 ) -> dict[str, torch.Tensor]:
     """`extract_features`, reading and writing `cache_dir` (None: no cache).
 
-    `data_key` identifies the images (their fingerprint); the weights are hashed here.
+    `data_key` identifies the images (their fingerprint); the weights are hashed here. Files
+    hold float16 features in host memory whatever device computed them, so a cached and a fresh
+    evaluation read the same numbers.
     """
     if cache_dir is None:
         return extract_features(backbone, images, layers, **kwargs)
@@ -122,14 +167,19 @@ def cached_features(
         layer: cache_dir / "features" / f"{model_key}-{data_key}-{layer}-d{pooling}.pt"
         for layer in layers
     }
-    found = {layer: torch.load(path) for layer, path in paths.items() if path.is_file()}
+    home = kwargs["device"] if kwargs.get("keep_on_device") else torch.device("cpu")
+    found = {
+        layer: torch.load(path, map_location=home)
+        for layer, path in paths.items()
+        if path.is_file()
+    }
     missing = [layer for layer in layers if layer not in found]
     if missing:
         computed = extract_features(backbone, images, missing, **kwargs)
         for layer, features in computed.items():
             paths[layer].parent.mkdir(parents=True, exist_ok=True)
             temporary = paths[layer].with_suffix(".tmp")
-            torch.save(features, temporary)
+            torch.save(features.cpu(), temporary)
             temporary.replace(paths[layer])  # atomic: a killed run leaves no partial file
         found.update(computed)
     return {layer: found[layer] for layer in layers}

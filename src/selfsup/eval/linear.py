@@ -14,6 +14,9 @@ changing the answer: the L2 selection fits a subsample of the training rows (at 
 warm-starts from the selected subsample solution; and every fit stops once its loss improves
 by less than `tolerance` (relative) over `check_every` iterations, where the test accuracy has
 long stopped moving (the tests compare against fits run to the iteration cap).
+
+Device. Every fit runs where the features are: on a GPU the features never go back to the
+host, and the only host syncs are L-BFGS's own convergence checks (a few per iteration).
 """
 
 from __future__ import annotations
@@ -79,7 +82,7 @@ def fit_logistic(
     lower the loss by less than `tolerance` of its value (L-BFGS's own tolerances are absolute
     and far tighter than a probe's accuracy needs).
     """
-    classifier = torch.nn.Linear(x.shape[1], num_classes)
+    classifier = torch.nn.Linear(x.shape[1], num_classes, device=x.device)
     with torch.no_grad():
         if start is None:  # the problem is convex: start from zero, deterministically
             classifier.weight.zero_()
@@ -146,7 +149,9 @@ def select_weight_decay(
     """
     if len(settings.weight_decays) == 1:
         return settings.weight_decays[0], {}, None
+    # Drawn on the CPU (the same rows on every device), then moved to the features.
     fit_rows, val_rows = validation_split(y, settings.val_fraction, settings.seed)
+    y, fit_rows, val_rows = y.to(x.device), fit_rows.to(x.device), val_rows.to(x.device)
     if 0 < settings.selection_rows < len(fit_rows):
         fit_rows = fit_rows[: settings.selection_rows]  # already in random order
     fit_x, val_x = standardise(x[fit_rows], x[val_rows])
@@ -181,8 +186,13 @@ def train_linear_probe(
     num_classes: int,
     settings: ProbeSettings | None = None,
 ) -> ProbeResult:
-    """Choose the L2 strength on validation, refit on all training rows, score on test."""
+    """Choose the L2 strength on validation, refit on all training rows, score on test.
+
+    Runs on the device of `train_x` (the other tensors are moved there).
+    """
     settings = settings or ProbeSettings()
+    device = train_x.device
+    train_y, test_x, test_y = train_y.to(device), test_x.to(device), test_y.to(device)
     weight_decay, val_scores, start = select_weight_decay(train_x, train_y, num_classes, settings)
     train_x, test_x = standardise(train_x, test_x)
     classifier, steps = fit_logistic(

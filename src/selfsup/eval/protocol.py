@@ -66,7 +66,8 @@ class EvalOptions:
     device: str = "auto"
     precision: str = "auto"
     cache_dir: Path | None = field(default_factory=default_cache_dir)  # None: no cache
-    batch_size: int = 256
+    batch_size: int = 256  # images per forward pass of fine-tuning's test pass
+    feature_batch_size: int | None = None  # of feature extraction (None: 1024 GPU, 256 CPU)
     progress: bool = True
 
 
@@ -78,7 +79,10 @@ def frozen_features(
     max_dims: int,
     options: EvalOptions,
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Pooled features of `layers` for both splits, from the cache when possible."""
+    """Pooled features of `layers` for both splits, from the cache when possible.
+
+    They stay on the evaluation's device: the probes and kNN run where the features are.
+    """
     check_compatible(train, test)
     backbone = loaded.backbone
     unknown = [layer for layer in layers if layer not in backbone.layer_channels]
@@ -92,9 +96,10 @@ def frozen_features(
         "device": device,
         "amp_dtype": resolve_precision(options.precision, device),
         "max_dims": max_dims,
-        "batch_size": options.batch_size,
+        "batch_size": options.feature_batch_size,
         "progress": options.progress,
         "cache_dir": options.cache_dir,
+        "keep_on_device": True,
     }
     features = []
     for split in (train, test):
@@ -102,6 +107,8 @@ def frozen_features(
         features.append(
             cached_features(backbone, split.images, layers, data_key=split.key, desc=desc, **common)
         )
+    if device.type == "cuda":  # so that the callers' clocks time the extraction, not its launch
+        torch.cuda.synchronize(device)
     return features[0], features[1]
 
 
