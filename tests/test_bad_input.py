@@ -22,6 +22,7 @@ from PIL import Image
 from selfsup.cli import main
 from selfsup.data import BadImageError, decode_all, open_source
 from selfsup.data.decode import open_image
+from selfsup.data.worker_errors import load_batches
 from tests.conftest import make_images
 from tests.helpers import SMALL_RESNET, TINY, one_torch_thread  # noqa: F401 (autouse)
 
@@ -159,6 +160,94 @@ def test_huge_jpeg_is_decoded_at_reduced_scale(tmp_path):
     assert (image.int() - torch.tensor([90, 120, 150]).view(3, 1, 1)).abs().max() <= 2
     with pytest.raises(BadImageError, match="decompression bomb"):
         open_image(png_claiming_size(30_000, 30_000), "bomb.png")
+
+
+# --- bad images met in DataLoader worker processes -------------------------------------------
+
+# DataLoader re-raises a worker's exception as "Caught BadImageError in DataLoader worker
+# process 0. Original Traceback ...": every command that decodes in workers must still give
+# the one line the single-process path gives.
+WORKER_BAD_IMAGES = ["truncated.jpg", "zero_byte.png", "text.jpg"]
+
+
+def labelled_folder(root: Path, bad: str) -> Path:
+    """An ImageFolder tree of four images in two classes, one of them the bad file `bad`: a
+    training epoch of two batches of two reads it, as does every evaluation."""
+    image_folder(root / "a", [bad], good=1)
+    image_folder(root / "b", good=2)
+    return root
+
+
+@pytest.fixture(scope="module")
+def run_to_evaluate(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("trained")
+    images, labels = make_images(8)
+    np.savez(folder / "data.npz", images=images, labels=labels)
+    assert train_cli(folder / "data.npz", folder / "run", *FAST) == 0
+    return folder / "run"
+
+
+def worker_command(command: str, data: Path, run: Path, out: Path) -> list[str]:
+    """argv of `command` reading `data` with two decoding worker processes."""
+    train = ["train", "counting", "--data", str(data), "--out", str(out), "--quiet", *FAST,
+             "train.steps=2", "data.workers=2"]  # fmt: skip
+    evaluate = ["--data", str(data), "--test", str(data), "--no-cache", "--quiet"]
+    return {
+        "train stream": [*train, "data.cache=stream"],
+        "train memory": [*train, "data.cache=memory"],
+        "eval linear": ["eval", "linear", str(run), *evaluate],
+        "eval knn": ["eval", "knn", str(run), *evaluate],
+        "report": ["report", str(run), *evaluate, "--no-baselines", "--out", str(out)],
+    }[command]
+
+
+@pytest.mark.parametrize("bad", WORKER_BAD_IMAGES)
+@pytest.mark.parametrize(
+    "command", ["train stream", "train memory", "eval linear", "eval knn", "report"]
+)
+def test_bad_image_in_a_worker_process_is_one_line(tmp_path, capsys, run_to_evaluate, command, bad):
+    folder = labelled_folder(tmp_path / "images", bad)
+    code = main(worker_command(command, folder, run_to_evaluate, tmp_path / "out"))
+    assert_error_names(capsys, code, str(folder / "a" / bad), BAD_IMAGES[bad][1])
+
+
+def test_embed_skips_bad_images_met_in_worker_processes(tmp_path, capsys, run_to_evaluate):
+    folder = image_folder(tmp_path / "images", WORKER_BAD_IMAGES)
+    argv = ["embed", str(run_to_evaluate), str(folder), "--out", str(tmp_path / "f.npz"),
+            "--workers", "2", "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "skipped 3 unreadable images" in captured.out and not captured.err
+    skipped = np.load(tmp_path / "f.npz")["skipped"]
+    assert sorted(skipped) == sorted(str(folder / name) for name in WORKER_BAD_IMAGES)
+
+
+class FailsAt(torch.utils.data.Dataset):
+    """Items 0..7; item 5 raises `error`."""
+
+    def __init__(self, error: Exception):
+        self.error = error
+
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, index: int) -> int:
+        if index == 5:
+            raise self.error
+        return index
+
+
+def test_worker_user_errors_arrive_as_themselves_and_bugs_as_dataloader_reports():
+    """A user error keeps its type, message and attributes across the process boundary (with
+    the worker's traceback as its cause); any other error keeps DataLoader's own report."""
+    error = BadImageError("/data/cat.jpg", "cannot be decoded (broken data stream)")
+    with pytest.raises(BadImageError) as caught:
+        list(load_batches(FailsAt(error), batch_size=2, num_workers=2, collate_fn=list))
+    assert str(caught.value) == "/data/cat.jpg: cannot be decoded (broken data stream)"
+    assert (caught.value.name, caught.value.reason) == (error.name, error.reason)
+    assert "in __getitem__" in str(caught.value.__cause__)  # where the worker raised it
+    with pytest.raises(KeyError, match="DataLoader worker process"):
+        list(load_batches(FailsAt(KeyError(5)), batch_size=2, num_workers=2, collate_fn=list))
 
 
 # --- data folders and .npz archives ----------------------------------------------------------

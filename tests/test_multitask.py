@@ -13,12 +13,12 @@ import torch
 from selfsup.backbones import build_backbone
 from selfsup.backbones.lasso import LassoAlpha, LassoTrunk
 from selfsup.cli import main
-from selfsup.config import parse_overrides, resolve
+from selfsup.config import ConfigError, parse_overrides, resolve
 from selfsup.data import views as V
 from selfsup.eval.features import extract_features
 from selfsup.runs import load_backbone
 from selfsup.tasks import MEAN, STD, task_config_class
-from selfsup.tasks.multitask import ranks_per_task, tasks_of_rank
+from selfsup.tasks.multitask import ranks_per_task, tasks_of_rank, uses_lasso
 from selfsup.train import train
 from tests.test_ddp import free_port
 
@@ -62,6 +62,18 @@ def test_lasso_trunk_is_the_weighted_sum_of_units():
     layers = view.forward_layers(x, ["stem", "final"])
     torch.testing.assert_close(layers["final"], expected)
     torch.testing.assert_close(layers["stem"], trunk.forward_layers(x, ["stem"])["stem"])
+
+
+def test_lasso_auto_is_on_with_a_resnet_and_off_with_an_alexnet():
+    resnet = build_backbone("resnet18", stem="small", width=0.125, num_stages=2)
+    alexnet = build_backbone("alexnet_small")
+    assert uses_lasso("auto", resnet) and not uses_lasso("auto", alexnet)
+    assert uses_lasso("on", resnet) and not uses_lasso("off", resnet)
+    with pytest.raises(ConfigError, match=r"multitask\.lasso: the lasso combines residual units"):
+        uses_lasso("on", alexnet)
+    # Configs written when the key was a bool (configs/multitask_small.yaml) read the same.
+    assert multitask_config("x.npz", "multitask.lasso=true").task_config.lasso == "on"
+    assert multitask_config("x.npz", "multitask.lasso=false").task_config.lasso == "off"
 
 
 def alpha_after(tiny_npz, tmp_path, penalty: float) -> torch.Tensor:
@@ -117,7 +129,11 @@ def test_multitask_config_errors_name_the_key(tiny_npz, tmp_path, capsys):
     assert "multitask.tasks: ['nope']" in capsys.readouterr().err
     assert main([*base, "--tasks", "rotation,motion-segmentation"]) == 2
     assert "multitask.videos" in capsys.readouterr().err
-    assert main([*base, "--tasks", "rotation", "backbone.name=alexnet_small"]) == 2
+    # An AlexNet has no residual units: asked for, the lasso is refused (`auto` turns it off).
+    assert (
+        main([*base, "--tasks", "rotation", "backbone.name=alexnet_small", "multitask.lasso=on"])
+        == 2
+    )
     assert "multitask.lasso" in capsys.readouterr().err
 
 

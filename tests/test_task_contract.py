@@ -1,9 +1,12 @@
 """The contract every registered task keeps, generated from the registry: tiny config ->
 views from random uint8 images -> finite scalar loss and scalar metrics; a few optimiser steps
-on one fixed batch lower the loss; `selfsup train NAME` runs 2 steps from the command line.
+on one fixed batch lower the loss; `selfsup train NAME` runs 2 steps from the command line;
+`selfsup config NAME` prints a config that reads back; and the defaults train, given only the
+task's required inputs.
 
 A new task is covered automatically (with its default config); add its tiny settings to TINY
-to keep the test fast, or to EXTERNAL_DATA, with the reason, if it cannot train on images.
+to keep the test fast, or to EXTERNAL_DATA, with the reason, if it cannot train on images, and
+the inputs it requires besides images to `required_inputs`.
 """
 
 import json
@@ -11,12 +14,15 @@ import json
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from selfsup.cli import main
 from selfsup.config import resolve
 from selfsup.tasks import list_tasks, task_config_class
 from selfsup.train import build_model
 from tests.conftest import make_images
+from tests.helpers import TINY as TINY_COUNTING
+from tests.test_graph import tiny_patches
 
 # Small heads, sets and grids per task, so each trains in a fraction of a second per step on a
 # CPU with 16 px images (the patch tasks' 3x3 grids shrink to 4 px patches with 2 px gaps).
@@ -124,4 +130,66 @@ def test_train_from_the_command_line(name, npz_with_everything, tmp_path):
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2]
     assert all(np.isfinite(r["loss"]) for r in records)
+    assert (out / "checkpoints" / "last.pt").is_file()
+
+
+@pytest.mark.parametrize("name", list_tasks())
+def test_config_prints_every_task_and_reads_back(name, capsys):
+    assert main(["config", name]) == 0
+    values = yaml.safe_load(capsys.readouterr().out)
+    assert values["task"] == name and isinstance(values[name], dict)
+    assert resolve(values, task_config_class) == resolve({"task": name}, task_config_class)
+
+
+def test_transitive_without_a_graph_is_named_when_training(tiny_npz, tmp_path, capsys):
+    argv = ["train", "transitive", "--data", str(tiny_npz), "--out", str(tmp_path / "run")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("selfsup: error: transitive.graph: required") and "--graph" in err
+
+
+# --- the defaults train ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def default_size_npz(tmp_path_factory):
+    """Images at the default data.image_size (32), with labels and motion masks."""
+    images, labels = make_images(16, size=32)
+    masks = (images[..., 0] > 150).astype(np.uint8)
+    path = tmp_path_factory.mktemp("data32") / "images.npz"
+    np.savez(path, images=images, labels=labels, masks=masks)
+    return path
+
+
+@pytest.fixture(scope="module")
+def required_inputs(tmp_path_factory, default_size_npz) -> dict[str, list[str]]:
+    """The inputs of `selfsup train NAME` per task, made as a user makes them: --data for
+    most; multitask's default tasks include motion segmentation, which reads frames with
+    motion masks (--videos); transitive reads a patch graph from `selfsup graph build`
+    (--graph; the data are the patches the graph was built on)."""
+    folder = tmp_path_factory.mktemp("inputs")
+    patches = tiny_patches(folder / "patches.npz", size=32)
+    embed, graph = folder / "embed", folder / "graph.npz"
+    assert main(["train", "counting", "--data", str(patches), "--out", str(embed),
+                 "--steps", "1", "--quiet", *TINY_COUNTING]) == 0  # fmt: skip
+    assert main(["graph", "build", "--patches", str(patches), "--embed", str(embed),
+                 "--out", str(graph), "--quiet", "clusters=2", "neighbours=5",
+                 "backend=torch"]) == 0  # fmt: skip
+    data = ["--data", str(default_size_npz)]
+    inputs = {name: data for name in list_tasks()}
+    inputs["multitask"] = [*data, "--videos", str(default_size_npz)]
+    inputs["transitive"] = ["--graph", str(graph)]
+    return inputs
+
+
+@pytest.mark.parametrize("name", list_tasks())
+def test_default_settings_train(name, required_inputs, tmp_path):
+    """No settings but the required inputs, and a batch of 8: the default 128 would make
+    these the slowest tests here (up to 40 s a task on two cores) for no more coverage."""
+    out = tmp_path / "run"
+    argv = ["train", name, *required_inputs[name], "--out", str(out), "--steps", "2",
+            "--quiet", "data.batch_size=8"]  # fmt: skip
+    assert main(argv) == 0
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert records and all(np.isfinite(r["loss"]) for r in records)
     assert (out / "checkpoints" / "last.pt").is_file()

@@ -11,6 +11,7 @@ from selfsup.analysis.cli import add_inspect_parser, command_inspect
 from selfsup.eval.cli import add_eval_parser, add_report_parser, command_eval, command_report
 from selfsup.export.cli import add_embed_parser, add_export_parser, command_embed, command_export
 from selfsup.graph.cli import add_graph_parser, command_graph
+from selfsup.outputs import output_folder
 from selfsup.video.cli import add_video_parser, command_video
 
 if TYPE_CHECKING:
@@ -33,7 +34,7 @@ EXAMPLES = """examples:
   selfsup graph build --patches patches/ --embed runs/relpos --out graph.npz
   selfsup train transitive --data patches/patches.npz --graph graph.npz --out runs/ti
   selfsup train multitask --config configs/multitask_small.yaml --data images/ \
-      --videos masks/motion_masks.npz --out runs/mt --tasks rotation,exemplar,motion-segmentation
+      --videos masks/ --out runs/mt --tasks rotation,exemplar,motion-segmentation
 """
 
 
@@ -46,16 +47,26 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
         "holds a checkpoint, training resumes from it.",
     )
     p.add_argument("task", help="pretext task (see `selfsup list tasks`)")
-    p.add_argument("--data", help="image folder or .npz (sets data.path)")
-    p.add_argument("--out", required=True, help="run folder: config, metrics, checkpoints")
+    p.add_argument(
+        "--data",
+        help="image folder or .npz, or the folder `video masks` or `video patches` wrote "
+        "(sets data.path)",
+    )
+    p.add_argument(
+        "--out", required=True, type=output_folder, help="run folder: config, metrics, checkpoints"
+    )
     p.add_argument("--config", help="YAML config file (for example configs/counting_small.yaml)")
     p.add_argument("--steps", type=int, help="total training steps (sets train.steps)")
-    p.add_argument("--graph", help="patch graph of the transitive task (sets transitive.graph)")
+    p.add_argument(
+        "--graph",
+        help="transitive: what `graph build --out` was given (sets transitive.graph; the data "
+        "defaults to the graph's patches)",
+    )
     p.add_argument("--tasks", help="multitask: comma-separated sub-tasks (sets multitask.tasks)")
     p.add_argument(
         "--videos",
-        help="multitask: motion-segmentation data, a `video masks` .npz or videos "
-        "(sets multitask.videos)",
+        help="multitask: motion-segmentation data, the folder `video masks` wrote (or its "
+        "motion_masks.npz), or videos (sets multitask.videos)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     # key=value overrides are collected from the leftover arguments in `main` (an nargs="*"
@@ -91,7 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Pretrain the counting task for a few minutes on the CIFAR-10 sample that "
         "ships with selfsup, then compare per-layer linear probes against random init.",
     )
-    demo.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
+    demo.add_argument(
+        "--out", default="runs/demo", type=output_folder, help="run folder (default runs/demo)"
+    )
     demo.add_argument("--steps", type=int, help="pretraining steps (default: the demo preset)")
 
     lst = commands.add_parser("list", help="list tasks or backbones")

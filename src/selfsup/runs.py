@@ -1,5 +1,6 @@
 """Naming a trained model: a run folder, a checkpoint file, an exported .safetensors backbone
-(`selfsup export`), or `random:<backbone>`.
+(`selfsup export`: the file, the path given to its --out, or the folder holding
+backbone.safetensors), or `random:<backbone>`.
 
 Evaluation and export take any of these and get back the backbone with its weights, plus the
 config it was trained with (so, for example, a random-init baseline has exactly the
@@ -14,6 +15,9 @@ from pathlib import Path
 from selfsup import checkpoint
 from selfsup.backbones import Backbone, build_backbone
 from selfsup.config import BackboneConfig, ConfigError, from_dict
+from selfsup.outputs import input_file
+
+EXPORTED_NAME = "backbone.safetensors"  # what `selfsup export --out FOLDER/` writes there
 
 
 def backbone_from_config(cfg: BackboneConfig) -> Backbone:
@@ -33,15 +37,45 @@ class LoadedBackbone:
 
 
 def checkpoint_path(spec: str | Path) -> Path:
-    """A run folder -> its checkpoints/last.pt; a file -> itself."""
-    path = Path(spec)
-    if path.is_dir():
-        path = path / "checkpoints" / "last.pt"
+    """The model file `spec` names: a run folder -> its checkpoints/last.pt; a folder holding
+    an exported backbone.safetensors -> that; a file -> itself; a path without extension that
+    `selfsup export --format safetensors` was given -> the .safetensors it wrote."""
+    run_checkpoint = Path(spec) / "checkpoints" / "last.pt"
+    path = run_checkpoint if run_checkpoint.is_file() else input_file(spec, EXPORTED_NAME)
     if not path.is_file():
         raise checkpoint.CheckpointError(
-            f"{spec}: not a run folder with checkpoints/last.pt nor a checkpoint file"
+            f"{spec}: not a run folder with checkpoints/last.pt, a checkpoint file nor a "
+            "backbone exported with `selfsup export --format safetensors`"
         )
     return path
+
+
+def is_safetensors(path: Path) -> bool:
+    """Whether `path` is a safetensors file: an 8-byte header length, then a JSON header."""
+    with open(path, "rb") as file:
+        head = file.read(9)
+    return len(head) == 9 and head[8:] == b"{" and int.from_bytes(head[:8], "little") > 1
+
+
+def refuse_other_exports(path: Path) -> None:
+    """An export selfsup cannot read back (torchscript, onnx, torchvision) is named as such,
+    not reported as a corrupt checkpoint."""
+    import json
+
+    from selfsup.export.formats import sidecar_path
+
+    sidecar = sidecar_path(path)
+    if not sidecar.is_file():
+        return
+    try:
+        fmt = json.loads(sidecar.read_text()).get("format")
+    except (ValueError, AttributeError):
+        return
+    if fmt and fmt != "safetensors":
+        raise checkpoint.CheckpointError(
+            f"{path}: a backbone exported as {fmt}, for use outside selfsup; selfsup reads back "
+            "run folders, checkpoints and `selfsup export --format safetensors` files"
+        )
 
 
 def load_backbone(spec: str, random_init: bool = False, seed: int = 0) -> LoadedBackbone:
@@ -54,8 +88,9 @@ def load_backbone(spec: str, random_init: bool = False, seed: int = 0) -> Loaded
         torch.manual_seed(seed)
         return LoadedBackbone(backbone_from_config(cfg), spec, {}, 0, "random init")
     path = checkpoint_path(spec)
-    if path.suffix == ".safetensors":
+    if is_safetensors(path):
         return load_exported_backbone(path, random_init, seed)
+    refuse_other_exports(path)
     state = checkpoint.load(path)
     config = state.get("config", {})
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from selfsup.analysis.inspect_run import InspectSettings
+from selfsup.outputs import output_folder
 
 
 def add_inspect_parser(commands: argparse._SubParsersAction) -> None:
@@ -20,15 +21,15 @@ def add_inspect_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument(
         "run",
         metavar="RUN",
-        help="run folder or checkpoint file; or a graph .npz (`selfsup graph build`), which "
-        "gives a page of sample cliques and transitive chains",
+        help="run folder or checkpoint file; or a graph (what `selfsup graph build --out` was "
+        "given), which gives a page of sample cliques and transitive chains",
     )
     p.add_argument(
         "--data",
         help="images to analyse, folder or .npz (default: the run's training data; give "
         "held-out images to test the representation on data it has not seen)",
     )
-    p.add_argument("--out", required=True, help="report folder")
+    p.add_argument("--out", required=True, type=output_folder, help="report folder")
     p.add_argument(
         "--max-images",
         type=int,
@@ -39,15 +40,6 @@ def add_inspect_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--workers", type=int, default=2, help="decoding processes (default 2)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-
-
-def is_graph_file(path: str) -> bool:
-    import numpy as np
-
-    if not path.endswith(".npz"):
-        return False
-    with np.load(path) as data:
-        return "pairs" in data.files and "cliques" in data.files
 
 
 def inspect_graph(graph_path: str, patches_path: str | None, out: str) -> str:
@@ -83,9 +75,11 @@ def inspect_graph(graph_path: str, patches_path: str | None, out: str) -> str:
 
 def command_inspect(args: argparse.Namespace) -> None:
     from selfsup.analysis.inspect_run import inspect_run
+    from selfsup.graph.build import find_graph
 
-    if is_graph_file(args.run):
-        print(f"wrote {inspect_graph(args.run, args.data, args.out)}")
+    graph = find_graph(args.run)
+    if graph is not None:
+        print(f"wrote {inspect_graph(str(graph), args.data, args.out)}")
         return
 
     settings = InspectSettings(

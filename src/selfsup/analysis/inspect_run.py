@@ -23,7 +23,13 @@ from selfsup.config import resolve
 from selfsup.data import decode_all, open_source
 from selfsup.data.selections import sample_source
 from selfsup.eval.features import extract_features
-from selfsup.runs import LoadedBackbone, backbone_from_config, checkpoint_path, load_backbone
+from selfsup.runs import (
+    LoadedBackbone,
+    backbone_from_config,
+    checkpoint_path,
+    is_safetensors,
+    load_backbone,
+)
 from selfsup.runtime import resolve_device
 from selfsup.tasks import build_task, list_tasks, task_config_class
 from selfsup.tasks.counting import Counting
@@ -105,7 +111,7 @@ def inspect_run(spec: str, out_dir: str | Path, settings: InspectSettings) -> Pa
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = checkpoint_path(spec)
-    if path.suffix == ".safetensors":
+    if is_safetensors(path):
         raise checkpoint.CheckpointError(
             f"{path}: an exported backbone has no training record; inspect a run folder or "
             "its checkpoints/last.pt"

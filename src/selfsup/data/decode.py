@@ -27,7 +27,7 @@ class BadImageError(ValueError):
     """An image could not be used; the message names the file (or array index) and why."""
 
     def __init__(self, name: str, reason: str | None = None):
-        # One-argument form: DataLoader workers re-raise exceptions from their message alone.
+        # One-argument form: unpickling (the error of a worker process) calls cls(message).
         super().__init__(name if reason is None else f"{name}: {reason}")
         self.name, self.reason = name, reason
 

@@ -23,13 +23,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from selfsup.data.decode import BadImageError, fit_mask_to_square, fit_to_square
 from selfsup.data.device_decode import DeviceJpegDecoder, EncodedImages
 from selfsup.data.prefetch import prefetch
 from selfsup.data.sources import DataFormatError, ImageSource
+from selfsup.data.worker_errors import load_batches
 
 
 class _FittedImages(Dataset):
@@ -100,7 +101,7 @@ def decode_all(
         indices = np.arange(len(source))
     else:
         dataset = _FittedImages(source, size, on_bad_image, small_images)
-        loader = DataLoader(dataset, batch_size=256, num_workers=workers, collate_fn=_collate)
+        batches = load_batches(dataset, batch_size=256, num_workers=workers, collate_fn=_collate)
         images = torch.empty(len(source), 3, size, size, dtype=torch.uint8)
         masks = torch.empty(len(source), size, size, dtype=torch.uint8) if has_masks else None
         keep = np.zeros(len(source), dtype=bool)
@@ -111,7 +112,7 @@ def decode_all(
             disable=not progress,
             leave=False,
         )
-        for batch_indices, batch_images, batch_masks in loader:
+        for batch_indices, batch_images, batch_masks in batches:
             for index, image, mask in zip(batch_indices, batch_images, batch_masks):
                 if image is not None:
                     images[index], keep[index] = image, True
@@ -301,7 +302,7 @@ class ImageStream:
                 yield self._rows(step).tolist()
                 step += 1
 
-        loader = DataLoader(
+        batches = load_batches(
             EncodedImages(fitted) if on_device else fitted,
             batch_sampler=sampler(),
             num_workers=self.workers,
@@ -309,7 +310,7 @@ class ImageStream:
             persistent_workers=self.workers > 0,
             prefetch_factor=4 if self.workers > 0 else None,
         )
-        for step, columns in enumerate(loader, start=start_step):
+        for step, columns in enumerate(batches, start=start_step):
             if decoder is not None:
                 columns = decoder.fill(*columns)
             batch = self._assemble(*columns)

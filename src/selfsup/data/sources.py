@@ -5,7 +5,9 @@
 - an `.npz`: decoded `images` (uint8, (N, H, W, 3) or (N, H, W)) or packed JPEG (`jpeg` uint8
   bytes concatenated + `offsets` (N + 1,)), with optional `labels` (N,) and `class_names`, and
   with decoded `images` optional per-pixel `masks` (N, H, W) (nonzero = on; e.g. the motion
-  masks of `selfsup video masks`).
+  masks of `selfsup video masks`);
+- the folder `selfsup video masks` or `selfsup video patches` wrote: its `motion_masks.npz` or
+  `patches.npz` (a command reads what another's `--out` was given; see selfsup.outputs).
 
 A source only knows how to count, name and decode its images; fixing their size and batching
 them is the loader's job.
@@ -32,6 +34,10 @@ IMAGE_SUFFIXES = (
     ".pgm",
     ".pbm",
 )
+
+
+# The dataset inside the output folder of `selfsup video masks` and of `video patches`.
+OUTPUT_DATASETS = ("motion_masks.npz", "patches.npz")
 
 
 class DataFormatError(ValueError):
@@ -230,7 +236,8 @@ def open_source(path: str | Path) -> ImageSource:
     if not path.exists():
         raise DataFormatError(f"{path}: does not exist")
     if path.is_dir():
-        return FolderSource(path)
+        inner = next((path / n for n in OUTPUT_DATASETS if (path / n).is_file()), None)
+        return NpzSource(inner) if inner else FolderSource(path)
     if path.suffix.lower() == ".npz":
         return NpzSource(path)
     raise DataFormatError(

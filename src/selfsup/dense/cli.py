@@ -17,7 +17,12 @@ DENSE_PROTOCOLS = ("depth", "detect")
 
 def add_shared_options(p: argparse.ArgumentParser, run_help: str) -> None:
     p.add_argument("run", metavar="RUN", help=run_help)
-    p.add_argument("--json", required=True, type=Path, help="write the results here")
+    p.add_argument(
+        "--json",
+        required=True,
+        help="write the results to this .json file (.json added when missing; a folder gets "
+        "results.json)",
+    )
     p.add_argument("--grid", type=Path, help="image grid PNG (default: the --json path, .png)")
     p.add_argument("--steps", type=int, help="training steps (a smoke run: 2)")
     p.add_argument("--batch-size", type=int)
@@ -185,6 +190,9 @@ def summary_line(result: dict) -> str:
 
 
 def command_dense(args: argparse.Namespace) -> None:
+    from selfsup.outputs import output_file
+
+    args.json = output_file(args.json, "results.json")
     run = command_depth if args.protocol == "depth" else command_detect
     result = run(args)
     print(summary_line(result))

@@ -17,11 +17,12 @@ import json
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from selfsup.checkpoint import CheckpointError
 from selfsup.config import BackboneConfig, ConfigError, from_dict, to_dict
 from selfsup.eval.features import weights_fingerprint
 from selfsup.eval.finetune import FinetuneSettings, run_supervised, supervised_config
 from selfsup.eval.protocol import EvalOptions, LabelledImages
-from selfsup.runs import LoadedBackbone, load_backbone
+from selfsup.runs import LoadedBackbone, checkpoint_path, load_backbone
 
 
 def split_spec(spec: str) -> tuple[str, str]:
@@ -33,7 +34,13 @@ def split_spec(spec: str) -> tuple[str, str]:
 
 
 def is_run(target: str) -> bool:
-    return Path(target).exists()
+    """Whether `target` names a model on disk (as `runs.checkpoint_path` finds one, e.g. the
+    path `selfsup export` was given), not a backbone name."""
+    try:
+        checkpoint_path(target)
+    except CheckpointError:
+        return Path(target).exists()  # on disk but unusable: loading it names the problem
+    return True
 
 
 def architecture(target: str) -> tuple[dict, dict]:

@@ -12,16 +12,26 @@ from selfsup.eval.features import default_cache_dir
 from selfsup.eval.finetune import FinetuneSettings
 from selfsup.eval.knn import KnnSettings
 from selfsup.eval.linear import ProbeSettings
+from selfsup.outputs import input_file, output_file, output_folder
 
 RUN_HELP = (
-    "run folder, checkpoint file, random:<backbone|run> (fresh weights) or "
-    "supervised:<backbone|run> (trained with labels on --data, the same budget as the run)"
+    "run folder, checkpoint file, safetensors export (what `export --out` was given), "
+    "random:<backbone|run> (fresh weights) or supervised:<backbone|run> (trained with labels "
+    "on --data, the same budget as the run)"
+)
+JSON_HELP = (
+    "write the results to this .json file (.json added when missing; a folder gets results.json)"
 )
 
 
 def add_common(p: argparse.ArgumentParser, multiple: bool = False) -> None:
     if multiple:
-        p.add_argument("runs", nargs="+", metavar="RUN", help=RUN_HELP + ", or a results .json")
+        p.add_argument(
+            "runs",
+            nargs="+",
+            metavar="RUN",
+            help=RUN_HELP + ", or saved results: what `eval --json` or `report --out` was given",
+        )
     else:
         p.add_argument("run", metavar="RUN", help=RUN_HELP)
     p.add_argument("--data", required=True, help="labelled training images (folder or .npz)")
@@ -109,7 +119,7 @@ def add_eval_parser(commands: argparse._SubParsersAction) -> None:
     lin.add_argument(
         "--random-init", action="store_true", help="RUN's architecture with random weights"
     )
-    lin.add_argument("--json", help="write the results here")
+    lin.add_argument("--json", help=JSON_HELP)
     knn = protocols.add_parser(
         "knn",
         help="weighted kNN on frozen features",
@@ -121,7 +131,7 @@ def add_eval_parser(commands: argparse._SubParsersAction) -> None:
     knn.add_argument(
         "--random-init", action="store_true", help="RUN's architecture with random weights"
     )
-    knn.add_argument("--json", help="write the results here")
+    knn.add_argument("--json", help=JSON_HELP)
     fin = protocols.add_parser(
         "finetune",
         help="fine-tune the whole backbone with a linear head",
@@ -138,8 +148,8 @@ def add_eval_parser(commands: argparse._SubParsersAction) -> None:
         help="backbone learning rate relative to the head (default 0.1)",
     )
     fin.add_argument("--batch-size", type=int, default=FinetuneSettings.batch_size)
-    fin.add_argument("--out", type=Path, help="run folder for the fine-tuning run")
-    fin.add_argument("--json", help="write the results here")
+    fin.add_argument("--out", type=output_folder, help="run folder for the fine-tuning run")
+    fin.add_argument("--json", help=JSON_HELP)
     add_dense_parsers(protocols, RUN_HELP)
 
 
@@ -156,7 +166,12 @@ def add_report_parser(commands: argparse._SubParsersAction) -> None:
     add_knn_options(p)
     p.add_argument("--protocol", choices=("linear", "knn"), default="linear")
     p.add_argument("--no-baselines", action="store_true", help="no random / supervised rows")
-    p.add_argument("--out", required=True, type=Path, help="report folder")
+    p.add_argument(
+        "--out",
+        required=True,
+        type=output_folder,
+        help="report folder (report.md, accuracy.png, results.json)",
+    )
 
 
 def options_from(args: argparse.Namespace):
@@ -228,19 +243,39 @@ def command_eval(args: argparse.Namespace) -> None:
     result = evaluate(args.run, args.protocol, args, train, test, options_from(args))
     print(table([result]))
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2))
-        print(f"wrote {args.json}")
+        path = output_file(args.json, "results.json")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=2))
+        print(f"wrote {path}")
+
+
+def results_file(spec: str) -> Path | None:
+    """The saved results `spec` names (an `eval --json` file, or a report folder's
+    results.json, by the path their --json / --out was given), or None for a model."""
+    from selfsup.config import ConfigError
+
+    if spec.startswith(("random:", "supervised:")) or (Path(spec) / "checkpoints").is_dir():
+        return None
+    path = input_file(spec, "results.json")
+    if path.suffix != ".json":
+        return None
+    if not path.is_file():
+        raise ConfigError(
+            f"{spec}: no results there (expected the .json `eval --json` wrote, or a report "
+            "folder holding results.json)"
+        )
+    return path
 
 
 def command_report(args: argparse.Namespace) -> None:
     from selfsup.eval.report import write_report
 
     options = options_from(args)
-    specs = [s for s in args.runs if not s.endswith(".json")]
+    files = [(spec, results_file(spec)) for spec in args.runs]
+    specs = [spec for spec, file in files if file is None]
     saved = []
-    for path in (s for s in args.runs if s.endswith(".json")):
-        loaded = json.loads(Path(path).read_text())
+    for path in (file for _, file in files if file is not None):
+        loaded = json.loads(path.read_text())
         # An `eval --json` file holds one result, a report's results.json a list of them.
         saved.extend(loaded if isinstance(loaded, list) else [loaded])
     results = []

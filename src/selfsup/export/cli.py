@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-RUN_HELP = "run folder, checkpoint file, exported .safetensors, or random:<backbone>"
+RUN_HELP = (
+    "run folder, checkpoint file, safetensors export (what `export --out` was given), or "
+    "random:<backbone>"
+)
 
 
 def add_export_parser(commands: argparse._SubParsersAction) -> None:
@@ -13,15 +16,18 @@ def add_export_parser(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
         "export",
         help="write a run's backbone alone (safetensors, torchscript, onnx, torchvision)",
-        description="Write the backbone of RUN, without the pretext head, to --out, and its "
-        "preprocessing (input size, mean/std, grayscale, layer names) to --out + '.json', so "
-        "it can be used without selfsup. safetensors holds weights only (safe to open); "
+        description="Write the backbone of RUN, without the pretext head, to one file at "
+        "--out (the format's extension, .safetensors, .pt, .onnx or .pth, is added when --out "
+        "has none; a folder gets backbone.<ext>), and its preprocessing (input size, mean/std, "
+        "grayscale, layer names) beside it, with '.json' appended, so it can be used without "
+        "selfsup. A safetensors export reads back wherever selfsup takes a RUN, by the path "
+        "given to --out. safetensors holds weights only (safe to open); "
         "torchscript and onnx hold the graph too; torchvision writes torchvision.models."
         "alexnet names (alexnet_torchvision runs only).",
     )
     p.add_argument("run", metavar="RUN", help=RUN_HELP)
     p.add_argument("--format", required=True, choices=FORMATS, help="file format")
-    p.add_argument("--out", required=True, help="model file, e.g. backbone.onnx")
+    p.add_argument("--out", required=True, help="model file, e.g. backbone.onnx, or folder")
 
 
 def command_export(args: argparse.Namespace) -> None:
@@ -44,7 +50,7 @@ def add_embed_parser(commands: argparse._SubParsersAction) -> None:
     )
     p.add_argument("run", metavar="RUN", help=RUN_HELP)
     p.add_argument("images", nargs="+", metavar="IMAGES", help="folders, .npz or image files")
-    p.add_argument("--out", required=True, help="output .npz")
+    p.add_argument("--out", required=True, help="output .npz (.npz added when missing), or folder")
     p.add_argument("--layer", help="layer to read (default: the final layer)")
     p.add_argument("--size", type=int, help="image side in px (default: the run's image_size)")
     p.add_argument("--batch-size", type=int, default=64, help="images per forward (default 64)")
@@ -64,6 +70,7 @@ def command_embed(args: argparse.Namespace) -> None:
     from selfsup.export.embed import embed_source, open_images, save_embeddings
     from selfsup.export.formats import ExportError
     from selfsup.export.preprocessing import input_size
+    from selfsup.outputs import output_file
     from selfsup.runs import load_backbone
     from selfsup.runtime import resolve_device
 
@@ -87,7 +94,7 @@ def command_embed(args: argparse.Namespace) -> None:
         device=resolve_device(args.device),
         progress=not args.quiet,
     )
-    out = save_embeddings(embeddings, args.out)
+    out = save_embeddings(embeddings, output_file(args.out, "features.npz"))
     rows, dims = embeddings.features.shape
     print(f"wrote {out}: {rows} images x {dims} features of {layer} at {size} px")
     if embeddings.skipped:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from selfsup.backbones import Backbone
@@ -23,6 +23,7 @@ from selfsup.data.decode import fit_to_square
 from selfsup.data.selections import ConcatSource, FileListSource
 from selfsup.data.sources import IMAGE_SUFFIXES
 from selfsup.data.views import normalize, to_float
+from selfsup.data.worker_errors import load_batches
 from selfsup.eval.features import pooled_grid
 from selfsup.tasks.base import MEAN, STD
 
@@ -103,12 +104,12 @@ def embed_source(
     backbone.eval().to(device)
     channels, height, _ = backbone.feature_shapes(size)[layer]
     grid = pooled_grid(channels, height, max_dims)
-    loader = DataLoader(
+    batches = load_batches(
         FittedOrNone(source, size), batch_size=batch_size, num_workers=workers, collate_fn=_collate
     )
     features, names, skipped = [], [], []
     with tqdm(total=len(source), desc="embed", unit="img", disable=not progress) as bar:
-        for items in loader:
+        for items in batches:
             kept = [(i, image) for i, image in items if image is not None]
             skipped += [source.name(i) for i, image in items if image is None]
             bar.update(len(items))

@@ -22,9 +22,13 @@ import torch
 from selfsup.backbones import Backbone
 from selfsup.config import BackboneConfig, from_dict
 from selfsup.export.preprocessing import preprocessing_info
+from selfsup.outputs import output_file
 from selfsup.runs import LoadedBackbone, backbone_from_config
 
 FORMATS = ("safetensors", "torchscript", "onnx", "torchvision")
+# The file `--out` gets: this extension when it has none; a folder gets backbone<extension>.
+EXTENSIONS = {"safetensors": ".safetensors", "torchscript": ".pt", "onnx": ".onnx",
+              "torchvision": ".pth"}  # fmt: skip
 METADATA_KEY = "selfsup"  # safetensors metadata entry holding the preprocessing JSON
 CONFIG_KEY = "training_config"  # and the run's config, so evaluation treats it like the run
 
@@ -40,10 +44,11 @@ def sidecar_path(model_path: str | Path) -> Path:
 
 
 def export_backbone(loaded: LoadedBackbone, fmt: str, out: str | Path) -> tuple[Path, Path]:
-    """Write `loaded.backbone` as `fmt` to `out` and its JSON beside it; returns both paths."""
+    """Write `loaded.backbone` as `fmt` for `--out` (see selfsup.outputs: `m` -> m.onnx,
+    `folder/` -> folder/backbone.onnx) and its JSON beside it; returns both paths."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
-    out = Path(out)
+    out = output_file(out, f"backbone{EXTENSIONS[fmt]}")
     out.parent.mkdir(parents=True, exist_ok=True)
     backbone = loaded.backbone.cpu().float().eval()
     info = preprocessing_info(loaded, fmt, out.name)

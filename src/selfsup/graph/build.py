@@ -25,8 +25,12 @@ import numpy as np
 
 from selfsup.config import param
 from selfsup.graph.mining import cluster_and_search, four_cliques
+from selfsup.outputs import input_file, output_file
 
 EDGE_TYPES = ("inter", "intra", "transitive")
+GRAPH_NAME = "graph.npz"  # the graph's name inside a folder given as --out
+PATCHES_NAME = "patches.npz"  # what `selfsup video patches` writes into its folder
+GRAPH_KEYS = {"pairs", "pair_type", "cliques", "clusters", "patches_fingerprint", "patch_count"}
 
 
 class GraphError(ValueError):
@@ -77,19 +81,18 @@ class PatchSet:
         return digest.hexdigest()
 
 
-def patches_file(path: str | Path) -> Path:
-    path = Path(path)
-    return path / "patches.npz" if path.is_dir() else path
-
-
 def load_patches(path: str | Path) -> PatchSet:
-    """A patch dataset (`patches.npz` or its folder). Plain image .npz files (`images` only,
-    e.g. CIFAR decoded) load too, each image its own track. Optional class labels (`labels`,
-    or `patch_labels` with -1 for unknown) give `graph stats` its purity figures."""
-    file = patches_file(path)
+    """A patch dataset (`patches.npz` or the `selfsup video patches` folder holding it). Plain
+    image .npz files (`images` only, e.g. CIFAR decoded) load too, each image its own track.
+    Optional class labels (`labels`, or `patch_labels` with -1 for unknown) give `graph stats`
+    its purity figures."""
+    file = input_file(path, PATCHES_NAME)
     if not file.is_file():
-        raise GraphError(f"{file}: no patch dataset (make one with `selfsup video patches`)")
-    with np.load(file) as data:
+        raise GraphError(
+            f"{file}: no patch dataset there (expected the folder `selfsup video patches` "
+            f"wrote, or the {PATCHES_NAME} in it)"
+        )
+    with open_npz(file, "a patch dataset (`selfsup video patches`)") as data:
         if "images" not in data:
             raise GraphError(f"{file}: no `images` array; keys are {', '.join(data.files)}")
         images = data["images"]
@@ -222,24 +225,51 @@ def build_graph(patches: PatchSet, features: np.ndarray, cfg: GraphConfig) -> di
     }
 
 
-def save_graph(graph: dict, path: Path) -> None:
+def save_graph(graph: dict, out: str | Path) -> Path:
+    """Write the graph for `--out` (`g` -> `g.npz`, `folder/` -> `folder/graph.npz`; see
+    selfsup.outputs); returns the path written."""
+    path = output_file(out, GRAPH_NAME)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.npz")
     np.savez(tmp, **graph)
     tmp.replace(path)
+    return path
 
 
-def graph_file(path: str | Path) -> Path:
-    path = Path(path)
-    return path / "graph.npz" if path.is_dir() or not path.suffix else path
+def open_npz(file: Path, what: str):
+    """np.load of an .npz, or GraphError naming the file and what it should have been."""
+    try:
+        return np.load(file)
+    except (OSError, ValueError) as err:  # not a zip archive, or not numpy's
+        raise GraphError(f"{file}: not {what}; it cannot be read as an .npz ({err})") from err
+
+
+def find_graph(path: str | Path) -> Path | None:
+    """The graph file `path` names (see selfsup.outputs), or None when it names no graph."""
+    file = input_file(path, GRAPH_NAME)
+    if not file.is_file():
+        return None
+    try:
+        with np.load(file) as data:
+            return file if set(data.files) >= GRAPH_KEYS else None
+    except (OSError, ValueError):
+        return None
 
 
 def load_graph(path: str | Path, patches: PatchSet | None = None) -> dict:
     """A saved graph; with `patches`, check it was built for them."""
-    file = graph_file(path)
+    file = input_file(path, GRAPH_NAME)
     if not file.is_file():
-        raise GraphError(f"{file}: no graph (build one with `selfsup graph build`)")
-    with np.load(file) as data:
+        raise GraphError(
+            f"{path}: no graph there (expected a graph file written by `selfsup graph build`, "
+            f"or a folder holding {GRAPH_NAME})"
+        )
+    with open_npz(file, "a graph file (written by `selfsup graph build`)") as data:
+        if not set(data.files) >= GRAPH_KEYS:
+            raise GraphError(
+                f"{file}: not a graph file (written by `selfsup graph build`); it holds "
+                f"{', '.join(data.files) or 'no arrays'}"
+            )
         graph = {key: data[key] for key in data.files}
     if patches is not None and str(graph["patches_fingerprint"]) != patches.fingerprint():
         raise GraphError(

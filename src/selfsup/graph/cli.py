@@ -6,12 +6,18 @@ import argparse
 import json
 from pathlib import Path
 
+from selfsup.outputs import output_folder
+
 EXAMPLES = """examples:
   selfsup graph build --patches patches/ --embed runs/relpos --out graph.npz
   selfsup graph build --patches patches/ --embed runs/relpos --out graph.npz clusters=200
-  selfsup graph stats graph.npz --patches patches/
+  selfsup graph build --patches patches/ --embed runs/relpos --out g   # writes g.npz
+  selfsup graph stats g --patches patches/
   selfsup graph show graph.npz --patches patches/ --out graph_preview/
 """
+
+
+GRAPH_HELP = "what `graph build --out` was given: the graph file, or the folder holding it"
 
 
 def add_graph_parser(commands: argparse._SubParsersAction) -> None:
@@ -24,14 +30,24 @@ def add_graph_parser(commands: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = graph.add_subparsers(dest="graph_command", required=True, metavar="SUBCOMMAND")
-    build = sub.add_parser("build", help="embed patches, mine cliques, write the graph")
-    build.add_argument("--patches", required=True, help="patches.npz or its folder")
+    build = sub.add_parser(
+        "build",
+        help="embed patches, mine cliques, write the graph",
+        description="Embed the patches with a run's backbone, mine 4-cliques and write the "
+        "graph, one .npz file, at --out: `g` becomes g.npz, a folder gets graph.npz. Every "
+        "command that reads a graph accepts what was given to --out.",
+    )
+    build.add_argument(
+        "--patches", required=True, help="the `video patches` folder, or its patches.npz"
+    )
     build.add_argument(
         "--embed",
         required=True,
         help="run whose backbone embeds the patches (e.g. relative-position)",
     )
-    build.add_argument("--out", required=True, help="graph file (.npz)")
+    build.add_argument(
+        "--out", required=True, help="graph file (.npz added when it has no extension) or folder"
+    )
     build.add_argument("--quiet", action="store_true", help="no progress bar")
     build.add_argument(
         "overrides",
@@ -40,12 +56,14 @@ def add_graph_parser(commands: argparse._SubParsersAction) -> None:
         help="clusters=, neighbours=, index=ivfflat|ivfpq, backend=, layer=, intra_max_gap=",
     )
     stats = sub.add_parser("stats", help="counts per edge type, cliques, cluster purity")
-    stats.add_argument("graph", help="graph file")
+    stats.add_argument("graph", help=GRAPH_HELP)
     stats.add_argument("--patches", help="patches the graph was built on (checks the match)")
     show = sub.add_parser("show", help="image grids of sample cliques and transitive chains")
-    show.add_argument("graph", help="graph file")
+    show.add_argument("graph", help=GRAPH_HELP)
     show.add_argument("--patches", required=True, help="patches the graph was built on")
-    show.add_argument("--out", required=True, help="folder for cliques.jpg and chains.jpg")
+    show.add_argument(
+        "--out", required=True, type=output_folder, help="folder for cliques.jpg and chains.jpg"
+    )
 
 
 def command_build(args: argparse.Namespace) -> None:
@@ -64,9 +82,9 @@ def command_build(args: argparse.Namespace) -> None:
     patches = load_patches(args.patches)
     features = embed(args.embed, patches.images, cfg.layer, progress=not args.quiet)
     graph = build_graph(patches, features, cfg)
-    save_graph(graph, Path(args.out))
+    written = save_graph(graph, args.out)
     print(json.dumps(graph_stats(graph, patches.labels), indent=2))
-    print(f"wrote {args.out}")
+    print(f"wrote {written}")
 
 
 def command_stats(args: argparse.Namespace) -> None:

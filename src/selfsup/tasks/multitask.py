@@ -7,7 +7,8 @@ weighted sum of theirs:
 
 - **Lasso** (`lasso`): each head reads a learned combination of the residual units of one
   trunk stage instead of the last unit (see `backbones/lasso.py`); alpha (tasks x units) is
-  L1-penalised so each task picks few depths. `selfsup inspect` draws it.
+  L1-penalised so each task picks few depths. `selfsup inspect` draws it. Only ResNets have
+  residual units: by default (`auto`) the lasso is on with a ResNet trunk, off with AlexNet.
 - **Harmonization** (`harmonize`): every task sees grayscale images (luma replicated over
   three channels), as colorization does by construction, so the trunk serves one input
   statistic; evaluation of a harmonized run feeds grayscale too.
@@ -56,7 +57,14 @@ class MultitaskConfig:
         "all: every task every step; random: one task per step, drawn by weight.",
         choices=("all", "random"),
     )
-    lasso: bool = param(True, "Heads read a learned combination of a stage's residual units.")
+    lasso: str = param(
+        "auto",
+        "Heads read a learned combination of a stage's residual units. `auto`: on with a "
+        "ResNet trunk (as in the paper), off with an AlexNet, which has no residual units; "
+        "`on` / `off` (or true / false) force it.",
+        choices=("auto", "on", "off"),
+        bool_means=("off", "on"),
+    )
     lasso_penalty: float = param(
         1e-3, "lambda of the L1 penalty on alpha (larger: sparser).", low=0.0
     )
@@ -65,8 +73,9 @@ class MultitaskConfig:
     split_by_rank: bool = param(False, "Under torchrun, each rank runs a subset of the tasks.")
     videos: str = param(
         "",
-        "Motion-segmentation data: an .npz with images + masks (selfsup video masks), or "
-        "videos / frame folders (masks computed once and cached).",
+        "Motion-segmentation data: the folder `selfsup video masks` wrote (or its "
+        "motion_masks.npz, images + masks), or videos / frame folders (masks computed once "
+        "and cached).",
     )
     settings: Any = param({}, "Per-task settings: {task name: {key: value}}.")
 
@@ -92,6 +101,18 @@ class MultitaskConfig:
         stray = [name for name in self.settings if name not in self.tasks]
         if stray:
             raise ConfigError(f"{prefix}.settings: {stray} not in {prefix}.tasks")
+
+
+def uses_lasso(lasso: str | bool, backbone: Backbone) -> bool:
+    """Whether `multitask.lasso` (`auto`, `on`, `off`; or a bool, from Python) applies to
+    `backbone`: it combines residual units, which only the ResNets have."""
+    has_units = hasattr(backbone, "unit_names")
+    if lasso in ("on", True) and not has_units:
+        raise ConfigError(
+            "multitask.lasso: the lasso combines residual units; use a ResNet backbone "
+            "or multitask.lasso=off"
+        )
+    return lasso in ("on", True) or (lasso == "auto" and has_units)
 
 
 def tasks_of_rank(num_tasks: int, rank: int, world: int) -> list[int]:
@@ -123,13 +144,8 @@ class MultiTask(PretextTask):
         super().__init__(config, backbone)
         names = config.tasks
         self.alphas: LassoAlpha | None = None
-        if config.lasso:
+        if uses_lasso(config.lasso, backbone):
             stage = config.lasso_stage or getattr(backbone, "num_stages", 0)
-            if not hasattr(backbone, "unit_names"):
-                raise ConfigError(
-                    "multitask.lasso: the lasso combines residual units; use a ResNet backbone "
-                    "or multitask.lasso=false"
-                )
             units = backbone.unit_names(stage)
             self.alphas = LassoAlpha(len(names), len(units))
             views = [LassoTrunk(backbone, self.alphas, i, stage) for i in range(len(names))]

@@ -37,7 +37,9 @@ EDGE_CHOICES = ("transitive", "inter", "intra")
 
 @dataclass
 class TransitiveConfig:
-    graph: str = param("", "Graph file from `selfsup graph build` (required).")
+    graph: str = param(
+        "", "Graph file from `selfsup graph build` (required to train: pass --graph GRAPH)."
+    )
     patches: str = param("", "Patch dataset the graph was built on; empty: data.path.")
     edges: str = param(
         "transitive",
@@ -58,8 +60,8 @@ class TransitiveConfig:
     grayscale_prob: float = param(0.2, "Probability of a grayscale patch.", low=0.0)
 
     def check(self, prefix: str) -> None:
-        if not self.graph:
-            raise ConfigError(f"{prefix}.graph: required (pass --graph GRAPH)")
+        # No check that `graph` is set: a config without one is still printable and
+        # writable (`selfsup config transitive`); training asks for it (`attach_data`).
         if self.hard_fraction > 1:
             raise ConfigError(f"{prefix}.hard_fraction: must be <= 1")
         if len(self.crop_scale) != 2 or not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
@@ -116,6 +118,11 @@ class Transitive(PretextTask):
         from selfsup.graph.build import EDGE_TYPES, load_graph, load_patches
 
         cfg = self.config
+        if not cfg.graph:
+            raise ConfigError(
+                "transitive.graph: required: the patch graph from `selfsup graph build` "
+                "(pass --graph GRAPH)"
+            )
         patches = load_patches(cfg.patches or patches_path)
         graph = load_graph(cfg.graph, patches)
         types = graph["pair_type"]

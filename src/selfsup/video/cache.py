@@ -40,14 +40,17 @@ def load_mask_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def motion_mask_data(spec: str, size: int = 240) -> tuple[np.ndarray, np.ndarray]:
-    """(N, S, S, 3) uint8 frames and (N, S, S) {0, 1} masks from `spec`: an .npz with
-    `images` + `masks`, or comma-separated videos / folders of them."""
+    """(N, S, S, 3) uint8 frames and (N, S, S) {0, 1} masks from `spec`: the folder
+    `selfsup video masks` wrote, an .npz with `images` + `masks` (its motion_masks.npz), or
+    comma-separated videos / folders of them."""
     from selfsup.eval.features import default_cache_dir
     from selfsup.video.masks import write_masks
     from selfsup.video.motion import MotionMaskConfig
 
     paths = [p for p in spec.split(",") if p]
-    if len(paths) == 1 and paths[0].endswith(".npz"):
+    if len(paths) == 1 and (Path(paths[0]) / "motion_masks.npz").is_file():
+        return load_mask_npz(Path(paths[0]) / "motion_masks.npz")
+    if len(paths) == 1 and Path(paths[0]).is_file() and paths[0].endswith(".npz"):
         with np.load(paths[0]) as data:
             is_mask_file = "masks" in data.files
         if is_mask_file:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from selfsup.config import ConfigError, from_dict, parse_overrides, validate
+from selfsup.outputs import output_folder
 
 EXAMPLES = """examples:
   selfsup video masks clip.mp4 --out masks/
@@ -26,7 +27,7 @@ def add_reading_options(p: argparse.ArgumentParser, default_size: int | None) ->
         metavar="VIDEO",
         help="video files, frame folders, .npz clips, or folders of them",
     )
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, type=output_folder, help="output folder")
     p.add_argument(
         "--size",
         type=int,
@@ -59,7 +60,8 @@ def add_video_parser(commands: argparse._SubParsersAction) -> None:
         description="Masks of independently moving pixels per frame. "
         "Writes OUT/<video>/masks/*.png, masks.npz and overlay.jpg, "
         "OUT/motion_masks.npz (all videos, centre squares: the data of "
-        "the motion-segmentation task) and OUT/scores.json.",
+        "the motion-segmentation task) and OUT/scores.json. Training reads OUT itself: "
+        "`train motion-segmentation --data OUT`, `train multitask --videos OUT`.",
     )
     add_reading_options(masks, 240)
     masks.add_argument(
@@ -72,7 +74,8 @@ def add_video_parser(commands: argparse._SubParsersAction) -> None:
         "patches",
         help="tracked moving-object patch dataset",
         description="Proposals from motion masks, tracked forward; "
-        "writes OUT/patches.npz, summary.json and preview.jpg.",
+        "writes OUT/patches.npz, summary.json and preview.jpg. Other commands read OUT "
+        "itself: `graph build --patches OUT`, `train TASK --data OUT`.",
     )
     add_reading_options(patches, 240)
     patches.add_argument(
