@@ -1,5 +1,6 @@
-"""bench/gpu.py, the script the GPU figures come from, run with --quick on the CPU: every
-section runs (the peer only where LightlySSL is installed) and writes its figures."""
+"""bench/gpu.py and bench/gpu_results.py, the scripts the GPU figures come from, run with
+--quick on the CPU: every section of bench/gpu.py but the demo runs (the peer only where
+LightlySSL is installed) and writes its figures; the results runner appends and skips rows."""
 
 import json
 import subprocess
@@ -30,9 +31,69 @@ def test_gpu_benchmark_runs_quick_on_the_cpu(tmp_path):
         assert row["full_images_per_sec"] > 0 and row["bare_images_per_sec"] > 0
         assert row["train_flops_per_image"] > 0 and "overhead_pct" in row
     assert figures["counting_paper"]["batch"] == 2
-    assert figures["demo"]["probe_seconds"] > 0 and figures["demo"]["pretrain_seconds"] > 0
+    assert "demo" not in figures  # minutes of probes on a CPU: tests/test_demo.py runs it
     decode = figures["decode"]
     assert decode["pil_workers_images_per_sec"] > 0 and decode["device_decode_images_per_sec"] > 0
     assert figures["compile"]["modes"]["off"]["images_per_sec"] > 0
     assert "skipped" in figures["peer"] or figures["peer"]["peer_full_pairs_per_sec"] > 0
     assert (tmp_path / "out" / "gpu_results.tar.gz").is_file()
+
+
+def bench_module(name: str):
+    sys.path.insert(0, str(ROOT / "bench"))
+    return __import__(name)
+
+
+def test_demo_phases_are_timed_from_the_header_lines(monkeypatch):
+    gpu = bench_module("gpu")
+    now = iter([10.0, 13.5, 40.0])
+    monkeypatch.setattr(gpu.time, "perf_counter", lambda: next(now))
+    clock = gpu.PhaseClock()  # started at 10.0
+    clock.see("[1/2] pretraining counting ...\ntrain counting: 100%")
+    clock.see("[2/2] linear probes on frozen features")
+    assert clock.marks == {"1": 3.5, "2": 30.0}
+
+
+@pytest.mark.slow
+def test_results_runner_appends_rows_and_skips_measured_ones(tmp_path):
+    """Two rows at tiny scale (a method and the random init of its architecture), then a
+    rerun that finds both measured and trains nothing."""
+    results = tmp_path / "rows.json"
+    argv = [sys.executable, "bench/gpu_results.py", "--quick", "counting", "random-alexnet_small"]
+    argv += ["--results", str(results)]
+    first = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    rows = json.loads(results.read_text())["rows"]
+    assert set(rows) == {"counting", "random-alexnet_small"}
+    counting = rows["counting"]
+    assert counting["steps"] == 2 and counting["train_seconds"] > 0
+    assert 0 <= counting["knn_top1"] <= 100 and counting["num_test"] == 128
+    assert set(counting["linear_top1"]) == {"conv1", "conv2", "conv3", "conv4", "conv5"}
+    assert rows["random-alexnet_small"]["steps"] == 0
+    assert "| counting (AlexNet, small) | cifar10 |" in first.stdout
+    again = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "counting: measured" in again.stdout
+    assert json.loads(results.read_text())["rows"] == rows
+
+
+def test_claims_read_the_table_as_the_papers_state_them():
+    module = bench_module("gpu_results")
+
+    def row(*linear):
+        return {"linear_top1": {f"conv{i + 1}": v for i, v in enumerate(linear)}}
+
+    rows = {"counting": row(40, 50, 55), "random-alexnet_small": row(39, 51, 50)}
+    verdicts = dict(module.claims(rows))
+    assert verdicts["counting above random init on every layer (linear probes)"] == (
+        "not confirmed: at or below on conv2"
+    )
+    rows["random-alexnet_small"] = row(30, 40, 50)
+    singles = ["relative-position", "colorization", "exemplar", "motion-segmentation"]
+    rows.update({name: row(50 + i) for i, name in enumerate(singles)})
+    rows["four-lasso"] = row(55)
+    verdicts = dict(module.claims(rows))
+    assert verdicts["counting above random init on every layer (linear probes)"] == "confirmed"
+    four = verdicts["the four-task trunk above every single task (best linear layer)"]
+    assert four == "confirmed: +2.00 points against motion-segmentation"
+    transitive = "transitive above inter-only and intra-only (best linear layer)"
+    assert verdicts[transitive] == "not yet measured"

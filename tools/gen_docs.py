@@ -280,6 +280,8 @@ TOOL_ENTRIES = {
     "video": "python bench/video.py",
     "graph": "python bench/graph.py",
     "learning": "python bench/learning.py",
+    "gpu": "python bench/gpu.py",
+    "gpu_results": "python bench/gpu_results.py",
 }
 
 # The papers' published figures, as recorded in the project's design notes (DESIGN.md). They
@@ -754,6 +756,7 @@ def results_index(results: dict[str, dict], images: dict[str, bytes], folder: Pa
     page.update({name: "multitask.md" for name in MULTITASK_ENTRIES})
     page.update({name: "transitive.md" for name in [*TRANSITIVE_ENTRIES, "ti_graph"]})
     page.update({"video": "video.md", "graph": "graph.md", "learning": "learning.md"})
+    page.update({"gpu": "gpu.md", "gpu_results": "gpu.md"})
     rows = [
         [f"[`{name}`]({page[name]})", "measured" if name in results else NOT_MEASURED, f"`{how}`"]
         for name, how in known.items()
@@ -769,7 +772,7 @@ def results_index(results: dict[str, dict], images: dict[str, bytes], folder: Pa
         "Pages: [counting](counting.md), [pretext tasks and multi-task](multitask.md), "
         "[transitive invariance](transitive.md), "
         "[video pipeline](video.md), [graph building cost](graph.md), "
-        "[learning per CPU-minute](learning.md).",
+        "[learning per CPU-minute](learning.md), [results at scale on a GPU](gpu.md).",
     ]
     others = sorted(set(results) - set(known))
     if others:
@@ -779,6 +782,24 @@ def results_index(results: dict[str, dict], images: dict[str, bytes], folder: Pa
             rows = [[f"`{k}`", v] for k, v in flatten(results[name]) if k != "machine"]
             parts.append(md_table(["key", "value"], rows))
             parts += plots(name, images, folder)
+    return "\n\n".join(parts) + "\n"
+
+
+def gpu_page(results: dict[str, dict], folder: Path) -> str:
+    """Results at scale (bench/gpu_results.py's own table, every row measured or not) and
+    the GPU benchmark's throughput (bench/gpu.py)."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from gpu_results import load_results as load_rows
+    from gpu_results import table
+
+    parts = [table(load_rows(folder / "gpu_results.json")).rstrip()]
+    parts.append("## Throughput on one GPU (`python bench/gpu.py`)")
+    throughput = results.get("gpu")
+    if not throughput:
+        parts.append(f"{NOT_MEASURED}: `python bench/gpu.py` writes `bench/results/gpu.json`.")
+    else:
+        rows = [[f"`{k}`", v] for k, v in flatten(throughput) if k != "machine"]
+        parts.append(md_table(["key", "value"], rows))
     return "\n\n".join(parts) + "\n"
 
 
@@ -792,6 +813,7 @@ def results_pages(folder: Path = RESULTS) -> dict[str, str | bytes]:
         "results/video.md": video_page(results, images, folder),
         "results/graph.md": graph_page(results, images, folder),
         "results/learning.md": learning_page(results, images, folder),
+        "results/gpu.md": gpu_page(results, folder),
     }
     pages["results/index.md"] = results_index(results, images, folder)
     pages.update(images)

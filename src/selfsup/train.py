@@ -363,6 +363,12 @@ def log_record(run: Run, window: MetricWindow, done: int, images: int, started: 
         "lr": learning_rate(done - 1, run.cfg.train.steps, run.cfg.optim),
         **means,
         "images_per_sec": round(images / (time.perf_counter() - started), 2),
+        # The allocator's own counter, read on the host: no wait for the GPU.
+        **(
+            {"max_memory_gib": round(torch.cuda.max_memory_allocated(run.device) / 2**30, 3)}
+            if run.device.type == "cuda"
+            else {}
+        ),
     }
 
 

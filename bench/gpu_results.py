@@ -1,0 +1,492 @@
+"""Results at scale: every method pretrained on a GPU through one protocol, one table.
+
+    python bench/gpu_results.py --list                 # the rows, measured or not
+    python bench/gpu_results.py --prepare counting     # inputs of these rows -> bench/work
+    python bench/gpu_results.py counting rotation      # run rows not yet measured
+    python bench/gpu_results.py --table                # print the table (the docs show it too)
+    python bench/gpu_results.py --quick counting random-alexnet_small   # tiny, on a CPU
+
+A row is one `selfsup train` run of at most 9 minutes on one GPU followed by the same
+evaluation for every method: weighted kNN (k = 200, T = 0.1) on the final layer with the
+training images as the memory bank, and a linear probe on every layer, both scored on the
+full test set (CIFAR-10: 50,000 / 10,000 images; Tiny ImageNet's 20 classes at 64 px: 10,000
+/ 1,000). Training time (wall clock of the train command) and the peak GPU memory the loop
+logs are columns, as in LightlySSL's benchmark table. Random-init rows evaluate an untrained
+backbone of a method's architecture through the same code; supervised rows train with labels
+for the same budget.
+
+Budgets. The SimCLR-recipe exemplar row trains 200 epochs, the peer's benchmark. Every other
+row gets the same GPU time, `--minutes` of training (default 6): a 40-step trial run
+measures the step's rate and the schedule is sized to end when the time does.
+
+Results are appended, row by row, to bench/results/gpu_results.json (written atomically), and
+rows already there are skipped, so the table fills over several runs of a few rows each. Each
+run's inputs must travel to the GPU machine in 64 MiB: `--prepare ROWS` writes the data those
+rows need into bench/work/gpu_results_inputs, the packed-JPEG files xz-compressed (the 623
+bytes of JPEG header that every CIFAR-10 image repeats shrink the two CIFAR-10 files from 58
+to about 18 MiB; they are unpacked there byte for byte), and refuses a set that would not fit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import lzma
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH.parent / "src"))  # runs from a plain checkout, nothing installed
+sys.path.insert(0, str(BENCH))
+
+import numpy as np  # noqa: E402
+from run import RESULTS, ROOT, WORK, carve_validation, data_dir, portable  # noqa: E402
+
+RESULTS_FILE = RESULTS / "gpu_results.json"
+INPUTS = WORK / "gpu_results_inputs"
+RUNS = WORK / "gpu_results"
+CARRY_LIMIT_MIB = 64.0
+
+MULTITASK = ["multitask", "--config", "configs/multitask_small.yaml", "multitask.lasso=false"]
+TRUNK = ["backbone.name=resnet18", "backbone.stem=small", "backbone.width=0.5"]
+TRUNK += ["backbone.num_stages=3"]
+# The SimCLR recipe on our exemplar task, as LightlySSL's CIFAR-10 benchmark sets SimCLR up:
+# ResNet-18 (CIFAR stem), batch 512, InfoNCE at T = 0.5, crops of scale 0.08-1, SGD with
+# lr 0.06 x batch / 128 and a cosine schedule, bf16 on the GPU.
+SIMCLR = [
+    "exemplar", "backbone.name=resnet18", "backbone.stem=small", "backbone.width=1.0",
+    "backbone.num_stages=4", "data.batch_size=512", "exemplar.loss=infonce",
+    "exemplar.temperature=0.5", "exemplar.crop_scale=[0.08,1.0]", "optim.lr=0.24",
+    "optim.weight_decay=0.0005", "optim.warmup_steps=500", "optim.schedule=cosine",
+]  # fmt: skip
+TINY64 = ["data.image_size=64"]
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the table.
+
+    `train`: what follows `selfsup train` (task and settings), without data or output;
+    `random_of`: evaluate that row's architecture untrained instead; `epochs`: a fixed
+    number of epochs instead of the shared GPU-time budget; `needs`: an input this runner
+    cannot make yet (the row says so in the table); `videos`: trains on motion masks too.
+    """
+
+    label: str
+    data: str  # "cifar10" or "tinyimagenet"
+    train: tuple[str, ...] = ()
+    random_of: str | None = None
+    epochs: float | None = None
+    videos: bool = False
+    needs: str | None = None
+    paper: str = field(default="", compare=False)
+
+
+def single(task: str, data: str = "cifar10", *extra: str) -> Row:
+    size = ", 64 px" if data == "tinyimagenet" else ""
+    return Row(f"{task} (multi-task trunk{size})", data, (*MULTITASK, "--tasks", task, *extra))
+
+
+GRAPH_NEEDED = "a patch graph of video patches (bench/run.py --suite transitive builds one)"
+ROWS: dict[str, Row] = {
+    "exemplar-simclr": Row("exemplar, InfoNCE, SimCLR recipe, ResNet-18", "cifar10",
+                           tuple(SIMCLR), epochs=200),
+    "counting": Row("counting (AlexNet, small)", "cifar10",
+                    ("counting", "--config", "configs/counting_small.yaml")),
+    **{task: single(task) for task in
+       ("relative-position", "colorization", "exemplar", "rotation", "jigsaw")},
+    "motion-segmentation": Row("motion segmentation (multi-task trunk)", "cifar10",
+                               (*MULTITASK, "--tasks", "motion-segmentation"), videos=True),
+    "four-naive": Row("four tasks, naive", "cifar10", tuple(MULTITASK), videos=True),
+    "four-lasso": Row("four tasks, lasso", "cifar10",
+                      ("multitask", "--config", "configs/multitask_small.yaml"), videos=True),
+    "four-harmonized": Row("four tasks, lasso, harmonized", "cifar10",
+                           ("multitask", "--config", "configs/multitask_small.yaml",
+                            "multitask.harmonize=true"), videos=True),
+    **{f"transitive-{edges}": Row(f"transitive invariance, {edges} edges", "cifar10",
+                                  needs=GRAPH_NEEDED)
+       for edges in ("inter", "intra", "transitive")},
+    "supervised-resnet18": Row("supervised, ResNet-18", "cifar10",
+                               ("supervised", *SIMCLR[1:5], "data.batch_size=512",
+                                "optim.lr=0.2")),
+    "supervised-multitask-trunk": Row("supervised, multi-task trunk", "cifar10",
+                                      ("supervised", *TRUNK, "optim.lr=0.05")),
+    "random-resnet18": Row("random init, ResNet-18", "cifar10", random_of="exemplar-simclr"),
+    "random-alexnet_small": Row("random init, AlexNet (small)", "cifar10", random_of="counting"),
+    "random-multitask-trunk": Row("random init, multi-task trunk", "cifar10",
+                                  random_of="rotation"),
+    "ti64-counting": Row("counting, 64 px", "tinyimagenet",
+                         ("counting", "--config", "configs/counting_small.yaml", *TINY64,
+                          "counting.crop_size=64")),
+    "ti64-relative-position": single("relative-position", "tinyimagenet", *TINY64),
+    "ti64-jigsaw": single("jigsaw", "tinyimagenet", *TINY64),
+    "ti64-rotation": single("rotation", "tinyimagenet", *TINY64),
+    "ti64-random-alexnet_small": Row("random init, AlexNet (small), 64 px", "tinyimagenet",
+                                     random_of="ti64-counting"),
+    "ti64-random-multitask-trunk": Row("random init, multi-task trunk, 64 px", "tinyimagenet",
+                                       random_of="ti64-rotation"),
+}  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# Data: what each data set reads, prepared to travel
+# ---------------------------------------------------------------------------------------------
+
+SOURCES = {
+    "cifar10": {"train": "cifar10/train_jpeg.npz", "test": "cifar10/test_jpeg.npz"},
+    # Tiny ImageNet's labelled test split is not staged: the last 50 training images of each
+    # class are carved off as the test set (bench/run.py does the same).
+    "tinyimagenet": {"train": "tinyimagenet/train_jpeg.npz"},
+}
+TINY_TEST_PER_CLASS = 50
+VIDEOS = "video/davis2016/JPEGImages/480p"
+
+
+def needed_files(names: list[str]) -> list[str]:
+    """Paths (relative to the data folder) the rows `names` read."""
+    files: list[str] = []
+    for name in names:
+        row = ROWS[name]
+        files += [*SOURCES[row.data].values(), *([VIDEOS] if row.videos else [])]
+    return sorted(set(files))
+
+
+def prepare(names: list[str]) -> None:
+    """Write the inputs of rows `names` (xz-compressed packed JPEGs, video folders) to INPUTS,
+    refusing a set that would not travel with the repository in CARRY_LIMIT_MIB."""
+    shutil.rmtree(INPUTS, ignore_errors=True)
+    for relative in needed_files(names):
+        source, target = data_dir() / relative, INPUTS / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target)
+        else:
+            target.with_name(target.name + ".xz").write_bytes(lzma.compress(source.read_bytes()))
+    size = sum(p.stat().st_size for p in INPUTS.rglob("*") if p.is_file()) / 2**20
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True)
+    repo = sum((ROOT / p).stat().st_size for p in tracked.stdout.decode().split("\0") if p)
+    total = size + repo / 2**20
+    print(f"inputs of {len(names)} rows: {size:.1f} MiB (+ repository {repo / 2**20:.1f} MiB)")
+    if total > CARRY_LIMIT_MIB:
+        sys.exit(f"{total:.1f} MiB would not travel in {CARRY_LIMIT_MIB:.0f} MiB: fewer rows")
+
+
+def data_root(quick: bool) -> Path:
+    """The data folder: carried inputs unpacked (xz -> npz, once) when present, else
+    $SELFSUP_DATA. With --quick, subsets of the CIFAR-10 sample bundled with selfsup."""
+    if quick:
+        return quick_data()
+    if not INPUTS.is_dir():
+        return data_dir()
+    for packed in INPUTS.rglob("*.npz.xz"):
+        unpacked = packed.with_suffix("")
+        if not unpacked.is_file():
+            unpacked.write_bytes(lzma.decompress(packed.read_bytes()))
+    return INPUTS
+
+
+def quick_data() -> Path:
+    """A data folder laid out like the real one from the bundled CIFAR-10 sample: 256
+    training and 128 test images per data set, so every code path runs in seconds."""
+    from perf import subset_npz
+
+    root = WORK / "gpu_results_quick_data"
+    assets = ROOT / "src" / "selfsup" / "assets"
+    for relatives in SOURCES.values():
+        for split, relative in relatives.items():
+            count = 256 if split == "train" else 128
+            target = root / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if not target.is_file():
+                shutil.copyfile(subset_npz(assets / f"cifar10_sample_{split}.npz", count), target)
+    return root
+
+
+def data_paths(row: Row, root: Path) -> dict[str, Path]:
+    """Pretraining, kNN memory bank and probe training set (the training split) and the test
+    set; Tiny ImageNet's carved from its training images."""
+    paths = {split: root / relative for split, relative in SOURCES[row.data].items()}
+    if "test" not in paths:
+        per_class = 2 if root.name == "gpu_results_quick_data" else TINY_TEST_PER_CLASS
+        folder = root / f"{row.data}_split"
+        paths["train"], paths["test"] = carve_validation(paths["train"], folder, per_class)
+    if row.videos:
+        paths["videos"] = root / VIDEOS
+    return paths
+
+
+# ---------------------------------------------------------------------------------------------
+# Running a row
+# ---------------------------------------------------------------------------------------------
+
+
+def selfsup(*argv: str, quiet: bool = True) -> float:
+    """Run `selfsup ARGV` as a user would; its wall-clock seconds."""
+    command = [sys.executable, "-m", "selfsup", *argv, *(["--quiet"] if quiet else [])]
+    started = time.perf_counter()
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{portable(command)} failed:\n{done.stderr[-2000:]}")
+    return time.perf_counter() - started
+
+
+def last_metrics(folder: Path) -> dict:
+    return json.loads((folder / "metrics.jsonl").read_text().splitlines()[-1])
+
+
+def train_argv(row: Row, paths: dict[str, Path], folder: Path, steps: int) -> list[str]:
+    videos = ["--videos", str(paths["videos"])] if row.videos else []
+    return ["train", *row.train, "--data", str(paths["train"]), *videos, "--out", str(folder),
+            "--steps", str(steps)]  # fmt: skip
+
+
+def planned_steps(row: Row, paths: dict[str, Path], args: argparse.Namespace) -> int:
+    """Steps of the row's schedule: --steps with --quick, its epochs, or what --minutes of
+    training afford at the rate a short trial run measures."""
+    if args.steps:
+        return args.steps
+    with np.load(paths["train"]) as archive:
+        images = len(archive["labels"])
+    if row.epochs:
+        batch = next(int(a.split("=")[1]) for a in row.train if a.startswith("data.batch_size="))
+        return int(row.epochs * (images // batch))
+    trial = RUNS / "trial"
+    shutil.rmtree(trial, ignore_errors=True)
+    selfsup(*train_argv(row, paths, trial, 40), "train.log_every=20")
+    rate = last_metrics(trial)["images_per_sec"]  # the second window: warm-up excluded
+    batch = batch_of(trial)
+    shutil.rmtree(trial)
+    return max(1, int(args.minutes * 60 * rate / batch))
+
+
+def read_yaml(path: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load(path.read_text())
+
+
+def evaluate(folder: Path, paths: dict[str, Path], random_init: bool, probe: list[str]) -> dict:
+    """kNN on the final layer and linear probes on every layer, on the test set; `probe`:
+    extra `eval linear` options."""
+    common = ["--data", str(paths["train"]), "--test", str(paths["test"]), "--no-cache"]
+    common += ["--random-init"] if random_init else []
+    knn_seconds = selfsup("eval", "knn", str(folder), *common, "--json", str(folder / "knn"))
+    linear_seconds = selfsup(
+        "eval", "linear", str(folder), *common, *probe, "--json", str(folder / "linear")
+    )
+    knn, linear = (first_model(folder / f"{name}.json") for name in ("knn", "linear"))
+    return {
+        "knn_top1": round(100 * knn["layers"][-1]["top1"], 2),
+        "knn_layer": knn["layers"][-1]["layer"],
+        "linear_top1": {
+            layer["layer"]: round(100 * layer["top1"], 2) for layer in linear["layers"]
+        },
+        "eval_seconds": round(knn_seconds + linear_seconds, 1),
+        "num_train": knn["num_train"],
+        "num_test": knn["num_test"],
+    }
+
+
+def first_model(path: Path) -> dict:
+    """The results of the one model an `eval --json` file holds (a list when it holds more)."""
+    data = json.loads(path.read_text())
+    return data[0] if isinstance(data, list) else data
+
+
+def run_row(name: str, root: Path, args: argparse.Namespace) -> dict:
+    row = ROWS[name]
+    trained = ROWS[row.random_of] if row.random_of else row
+    paths = data_paths(trained, root)
+    folder = RUNS / name
+    shutil.rmtree(folder, ignore_errors=True)
+    # A random-init row builds its architecture with one step of its method's command.
+    steps = 1 if row.random_of else planned_steps(row, paths, args)
+    argv = train_argv(trained, paths, folder, steps)
+    train_seconds = selfsup(*argv)
+    metrics = last_metrics(folder)
+    result = {
+        "label": row.label,
+        "data": row.data,
+        "train_command": None if row.random_of else portable(["selfsup", *argv]),
+        "steps": 0 if row.random_of else steps,
+        "train_seconds": None if row.random_of else round(train_seconds, 1),
+        "peak_memory_gib": None if row.random_of else metrics.get("max_memory_gib"),
+        **evaluate(folder, paths, random_init=bool(row.random_of), probe=args.probe),
+        "date": time.strftime("%Y-%m-%d"),
+        "device": device_name(),
+    }
+    with np.load(paths["train"]) as archive:
+        result["epochs"] = round(result["steps"] * batch_of(folder) / len(archive["labels"]), 2)
+    return result
+
+
+def batch_of(folder: Path) -> int:
+    return read_yaml(folder / "config.yaml")["data"]["batch_size"]
+
+
+def device_name() -> str:
+    import torch
+
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+
+
+# ---------------------------------------------------------------------------------------------
+# Results file, claims and table
+# ---------------------------------------------------------------------------------------------
+
+
+def load_results(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {"rows": {}}
+
+
+def save_results(results: dict, path: Path) -> None:
+    """Atomically: a run killed while writing leaves the previous file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(results, indent=2) + "\n")
+    temporary.replace(path)
+
+
+def best_linear(row: dict) -> float:
+    return max(row["linear_top1"].values())
+
+
+def claims(rows: dict) -> list[tuple[str, str]]:
+    """Each paper's own claim at this scale: (claim, confirmed / not confirmed / not yet
+    measured, with the figures)."""
+    out = []
+    counting, random = rows.get("counting"), rows.get("random-alexnet_small")
+    claim = "counting above random init on every layer (linear probes)"
+    if counting and random:
+        below = [
+            layer for layer, top1 in counting["linear_top1"].items()
+            if top1 <= random["linear_top1"].get(layer, 0)
+        ]  # fmt: skip
+        verdict = f"not confirmed: at or below on {', '.join(below)}" if below else "confirmed"
+        out.append((claim, verdict))
+    else:
+        out.append((claim, "not yet measured"))
+    singles = ["relative-position", "colorization", "exemplar", "motion-segmentation"]
+    four = rows.get("four-lasso")
+    claim = "the four-task trunk above every single task (best linear layer)"
+    if four and all(name in rows for name in singles):
+        best = max(singles, key=lambda name: best_linear(rows[name]))
+        margin = best_linear(four) - best_linear(rows[best])
+        verdict = "confirmed" if margin > 0 else "not confirmed"
+        out.append((claim, f"{verdict}: {margin:+.2f} points against {best}"))
+    else:
+        out.append((claim, "not yet measured"))
+    claim = "transitive above inter-only and intra-only (best linear layer)"
+    names = ["transitive-transitive", "transitive-inter", "transitive-intra"]
+    if all(name in rows for name in names):
+        both = best_linear(rows[names[0]])
+        ok = all(both > best_linear(rows[name]) for name in names[1:])
+        out.append((claim, "confirmed" if ok else "not confirmed"))
+    else:
+        out.append((claim, "not yet measured"))
+    return out
+
+
+def table(results: dict) -> str:
+    """The results page: every row, measured or not, then the claims."""
+    lines = [
+        "# Results at scale (GPU)",
+        "",
+        "Generated from `bench/results/gpu_results.json` (`python bench/gpu_results.py`).",
+        "Every row: one `selfsup train` run, then kNN (k = 200, T = 0.1) on the final layer and",
+        "linear probes on every layer, scored on the full test set. Protocol and budgets: the",
+        "docstring of `bench/gpu_results.py`.",
+        "",
+        "| row | data | kNN top-1 | best linear (layer) | epochs | train min | peak GiB | GPU "
+        "| date |",
+        "|---|---|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for name, row in ROWS.items():
+        measured = results["rows"].get(name)
+        if not measured:
+            why = f"not yet measured ({row.needs})" if row.needs else "not yet measured"
+            lines.append(f"| {row.label} | {row.data} | {why} | | | | | | |")
+            continue
+        layer = max(measured["linear_top1"], key=measured["linear_top1"].get)
+        minutes = measured["train_seconds"] and round(measured["train_seconds"] / 60, 1)
+        lines.append(
+            f"| {row.label} | {row.data} | {measured['knn_top1']:.1f} | "
+            f"{measured['linear_top1'][layer]:.1f} ({layer}) | {measured['epochs']} | "
+            f"{minutes or '—'} | {measured['peak_memory_gib'] or '—'} | {measured['device']} | "
+            f"{measured['date']} |"
+        )
+    lines += ["", "## The papers' claims at this scale", ""]
+    lines += [f"- {claim}: **{verdict}**" for claim, verdict in claims(results["rows"])]
+    lines += ["", "## Commands", ""]
+    commands = [
+        f"- {name}: `{measured['train_command']}`"
+        for name, measured in results["rows"].items()
+        if measured.get("train_command")
+    ]
+    lines += commands or ["None yet: no row has been measured."]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("rows", nargs="*", help="rows to run (default: every row not measured)")
+    parser.add_argument("--list", action="store_true", help="print the rows and their state")
+    parser.add_argument("--prepare", action="store_true", help="write the rows' inputs")
+    parser.add_argument("--table", action="store_true", help="print the table, run nothing")
+    parser.add_argument("--minutes", type=float, default=6.0, help="training GPU-minutes a row")
+    parser.add_argument("--quick", action="store_true", help="tiny data and 2 steps (CPU, CI)")
+    parser.add_argument("--steps", type=int, help="fixed steps for every row (default: budget)")
+    parser.add_argument("--results", type=Path, help="results JSON (default by mode)")
+    args = parser.parse_args(argv)
+    unknown = [name for name in args.rows if name not in ROWS]
+    if unknown:
+        parser.error(f"unknown rows {unknown}; see --list")
+    args.probe = []
+    if args.quick:
+        args.steps = args.steps or 2
+        # One L2 strength and a few L-BFGS iterations: the probe's code runs, not its search.
+        args.probe = ["--weight-decay", "0.01", "--steps", "10"]
+    default = WORK / "gpu_results_quick.json" if args.quick else RESULTS_FILE
+    args.results = args.results or default
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    results = load_results(args.results)
+    if args.list:
+        for name, row in ROWS.items():
+            state = "measured" if name in results["rows"] else (row.needs or "to run")
+            print(f"{name:28s} {row.data:13s} {state}")
+        return
+    names = args.rows or [name for name in ROWS if not ROWS[name].needs]
+    if args.prepare:
+        prepare(names)
+        return
+    if not args.table:
+        root = data_root(args.quick)
+        for name in names:
+            if name in results["rows"]:
+                print(f"{name}: measured {results['rows'][name]['date']}, skipped")
+                continue
+            if ROWS[name].needs:
+                print(f"{name}: needs {ROWS[name].needs}, skipped")
+                continue
+            print(f"{name}: running", flush=True)
+            results["rows"][name] = run_row(name, root, args)
+            save_results(results, args.results)
+            print(f"{name}: kNN {results['rows'][name]['knn_top1']:.1f} %", flush=True)
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()
