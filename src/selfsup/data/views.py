@@ -227,8 +227,10 @@ def normalize(
     images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]
 ) -> torch.Tensor:
     """Per-channel (x - mean) / std."""
-    mean_t = images.new_tensor(mean).view(1, -1, 1, 1)
-    std_t = images.new_tensor(std).view(1, -1, 1, 1)
+    # Built on the host and sent without blocking: `images.new_tensor` on a GPU is a blocking
+    # copy, a host sync every batch.
+    mean_t = on_device(torch.tensor(mean, dtype=images.dtype), images.device).view(1, -1, 1, 1)
+    std_t = on_device(torch.tensor(std, dtype=images.dtype), images.device).view(1, -1, 1, 1)
     return (images - mean_t) / std_t
 
 

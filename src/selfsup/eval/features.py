@@ -55,7 +55,7 @@ def batches_on(
     """
     for start in range(0, len(images), batch_size):
         batch = images[start : start + batch_size]
-        if device.type == "cuda":
+        if device.type == "cuda" and batch.device.type == "cpu":
             batch = batch.pin_memory()
         yield start, batch.to(device, non_blocking=True)
 

@@ -129,7 +129,7 @@ class MotionSegmentation(PretextTask):
     def forward(self, views: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         targets = views["targets"]  # (B, h, w) in [0, 1]
         logits = self.logits(views["images"], targets.shape[-1]).float()
-        pos_weight = torch.tensor(self.config.pos_weight, device=logits.device)
+        pos_weight = logits.new_full((), self.config.pos_weight)  # a fill, not a host copy
         loss = F.binary_cross_entropy_with_logits(logits, targets, pos_weight=pos_weight)
         accuracy = ((logits > 0) == (targets > 0.5)).float().mean()
         return {
