@@ -190,7 +190,8 @@ def prepare_transitive(data: Path) -> tuple[Path, Path]:
         "--out", str(graph), "--quiet",
     ]  # fmt: skip
     seconds = run(commands["graph"])
-    from selfsup.graph.build import graph_stats, load_graph, load_patches
+    from selfsup.data.patch_graph import load_graph, load_patches
+    from selfsup.graph.build import graph_stats
 
     patch_set = load_patches(patches)
     stats = graph_stats(load_graph(graph, patch_set), patch_set.labels)

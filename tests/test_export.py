@@ -12,11 +12,9 @@ import torch
 from PIL import Image
 
 from selfsup.cli import main
-from selfsup.data.views import normalize, to_float
-from selfsup.export.formats import load_safetensors_backbone
+from selfsup.data.views import MEAN, STD, normalize, to_float
 from selfsup.export.preprocessing import is_grayscale
-from selfsup.runs import load_backbone
-from selfsup.tasks.base import MEAN, STD
+from selfsup.runs import load_backbone, load_safetensors_backbone
 from selfsup.train import train
 from tests.conftest import make_images
 from tests.helpers import tiny_config

@@ -7,15 +7,8 @@ import pytest
 import torch
 
 from selfsup.cli import main
-from selfsup.graph.build import (
-    GraphError,
-    PatchSet,
-    inter_pairs,
-    load_graph,
-    load_patches,
-    merge_pairs,
-    transitive_pairs,
-)
+from selfsup.data.patch_graph import GraphError, PatchSet, load_graph, load_patches
+from selfsup.graph.build import inter_pairs, merge_pairs, transitive_pairs
 from selfsup.graph.mining import cluster_and_search, four_cliques, have_faiss
 from selfsup.tasks.transitive import choose_negatives, ranking_loss
 from tests.helpers import TINY

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from selfsup.backbones import build_backbone
 from selfsup.data import views as V
-from selfsup.tasks.base import MEAN, STD
+from selfsup.data.views import MEAN, STD
 from selfsup.tasks.counting import Counting, CountingConfig
 from tests.helpers import one_torch_thread  # noqa: F401 (autouse)
 

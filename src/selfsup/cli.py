@@ -8,7 +8,14 @@ from typing import TYPE_CHECKING
 
 from selfsup import __version__
 from selfsup.analysis.cli import add_inspect_parser, command_inspect
-from selfsup.eval.cli import add_eval_parser, add_report_parser, command_eval, command_report
+from selfsup.dense.cli import DENSE_PROTOCOLS, add_dense_parsers, command_dense
+from selfsup.eval.cli import (
+    RUN_HELP,
+    add_eval_parser,
+    add_report_parser,
+    command_eval,
+    command_report,
+)
 from selfsup.export.cli import add_embed_parser, add_export_parser, command_embed, command_export
 from selfsup.graph.cli import add_graph_parser, command_graph
 from selfsup.outputs import output_folder
@@ -89,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"selfsup {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_train_parser(commands)
-    add_eval_parser(commands)
+    add_dense_parsers(add_eval_parser(commands), RUN_HELP)
     add_report_parser(commands)
     add_inspect_parser(commands)
     add_export_parser(commands)
@@ -123,7 +130,7 @@ def graph_settings(args: argparse.Namespace) -> dict:
     """--graph sets transitive.graph, and the data to the patches the graph was built on
     unless --data names them."""
     from selfsup.config import ConfigError
-    from selfsup.graph.build import load_graph
+    from selfsup.data.patch_graph import load_graph
 
     if args.task != "transitive":
         raise ConfigError(f"--graph: only the transitive task reads a graph, not {args.task}")
@@ -207,8 +214,8 @@ def user_errors() -> tuple[type[Exception], ...]:
     from selfsup.checkpoint import CheckpointError
     from selfsup.config import ConfigError
     from selfsup.data import BadImageError, DataFormatError
+    from selfsup.data.patch_graph import GraphError
     from selfsup.export.formats import ExportError
-    from selfsup.graph.build import GraphError
     from selfsup.train import NonFiniteLossError
     from selfsup.video.reader import VideoError
 
@@ -224,9 +231,16 @@ def user_errors() -> tuple[type[Exception], ...]:
     )
 
 
+def command_any_eval(args: argparse.Namespace) -> None:
+    """Image-level protocols (selfsup.eval) or dense ones, with their own data and results."""
+    if args.protocol in DENSE_PROTOCOLS:
+        return command_dense(args)
+    return command_eval(args)
+
+
 COMMANDS = {
     "train": command_train,
-    "eval": command_eval,
+    "eval": command_any_eval,
     "report": command_report,
     "inspect": command_inspect,
     "export": command_export,

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 
@@ -51,3 +52,11 @@ def output_folder(out: str) -> str:
             "path (created if missing)"
         )
     return out
+
+
+def default_cache_dir() -> Path:
+    """`$SELFSUP_CACHE`, else `$XDG_CACHE_HOME/selfsup`, else `~/.cache/selfsup`."""
+    if "SELFSUP_CACHE" in os.environ:
+        return Path(os.environ["SELFSUP_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "selfsup"

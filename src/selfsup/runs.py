@@ -9,6 +9,7 @@ architecture of the run it is compared with).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from selfsup.config import BackboneConfig, ConfigError, from_dict
 from selfsup.outputs import input_file
 
 EXPORTED_NAME = "backbone.safetensors"  # what `selfsup export --out FOLDER/` writes there
+METADATA_KEY = "selfsup"  # safetensors metadata entry holding the preprocessing JSON
+CONFIG_KEY = "training_config"  # and the run's config, so evaluation treats it like the run
 
 
 def backbone_from_config(cfg: BackboneConfig) -> Backbone:
@@ -50,6 +53,12 @@ def checkpoint_path(spec: str | Path) -> Path:
     return path
 
 
+def sidecar_path(model_path: str | Path) -> Path:
+    """`model.onnx` -> `model.onnx.json`: the preprocessing description beside the model."""
+    model_path = Path(model_path)
+    return model_path.with_name(model_path.name + ".json")
+
+
 def is_safetensors(path: Path) -> bool:
     """Whether `path` is a safetensors file: an 8-byte header length, then a JSON header."""
     with open(path, "rb") as file:
@@ -60,10 +69,6 @@ def is_safetensors(path: Path) -> bool:
 def refuse_other_exports(path: Path) -> None:
     """An export selfsup cannot read back (torchscript, onnx, torchvision) is named as such,
     not reported as a corrupt checkpoint."""
-    import json
-
-    from selfsup.export.formats import sidecar_path
-
     sidecar = sidecar_path(path)
     if not sidecar.is_file():
         return
@@ -114,8 +119,6 @@ def load_exported_backbone(path: Path, random_init: bool, seed: int) -> LoadedBa
     """A backbone written by `selfsup export --format safetensors` (weights + metadata)."""
     import torch
 
-    from selfsup.export.formats import load_safetensors_backbone
-
     backbone, info = load_safetensors_backbone(path)
     # The run's config when the file carries it, else what evaluation reads from one.
     config = info["training_config"] or {
@@ -129,3 +132,20 @@ def load_exported_backbone(path: Path, random_init: bool, seed: int) -> LoadedBa
         return LoadedBackbone(fresh, f"random:{backbone_cfg.name}", config, 0, "random init")
     step = int(info["model"]["step"])
     return LoadedBackbone(backbone, path.stem, config, step, str(path))
+
+
+def load_safetensors_backbone(path: str | Path) -> tuple[Backbone, dict]:
+    """The backbone in an exported .safetensors file (architecture from its metadata), and
+    the preprocessing description with the run's config under `training_config`."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(path), framework="pt") as file:
+        metadata = file.metadata() or {}
+    if METADATA_KEY not in metadata:
+        raise checkpoint.CheckpointError(f"{path}: a safetensors file without selfsup's metadata")
+    info = json.loads(metadata[METADATA_KEY])
+    info[CONFIG_KEY] = json.loads(metadata.get(CONFIG_KEY, "{}"))
+    backbone = backbone_from_config(from_dict(BackboneConfig, info["backbone"], "backbone"))
+    checkpoint.load_module_state(backbone, load_file(str(path)), path)
+    return backbone.eval(), info

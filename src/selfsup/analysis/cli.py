@@ -48,7 +48,8 @@ def inspect_graph(graph_path: str, patches_path: str | None, out: str) -> str:
     import json
     from pathlib import Path
 
-    from selfsup.graph.build import graph_stats, load_graph, load_patches
+    from selfsup.data.patch_graph import load_graph, load_patches
+    from selfsup.graph.build import graph_stats
     from selfsup.graph.preview import save_previews
 
     graph = load_graph(graph_path)
@@ -75,7 +76,7 @@ def inspect_graph(graph_path: str, patches_path: str | None, out: str) -> str:
 
 def command_inspect(args: argparse.Namespace) -> None:
     from selfsup.analysis.inspect_run import inspect_run
-    from selfsup.graph.build import find_graph
+    from selfsup.data.patch_graph import find_graph
 
     graph = find_graph(args.run)
     if graph is not None:

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from selfsup.analysis.grids import save_grid
 from selfsup.analysis.page import Section
 from selfsup.data import views as V
-from selfsup.tasks.base import MEAN, STD
+from selfsup.data.views import MEAN, STD
 from selfsup.tasks.counting import Counting
 
 GRID_IMAGES = 16  # images in each of the highest / lowest norm grids

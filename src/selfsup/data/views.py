@@ -17,6 +17,11 @@ from torchvision.ops import roi_align
 # shortcut guard (no kernel-specific aliasing pattern to latch onto).
 RESIZE_KERNELS = ("nearest", "bilinear", "bicubic", "area", "lanczos")
 
+# Inputs are normalised with the ImageNet statistics, whatever the data: a fixed convention
+# keeps every exported backbone usable with one documented preprocessing.
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+
 # ITU-R BT.601 luma weights, as in torchvision's rgb_to_grayscale.
 LUMA = (0.299, 0.587, 0.114)
 

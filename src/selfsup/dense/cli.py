@@ -112,9 +112,9 @@ def resolve_backbone(args: argparse.Namespace) -> LoadedBackbone:
     on --supervised-data at the run's image size, through the same cached code."""
     from selfsup.config import ConfigError
     from selfsup.eval.baselines import architecture, resolve_model, split_spec
-    from selfsup.eval.features import default_cache_dir
     from selfsup.eval.finetune import FinetuneSettings
     from selfsup.eval.protocol import EvalOptions, load_labelled
+    from selfsup.outputs import default_cache_dir
 
     options = EvalOptions(
         device=args.device, cache_dir=args.cache_dir or default_cache_dir(), progress=not args.quiet

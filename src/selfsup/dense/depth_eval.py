@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from selfsup.config import ConfigError
 from selfsup.data import views as V
+from selfsup.data.views import MEAN, STD
 from selfsup.dense.decoder import DenseModel, pick_layers
 from selfsup.dense.geometry import normals_from_depth
 from selfsup.dense.losses import DEPTH_LOSSES, cosine_loss
@@ -30,7 +31,6 @@ from selfsup.dense.rgbd import RgbdFrames
 from selfsup.dense.settings import DepthSettings
 from selfsup.runs import LoadedBackbone
 from selfsup.runtime import autocast, resolve_device, resolve_precision
-from selfsup.tasks.base import MEAN, STD
 
 
 @dataclass

@@ -24,8 +24,8 @@ from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from selfsup.backbones import Backbone
+from selfsup.data.views import MEAN, STD
 from selfsup.dense.decoder import check_layers
-from selfsup.tasks.base import MEAN, STD
 
 
 class BackboneWithFpn(nn.Module):

@@ -1,5 +1,5 @@
-"""`selfsup eval linear|knn|finetune|depth|detect` and `selfsup report`: arguments and what
-they run (depth and detect live in selfsup.dense)."""
+"""`selfsup eval linear|knn|finetune` and `selfsup report`: arguments and what they run
+(`eval depth|detect` live in selfsup.dense, which selfsup.cli adds to `eval`)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,10 @@ import argparse
 import json
 from pathlib import Path
 
-from selfsup.dense.cli import DENSE_PROTOCOLS, add_dense_parsers, command_dense
-from selfsup.eval.features import default_cache_dir
 from selfsup.eval.finetune import FinetuneSettings
 from selfsup.eval.knn import KnnSettings
 from selfsup.eval.linear import ProbeSettings
-from selfsup.outputs import input_file, output_file, output_folder
+from selfsup.outputs import default_cache_dir, input_file, output_file, output_folder
 
 RUN_HELP = (
     "run folder, checkpoint file, safetensors export (what `export --out` was given), "
@@ -102,7 +100,9 @@ def add_knn_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_eval_parser(commands: argparse._SubParsersAction) -> None:
+def add_eval_parser(commands: argparse._SubParsersAction) -> argparse._SubParsersAction:
+    """`selfsup eval` and its image-level protocols; returns the protocol sub-parsers, where
+    the dense protocols (selfsup.dense, which builds on this package) add theirs."""
     p = commands.add_parser(
         "eval", help="evaluate a representation (linear, knn, finetune, depth, detect)"
     )
@@ -150,7 +150,7 @@ def add_eval_parser(commands: argparse._SubParsersAction) -> None:
     fin.add_argument("--batch-size", type=int, default=FinetuneSettings.batch_size)
     fin.add_argument("--out", type=output_folder, help="run folder for the fine-tuning run")
     fin.add_argument("--json", help=JSON_HELP)
-    add_dense_parsers(protocols, RUN_HELP)
+    return protocols
 
 
 def add_report_parser(commands: argparse._SubParsersAction) -> None:
@@ -237,8 +237,6 @@ def evaluate(spec: str, protocol: str, args: argparse.Namespace, train, test, op
 def command_eval(args: argparse.Namespace) -> None:
     from selfsup.eval.report import table
 
-    if args.protocol in DENSE_PROTOCOLS:  # their own data and results (selfsup.dense)
-        return command_dense(args)
     train, test = load_data(args, args.run)
     result = evaluate(args.run, args.protocol, args, train, test, options_from(args))
     print(table([result]))

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,8 +22,8 @@ from tqdm import tqdm
 
 from selfsup.backbones import Backbone
 from selfsup.data import views as V
+from selfsup.data.views import MEAN, STD
 from selfsup.runtime import autocast
-from selfsup.tasks.base import MEAN, STD
 
 
 def pooled_grid(channels: int, height: int, max_dims: int) -> int:
@@ -119,14 +118,6 @@ def extract_features(
 # ---------------------------------------------------------------------------------------------
 # Cache
 # ---------------------------------------------------------------------------------------------
-
-
-def default_cache_dir() -> Path:
-    """`$SELFSUP_CACHE`, else `$XDG_CACHE_HOME/selfsup`, else `~/.cache/selfsup`."""
-    if "SELFSUP_CACHE" in os.environ:
-        return Path(os.environ["SELFSUP_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "selfsup"
 
 
 def fingerprint(tensors: list[torch.Tensor]) -> str:

@@ -17,12 +17,12 @@ import torch
 from selfsup.checkpoint import load as load_checkpoint
 from selfsup.config import ExperimentConfig, resolve
 from selfsup.data import views as V
+from selfsup.data.views import MEAN, STD
 from selfsup.eval.linear import accuracy
 from selfsup.eval.protocol import EvalOptions, LabelledImages
 from selfsup.runs import checkpoint_path
 from selfsup.runtime import autocast, resolve_device, resolve_precision
 from selfsup.tasks import task_config_class
-from selfsup.tasks.base import MEAN, STD
 from selfsup.tasks.supervised import classify
 
 

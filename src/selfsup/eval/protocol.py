@@ -13,9 +13,10 @@ from pathlib import Path
 import torch
 
 from selfsup.data import DataFormatError, decode_all, open_source
-from selfsup.eval.features import cached_features, default_cache_dir, fingerprint
+from selfsup.eval.features import cached_features, fingerprint
 from selfsup.eval.knn import KnnSettings, weighted_knn
 from selfsup.eval.linear import ProbeSettings, train_linear_probe
+from selfsup.outputs import default_cache_dir
 from selfsup.runs import LoadedBackbone
 from selfsup.runtime import resolve_device, resolve_precision
 

@@ -22,10 +22,9 @@ from selfsup.data import BadImageError, DataFormatError, ImageSource, open_sourc
 from selfsup.data.decode import fit_to_square
 from selfsup.data.selections import ConcatSource, FileListSource
 from selfsup.data.sources import IMAGE_SUFFIXES
-from selfsup.data.views import normalize, to_float
+from selfsup.data.views import MEAN, STD, normalize, to_float
 from selfsup.data.worker_errors import load_batches
 from selfsup.eval.features import pooled_grid
-from selfsup.tasks.base import MEAN, STD
 
 
 def open_images(paths: list[str]) -> ImageSource:

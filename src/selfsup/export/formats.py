@@ -1,7 +1,7 @@
 """Writing a trained backbone alone, in a format other tools read, with its preprocessing JSON.
 
 - safetensors: the weights only (no code can run on loading); the architecture is in the file's
-  metadata and the JSON, and `load_safetensors_backbone` rebuilds it.
+  metadata and the JSON, and `selfsup.runs.load_safetensors_backbone` rebuilds it.
 - torchscript: a traced graph, loadable with `torch.jit.load` without selfsup.
 - onnx: a graph with dynamic batch, height and width, for onnxruntime and other runtimes.
 - torchvision: a state dict under torchvision's names, for `alexnet_torchvision` only.
@@ -20,27 +20,18 @@ from pathlib import Path
 import torch
 
 from selfsup.backbones import Backbone
-from selfsup.config import BackboneConfig, from_dict
 from selfsup.export.preprocessing import preprocessing_info
 from selfsup.outputs import output_file
-from selfsup.runs import LoadedBackbone, backbone_from_config
+from selfsup.runs import CONFIG_KEY, METADATA_KEY, LoadedBackbone, sidecar_path
 
 FORMATS = ("safetensors", "torchscript", "onnx", "torchvision")
 # The file `--out` gets: this extension when it has none; a folder gets backbone<extension>.
 EXTENSIONS = {"safetensors": ".safetensors", "torchscript": ".pt", "onnx": ".onnx",
               "torchvision": ".pth"}  # fmt: skip
-METADATA_KEY = "selfsup"  # safetensors metadata entry holding the preprocessing JSON
-CONFIG_KEY = "training_config"  # and the run's config, so evaluation treats it like the run
 
 
 class ExportError(ValueError):
     """The backbone cannot be written in the asked format (missing package, no counterpart)."""
-
-
-def sidecar_path(model_path: str | Path) -> Path:
-    """`model.onnx` -> `model.onnx.json`: the preprocessing description beside the model."""
-    model_path = Path(model_path)
-    return model_path.with_name(model_path.name + ".json")
 
 
 def export_backbone(loaded: LoadedBackbone, fmt: str, out: str | Path) -> tuple[Path, Path]:
@@ -72,25 +63,6 @@ def write_safetensors(backbone: Backbone, out: Path, info: dict, config: dict) -
     state = {k: v.detach().contiguous() for k, v in backbone.state_dict().items()}
     metadata = {METADATA_KEY: json.dumps(info), CONFIG_KEY: json.dumps(config)}
     save_file(state, str(out), metadata=metadata)
-
-
-def load_safetensors_backbone(path: str | Path) -> tuple[Backbone, dict]:
-    """The backbone in an exported .safetensors file (architecture from its metadata), and
-    the preprocessing description with the run's config under `training_config`."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    from selfsup.checkpoint import CheckpointError, load_module_state
-
-    with safe_open(str(path), framework="pt") as file:
-        metadata = file.metadata() or {}
-    if METADATA_KEY not in metadata:
-        raise CheckpointError(f"{path}: a safetensors file without selfsup's metadata")
-    info = json.loads(metadata[METADATA_KEY])
-    info[CONFIG_KEY] = json.loads(metadata.get(CONFIG_KEY, "{}"))
-    backbone = backbone_from_config(from_dict(BackboneConfig, info["backbone"], "backbone"))
-    load_module_state(backbone, load_file(str(path)), path)
-    return backbone.eval(), info
 
 
 def write_torchscript(backbone: Backbone, example: torch.Tensor, out: Path) -> None:

@@ -11,9 +11,8 @@ from typing import Any
 
 from selfsup import __version__
 from selfsup.config import DataConfig
-from selfsup.data.views import LUMA
+from selfsup.data.views import LUMA, MEAN, STD
 from selfsup.runs import LoadedBackbone
-from selfsup.tasks.base import MEAN, STD
 
 
 def find_key(values: Any, key: str) -> Any:

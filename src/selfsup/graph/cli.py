@@ -68,14 +68,8 @@ def add_graph_parser(commands: argparse._SubParsersAction) -> None:
 
 def command_build(args: argparse.Namespace) -> None:
     from selfsup.config import from_dict, parse_overrides, validate
-    from selfsup.graph.build import (
-        GraphConfig,
-        build_graph,
-        embed,
-        graph_stats,
-        load_patches,
-        save_graph,
-    )
+    from selfsup.data.patch_graph import load_patches
+    from selfsup.graph.build import GraphConfig, build_graph, embed, graph_stats, save_graph
 
     cfg = from_dict(GraphConfig, parse_overrides(args.overrides))
     validate(cfg)
@@ -88,7 +82,8 @@ def command_build(args: argparse.Namespace) -> None:
 
 
 def command_stats(args: argparse.Namespace) -> None:
-    from selfsup.graph.build import graph_stats, load_graph, load_patches
+    from selfsup.data.patch_graph import load_graph, load_patches
+    from selfsup.graph.build import graph_stats
 
     patches = load_patches(args.patches) if args.patches else None
     graph = load_graph(args.graph, patches)
@@ -96,7 +91,7 @@ def command_stats(args: argparse.Namespace) -> None:
 
 
 def command_show(args: argparse.Namespace) -> None:
-    from selfsup.graph.build import load_graph, load_patches
+    from selfsup.data.patch_graph import load_graph, load_patches
     from selfsup.graph.preview import save_previews
 
     patches = load_patches(args.patches)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from selfsup.graph.build import PatchSet
+from selfsup.data.patch_graph import PatchSet
 
 
 def grid(rows: list[list[np.ndarray]], gap: int = 4) -> np.ndarray:

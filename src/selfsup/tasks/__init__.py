@@ -6,7 +6,8 @@ from typing import Any
 
 from selfsup.backbones import Backbone
 from selfsup.config import ConfigError
-from selfsup.tasks.base import MEAN, STD, PretextTask
+from selfsup.data.views import MEAN, STD
+from selfsup.tasks.base import PretextTask
 
 _TASKS: dict[str, type[PretextTask]] = {}
 

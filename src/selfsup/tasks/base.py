@@ -20,11 +20,6 @@ from torch import nn
 
 from selfsup.backbones import Backbone
 
-# Inputs are normalised with the ImageNet statistics, whatever the data: a fixed convention
-# keeps every exported backbone usable with one documented preprocessing.
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
-
 
 class PretextTask(nn.Module):
     """Base class; subclasses set `name`, `config_class` and implement the two methods."""

@@ -36,8 +36,9 @@ import torch.nn.functional as F
 from selfsup.backbones import Backbone
 from selfsup.config import ConfigError, param
 from selfsup.data import views as V
+from selfsup.data.views import MEAN, STD
 from selfsup.tasks import register_task
-from selfsup.tasks.base import MEAN, STD, PretextTask
+from selfsup.tasks.base import PretextTask
 from selfsup.tasks.heads import DenseHead, feature_layer
 
 AB_STEP = 10.0  # grid size of the ab quantisation (Zhang et al.)

@@ -37,8 +37,9 @@ from torch import nn
 from selfsup.backbones import Backbone
 from selfsup.config import ConfigError, param
 from selfsup.data import views as V
+from selfsup.data.views import MEAN, STD
 from selfsup.tasks import register_task
-from selfsup.tasks.base import MEAN, STD, PretextTask
+from selfsup.tasks.base import PretextTask
 from selfsup.tasks.heads import mlp, pooled
 
 NUM_TILES = 9

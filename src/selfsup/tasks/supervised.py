@@ -17,8 +17,9 @@ from torch import nn
 from selfsup.backbones import Backbone
 from selfsup.config import ConfigError, param
 from selfsup.data import views as V
+from selfsup.data.views import MEAN, STD
 from selfsup.tasks import register_task
-from selfsup.tasks.base import MEAN, STD, PretextTask
+from selfsup.tasks.base import PretextTask
 
 
 @dataclass

@@ -29,8 +29,9 @@ from torch import nn
 from selfsup.backbones import Backbone
 from selfsup.config import ConfigError, param
 from selfsup.data import views as V
+from selfsup.data.views import MEAN, STD
 from selfsup.tasks import register_task
-from selfsup.tasks.base import MEAN, STD, PretextTask
+from selfsup.tasks.base import PretextTask
 
 EDGE_CHOICES = ("transitive", "inter", "intra")
 
@@ -115,7 +116,7 @@ class Transitive(PretextTask):
 
     def attach_data(self, patches_path: str) -> None:
         """Load the graph and its patches (the loop calls this with data.path)."""
-        from selfsup.graph.build import EDGE_TYPES, load_graph, load_patches
+        from selfsup.data.patch_graph import EDGE_TYPES, load_graph, load_patches
 
         cfg = self.config
         if not cfg.graph:

@@ -43,7 +43,7 @@ def motion_mask_data(spec: str, size: int = 240) -> tuple[np.ndarray, np.ndarray
     """(N, S, S, 3) uint8 frames and (N, S, S) {0, 1} masks from `spec`: the folder
     `selfsup video masks` wrote, an .npz with `images` + `masks` (its motion_masks.npz), or
     comma-separated videos / folders of them."""
-    from selfsup.eval.features import default_cache_dir
+    from selfsup.outputs import default_cache_dir
     from selfsup.video.masks import write_masks
     from selfsup.video.motion import MotionMaskConfig
 
