@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # compatible pair works too (pip install -e . in your own environment).
 TORCH_PIN := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test lint format bench docs clean
+.PHONY: demo test lint format bench docs dist check-wheel clean
 
 $(BIN)/selfsup: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,5 +46,13 @@ bench: $(BIN)/selfsup
 	$(BIN)/python bench/perf.py
 	$(BIN)/python bench/learning.py
 
+# The sdist and the wheel (with the presets and the demo data) into dist/.
+dist: $(BIN)/selfsup
+	$(BIN)/python -m build --outdir dist .
+
+# Install the wheel into a fresh environment outside the tree and run the demo there.
+check-wheel: $(BIN)/selfsup
+	tools/check_wheel.sh $(BIN)/python
+
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) dist build *.egg-info src/*.egg-info .pytest_cache .ruff_cache

@@ -23,7 +23,7 @@ start) is skipped and says so, so the whole run fits its 9 minutes:
 - peer: LightlySSL's SimCLR as its CIFAR-10 benchmark writes it (PIL SimCLRTransform,
   torch DataLoader with cores - 2 workers, torchvision CIFAR ResNet-18) against our exemplar
   task with InfoNCE (pre-activation ResNet-18, small stem), same batch and precision.
-- counting_paper: counting at paper scale (configs/counting_alexnet_imagenet.yaml: 256 px
+- counting_paper: counting at paper scale (the counting_alexnet_imagenet preset: 256 px
   images, 228 px crops, 114 px tiles, AlexNet, batch 256) on Tiny ImageNet upscaled to 256 px.
 - demo: `selfsup demo` end to end as a user runs it: pretraining and probe phases, in seconds.
 - decode: streamed full-size JPEGs fitted to 224 px: `data.decode=device` against PIL in
@@ -274,7 +274,7 @@ def peer_section(ctx: SimpleNamespace) -> dict:
 
 
 def counting_paper_section(ctx: SimpleNamespace) -> dict:
-    base = ["counting", "--config", "configs/counting_alexnet_imagenet.yaml"]
+    base = ["counting", "--config", "counting_alexnet_imagenet"]
     workers = ["data.workers=" + str(max(1, (os.cpu_count() or 2) - 2))]
     argv = train_argv(base, ctx.data["tiny"], ctx.sizes.paper_batch, ctx.extra or workers)
     row = measure_step(ctx, argv)

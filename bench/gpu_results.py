@@ -51,7 +51,7 @@ INPUTS = WORK / "gpu_results_inputs"
 RUNS = WORK / "gpu_results"
 CARRY_LIMIT_MIB = 64.0
 
-MULTITASK = ["multitask", "--config", "configs/multitask_small.yaml", "multitask.lasso=false"]
+MULTITASK = ["multitask", "--config", "multitask_small", "multitask.lasso=false"]
 TRUNK = ["backbone.name=resnet18", "backbone.stem=small", "backbone.width=0.5"]
 TRUNK += ["backbone.num_stages=3"]
 # The SimCLR recipe on our exemplar task, as LightlySSL's CIFAR-10 benchmark sets SimCLR up:
@@ -96,16 +96,16 @@ ROWS: dict[str, Row] = {
     "exemplar-simclr": Row("exemplar, InfoNCE, SimCLR recipe, ResNet-18", "cifar10",
                            tuple(SIMCLR), epochs=200),
     "counting": Row("counting (AlexNet, small)", "cifar10",
-                    ("counting", "--config", "configs/counting_small.yaml")),
+                    ("counting", "--config", "counting_small")),
     **{task: single(task) for task in
        ("relative-position", "colorization", "exemplar", "rotation", "jigsaw")},
     "motion-segmentation": Row("motion segmentation (multi-task trunk)", "cifar10",
                                (*MULTITASK, "--tasks", "motion-segmentation"), videos=True),
     "four-naive": Row("four tasks, naive", "cifar10", tuple(MULTITASK), videos=True),
     "four-lasso": Row("four tasks, lasso", "cifar10",
-                      ("multitask", "--config", "configs/multitask_small.yaml"), videos=True),
+                      ("multitask", "--config", "multitask_small"), videos=True),
     "four-harmonized": Row("four tasks, lasso, harmonized", "cifar10",
-                           ("multitask", "--config", "configs/multitask_small.yaml",
+                           ("multitask", "--config", "multitask_small",
                             "multitask.harmonize=true"), videos=True),
     **{f"transitive-{edges}": Row(f"transitive invariance, {edges} edges", "cifar10",
                                   needs=GRAPH_NEEDED)
@@ -120,7 +120,7 @@ ROWS: dict[str, Row] = {
     "random-multitask-trunk": Row("random init, multi-task trunk", "cifar10",
                                   random_of="rotation"),
     "ti64-counting": Row("counting, 64 px", "tinyimagenet",
-                         ("counting", "--config", "configs/counting_small.yaml", *TINY64,
+                         ("counting", "--config", "counting_small", *TINY64,
                           "counting.crop_size=64")),
     "ti64-relative-position": single("relative-position", "tinyimagenet", *TINY64),
     "ti64-jigsaw": single("jigsaw", "tinyimagenet", *TINY64),

@@ -82,9 +82,9 @@ PHASES = ("data", "views", "model", "log")
 # Every task of the overhead section as `selfsup train` runs it (bench/run.py's settings):
 # counting with its own config, the multi-task paper's tasks alone on the multitask trunk.
 TASKS: dict[str, list[str]] = {
-    "counting": ["counting", "--config", "configs/counting_small.yaml"],
+    "counting": ["counting", "--config", "counting_small"],
     **{
-        task: ["multitask", "--config", "configs/multitask_small.yaml", "--tasks", task,
+        task: ["multitask", "--config", "multitask_small", "--tasks", task,
                "multitask.lasso=false"]
         for task in ("relative-position", "colorization", "exemplar", "rotation", "jigsaw")
     },

@@ -1,9 +1,11 @@
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
 from selfsup.config import ConfigError, ExperimentConfig, dump, field_docs, parse_overrides, resolve
+from selfsup.presets import config_file, describe, preset_files
 from selfsup.tasks import task_config_class
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,7 +78,7 @@ def test_unknown_task():
         resolve({"task": "nope"}, task_config_class)
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted(preset_files().values()), ids=lambda p: p.stem)
 def test_shipped_configs_load(path):
     values = yaml.safe_load(path.read_text())
     if values["task"] == "transitive":  # its graph is the run's own, passed with --graph
@@ -101,6 +103,44 @@ def test_commented_yaml_round_trips_and_documents_every_key():
 
 
 def test_small_config_spells_out_the_defaults():
-    """The demo relies on the dataclass defaults being configs/counting_small.yaml."""
-    values = yaml.safe_load((ROOT / "configs" / "counting_small.yaml").read_text())
+    """The demo relies on the dataclass defaults being the counting_small preset."""
+    values = yaml.safe_load(preset_files()["counting_small"].read_text())
     assert dump(resolve(values, task_config_class)) == dump(resolve({}, task_config_class))
+
+
+def test_config_names_a_preset_or_a_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert set(preset_files()) >= {"counting_small", "multitask_small", "transitive_small"}
+    assert config_file("counting_small") == preset_files()["counting_small"]
+    assert config_file("counting_small.yaml") == preset_files()["counting_small"]
+    # A file that exists wins over the preset of the same name.
+    (tmp_path / "counting_small.yaml").write_text("task: counting\n")
+    assert config_file("counting_small.yaml") == Path("counting_small.yaml")
+    with pytest.raises(ConfigError, match=r"--config nope: no such file.*counting_small"):
+        config_file("nope")
+    with pytest.raises(ConfigError, match="not a preset"):
+        config_file("elsewhere/counting_small")  # a path is never read as a preset name
+
+
+def test_list_configs_and_train_from_a_preset_outside_the_repository(tmp_path, monkeypatch, capsys):
+    from selfsup.cli import main
+    from tests.conftest import make_images
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["list", "configs"]) == 0
+    listed = capsys.readouterr().out
+    for name, path in preset_files().items():
+        task, about = describe(path)
+        assert name in listed and task in listed and about in listed and about
+    images, _ = make_images(16, size=32)
+    np.savez(tmp_path / "train.npz", images=images)
+    argv = ["train", "multitask", "--config", "multitask_small", "--data", "train.npz"]
+    tiny = ["--steps", "2", "--quiet", "data.batch_size=8", "data.workers=0"]
+    assert main([*argv, "--out", "run", "--tasks", "rotation", *tiny]) == 0
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    preset = yaml.safe_load(preset_files()["multitask_small"].read_text())
+    assert saved["backbone"] == {**saved["backbone"], **preset["backbone"]}
+    assert saved["optim"]["lr"] == preset["optim"]["lr"] != ExperimentConfig().optim.lr
+    assert main(["train", "counting", "--config", "count_small", "--data", "train.npz",
+                 "--out", "run2", *tiny]) == 2  # fmt: skip
+    assert "--config count_small: no such file" in capsys.readouterr().err

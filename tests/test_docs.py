@@ -344,7 +344,6 @@ def workspace(tmp_path_factory) -> Path:
         names = np.array(list("abcd"))
         np.savez(root / f"{name}.npz", images=images, labels=labels, class_names=names)
     write_clip(root / "my_clip")
-    shutil.copytree(ROOT / "configs", root / "configs")
     data, out = str(root / "train.npz"), str(root / "runs" / "count")
     argv = ["train", "counting", "--data", data, "--out", out]
     threads = torch.get_num_threads()

@@ -71,7 +71,7 @@ def test_lasso_auto_is_on_with_a_resnet_and_off_with_an_alexnet():
     assert uses_lasso("on", resnet) and not uses_lasso("off", resnet)
     with pytest.raises(ConfigError, match=r"multitask\.lasso: the lasso combines residual units"):
         uses_lasso("on", alexnet)
-    # Configs written when the key was a bool (configs/multitask_small.yaml) read the same.
+    # Configs written when the key was a bool (the multitask_small preset) read the same.
     assert multitask_config("x.npz", "multitask.lasso=true").task_config.lasso == "on"
     assert multitask_config("x.npz", "multitask.lasso=false").task_config.lasso == "off"
 

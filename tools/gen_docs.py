@@ -480,7 +480,7 @@ def counting_page(results: dict[str, dict], images: dict[str, bytes], folder: Pa
             "r" * len(PAPER_COUNTING["linear"]),
         ),
         md_table(["transfer", "reported"], [[k, v] for k, v in PAPER_COUNTING["transfer"].items()]),
-        "These are the targets of `configs/counting_alexnet_imagenet.yaml`; the entries below "
+        "These are the targets of the `counting_alexnet_imagenet` preset; the entries below "
         "are small-image runs (32-64 px) whose numbers are not comparable to them.",
     ]
     parts += entry_sections(COUNTING_ENTRIES, results, images, folder)
@@ -525,7 +525,7 @@ def multitask_page(results: dict[str, dict], images: dict[str, bytes], folder: P
         "# Results: pretext tasks and multi-task",
         "Generated from `bench/results/mt_*.json` at every docs build. Each single task and "
         "the four-task combination (without lasso, with lasso, harmonized) pretrain the same "
-        "trunk for the same budget on CIFAR-10 (`configs/multitask_small.yaml`), then are "
+        "trunk for the same budget on CIFAR-10 (the `multitask_small` preset), then are "
         "probed per layer like every other run. Motion segmentation reads the motion masks "
         "of the DAVIS clips.",
         "## Summary",
@@ -551,7 +551,7 @@ def transitive_page(results: dict[str, dict], images: dict[str, bytes], folder: 
         "give the intra-instance edges) and CIFAR-10 training images (each its own track, "
         "for enough inter-instance edges), embedded by the multitask suite's "
         "relative-position run. The three edge ablations then train the multitask suite's "
-        "trunk for the same budget (`configs/transitive_small.yaml`) and are probed on the "
+        "trunk for the same budget (the `transitive_small` preset) and are probed on the "
         "same CIFAR-10 protocol, beside the same baselines. See "
         "[transitive invariance](../methods/transitive.md).",
         "## Summary",

@@ -40,7 +40,7 @@ EXAMPLES = """examples:
   selfsup video patches videos/ --out patches/ --workers 2
   selfsup graph build --patches patches/ --embed runs/relpos --out graph.npz
   selfsup train transitive --data patches/patches.npz --graph graph.npz --out runs/ti
-  selfsup train multitask --config configs/multitask_small.yaml --data images/ \
+  selfsup train multitask --config multitask_small --data images/ \
       --videos masks/ --out runs/mt --tasks rotation,exemplar,motion-segmentation
 """
 
@@ -62,7 +62,10 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--out", required=True, type=output_folder, help="run folder: config, metrics, checkpoints"
     )
-    p.add_argument("--config", help="YAML config file (for example configs/counting_small.yaml)")
+    p.add_argument(
+        "--config",
+        help="a preset name (counting_small; `selfsup list configs`) or a YAML config file",
+    )
     p.add_argument("--steps", type=int, help="total training steps (sets train.steps)")
     p.add_argument(
         "--graph",
@@ -114,8 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--steps", type=int, help="pretraining steps (default: the demo preset)")
 
-    lst = commands.add_parser("list", help="list tasks or backbones")
-    lst.add_argument("what", choices=("tasks", "backbones"))
+    lst = commands.add_parser("list", help="list tasks, backbones or config presets")
+    lst.add_argument("what", choices=("tasks", "backbones", "configs"))
     cfg = commands.add_parser(
         "config",
         help="print a task's full default config, with help, as YAML",
@@ -156,9 +159,10 @@ def multitask_settings(args: argparse.Namespace) -> dict:
 def train_config(args: argparse.Namespace) -> ExperimentConfig:
     """The resolved ExperimentConfig of a parsed `selfsup train` command line."""
     from selfsup.config import ConfigError, load_yaml, merge, parse_overrides, resolve
+    from selfsup.presets import config_file
     from selfsup.tasks import task_config_class
 
-    values: dict = load_yaml(args.config) if args.config else {}
+    values: dict = load_yaml(config_file(args.config)) if args.config else {}
     if values.get("task", args.task) != args.task:
         raise ConfigError(
             f"task: the config file is for {values['task']!r} but the command trains {args.task!r}"
@@ -197,10 +201,24 @@ def command_list(args: argparse.Namespace) -> None:
         from selfsup.tasks import list_tasks
 
         print("\n".join(list_tasks()))
+    elif args.what == "configs":
+        print_presets()
     else:
         from selfsup.backbones import list_backbones
 
         print("\n".join(list_backbones()))
+
+
+def print_presets() -> None:
+    """The shipped presets (`--config NAME`): name, task and what each is for."""
+    from selfsup.presets import describe, preset_files, preset_folder
+
+    rows = [(name, *describe(path)) for name, path in preset_files().items()]
+    width = max(len(name) for name, *_ in rows)
+    task_width = max(len(task) for _, task, _ in rows)
+    for name, task, about in rows:
+        print(f"{name:<{width}}  {task:<{task_width}}  {about}")
+    print(f"\n(files in {preset_folder()}; copy one to edit it)")
 
 
 def command_demo(args: argparse.Namespace) -> None:
