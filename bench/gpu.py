@@ -54,23 +54,20 @@ sys.path.insert(0, str(BENCH.parent / "src"))  # runs from a plain checkout, not
 sys.path.insert(0, str(BENCH))
 
 import torch  # noqa: E402
-from perf import (  # noqa: E402
+from perfkit.common import (  # noqa: E402
     TASKS,
-    LoopStepper,
-    PeerSimCLR,
     alternate,
     command_text,
-    decode_pil,
-    exemplar_argv,
     loop_config,
-    matmul_tflops,
     run_folder,
     subset_npz,
     synchronize,
     train_argv,
-    utilisation,
     warm_up,
 )
+from perfkit.hardware import matmul_tflops, utilisation  # noqa: E402
+from perfkit.peer import PeerSimCLR, decode_pil, exemplar_argv  # noqa: E402
+from perfkit.stepper import LoopStepper  # noqa: E402
 from run import RESULTS, ROOT, WORK, data_dir, machine, portable  # noqa: E402
 
 from selfsup import train as loop  # noqa: E402
@@ -152,7 +149,7 @@ def inputs(quick: bool) -> dict[str, Path]:
 
 
 class Stepper(LoopStepper):
-    """perf's LoopStepper with the full step as the loop runs it on a GPU: no wait for the
+    """perfkit's LoopStepper with the full step as the loop runs it on a GPU: no wait for the
     device between phases, one read of the metric window every `train.log_every` steps."""
 
     def full(self) -> int:

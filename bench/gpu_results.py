@@ -192,7 +192,7 @@ def data_root(quick: bool) -> Path:
 def quick_data() -> Path:
     """A data folder laid out like the real one from the bundled CIFAR-10 sample: 256
     training and 128 test images per data set, so every code path runs in seconds."""
-    from perf import subset_npz
+    from perfkit.common import subset_npz
 
     root = WORK / "gpu_results_quick_data"
     assets = ROOT / "src" / "selfsup" / "assets"

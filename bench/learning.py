@@ -35,21 +35,19 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from perf import (
+from perfkit.common import (
     FULL,
     TASKS,
     Bench,
-    LoopStepper,
-    PeerSimCLR,
     cifar,
     command_text,
-    decode_pil,
-    exemplar_argv,
     loop_config,
     run_folder,
     subset_npz,
     train_argv,
 )
+from perfkit.peer import PeerSimCLR, decode_pil, exemplar_argv
+from perfkit.stepper import LoopStepper
 from run import RESULTS, ROOT, WORK, machine, portable
 
 from selfsup.runtime import resolve_device, resolve_precision

@@ -1,0 +1,97 @@
+"""The library's training step, with the loop's own functions."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from selfsup import train as loop
+from selfsup.config import ExperimentConfig
+from selfsup.metrics import MetricWindow
+from selfsup.runtime import autocast
+
+from .common import synchronize, training_flops
+
+PHASES = ("data", "views", "model", "log")
+
+
+class LoopStepper:
+    """Steps of `selfsup train` on a prepared run, made by the loop's own functions.
+
+    `full`: one iteration of the loop (next cached batch, train.step_views, train.optimize,
+    MetricWindow.add), timed per phase. `bare`: train.optimize alone, on the views of one
+    batch built once. `views_only`: the batch and its views, no model.
+    """
+
+    def __init__(self, cfg: ExperimentConfig, folder: Path):
+        started = time.perf_counter()
+        self.run = loop.prepare(cfg, folder, progress=False)
+        self.prepare_seconds = round(time.perf_counter() - started, 2)
+        self.trained, self.scaler, self.amp_dtype = loop.training_setup(self.run)
+        self.batches = self.run.stream.batches(0)
+        self.window = MetricWindow()
+        self.phase_seconds = dict.fromkeys(PHASES, 0.0)
+        self.step = 0
+        self.views: dict | None = None
+
+    def compiled(self) -> LoopStepper:
+        """The same run, model and batches, stepped through torch.compile(model)."""
+        other = copy.copy(self)
+        other.trained = torch.compile(self.run.model)
+        other.phase_seconds = dict.fromkeys(PHASES, 0.0)
+        return other
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        synchronize(self.run.device)
+        started = time.perf_counter()
+        with torch.profiler.record_function(f"perf/{name}"):
+            yield
+        synchronize(self.run.device)
+        self.phase_seconds[name] += time.perf_counter() - started
+
+    def next_views(self) -> tuple[int, dict]:
+        self.step, images, labels, masks = next(self.batches)
+        return images.shape[0], loop.step_views(self.run, self.step, images, labels, masks)
+
+    def full(self) -> int:
+        with self.phase("data"):
+            self.step, images, labels, masks = next(self.batches)
+        with self.phase("views"):
+            views = loop.step_views(self.run, self.step, images, labels, masks)
+        with self.phase("model"):
+            out = loop.optimize(
+                self.run, self.trained, views, self.step, self.scaler, self.amp_dtype
+            )
+        with self.phase("log"):
+            self.window.add(out, self.step)
+        return images.shape[0]
+
+    def bare(self) -> int:
+        if self.views is None:
+            _, self.views = self.next_views()
+        loop.optimize(self.run, self.trained, self.views, self.step, self.scaler, self.amp_dtype)
+        return self.run.cfg.data.batch_size
+
+    def views_only(self) -> int:
+        return self.next_views()[0]
+
+    def flops_per_image(self) -> float:
+        """Training FLOPs per image of this task's step (the uncompiled module)."""
+        batch, views = self.next_views()
+
+        def loss() -> torch.Tensor:
+            with autocast(self.run.device, self.amp_dtype):
+                return self.run.model(views)["loss"]
+
+        return training_flops(self.run.model, loss) / batch
+
+
+def phase_shares(seconds: dict[str, float]) -> dict[str, float]:
+    total = sum(seconds.values()) or 1.0
+    return {name: round(value / total, 4) for name, value in seconds.items()}

@@ -1,0 +1,75 @@
+"""The results index, and every results page with its images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .pages import NOT_MEASURED, RESULTS, flatten, md_table
+from .probe_pages import counting_page, multitask_page, transitive_page
+from .results_data import (
+    COUNTING_ENTRIES,
+    MULTITASK_ENTRIES,
+    TOOL_ENTRIES,
+    TRANSITIVE_ENTRIES,
+    load_results,
+    plots,
+)
+from .tool_pages import gpu_page, graph_page, learning_page, video_page
+
+
+def results_index(results: dict[str, dict], images: dict[str, bytes], folder: Path) -> str:
+    known = {
+        **COUNTING_ENTRIES,
+        **MULTITASK_ENTRIES,
+        **TRANSITIVE_ENTRIES,
+        "ti_graph": "python bench/run.py --suite transitive",
+        **TOOL_ENTRIES,
+    }
+    page = {name: "counting.md" for name in COUNTING_ENTRIES}
+    page.update({name: "multitask.md" for name in MULTITASK_ENTRIES})
+    page.update({name: "transitive.md" for name in [*TRANSITIVE_ENTRIES, "ti_graph"]})
+    page.update({"video": "video.md", "graph": "graph.md", "learning": "learning.md"})
+    page.update({"gpu": "gpu.md", "gpu_results": "gpu.md"})
+    rows = [
+        [f"[`{name}`]({page[name]})", "measured" if name in results else NOT_MEASURED, f"`{how}`"]
+        for name, how in known.items()
+    ]
+    parts = [
+        "# Results",
+        "Every figure on these pages is read from `bench/results/*.json` when the docs are "
+        "built; nothing is typed in by hand, so the pages show exactly what was last measured "
+        "(and say so where nothing was). `make bench` runs every benchmark; each JSON records "
+        "its commands and the machine. Data comes from `$SELFSUP_DATA` (see "
+        "`bench/run.py`).",
+        md_table(["entry", "status", "command"], rows),
+        "Pages: [counting](counting.md), [pretext tasks and multi-task](multitask.md), "
+        "[transitive invariance](transitive.md), "
+        "[video pipeline](video.md), [graph building cost](graph.md), "
+        "[learning per CPU-minute](learning.md), [results at scale on a GPU](gpu.md).",
+    ]
+    others = sorted(set(results) - set(known))
+    if others:
+        parts.append("## Other results")
+        for name in others:
+            parts.append(f"### `{name}`")
+            rows = [[f"`{k}`", v] for k, v in flatten(results[name]) if k != "machine"]
+            parts.append(md_table(["key", "value"], rows))
+            parts += plots(name, images, folder)
+    return "\n\n".join(parts) + "\n"
+
+
+def results_pages(folder: Path = RESULTS) -> dict[str, str | bytes]:
+    results = load_results(folder)
+    images: dict[str, bytes] = {}
+    pages: dict[str, str | bytes] = {
+        "results/counting.md": counting_page(results, images, folder),
+        "results/multitask.md": multitask_page(results, images, folder),
+        "results/transitive.md": transitive_page(results, images, folder),
+        "results/video.md": video_page(results, images, folder),
+        "results/graph.md": graph_page(results, images, folder),
+        "results/learning.md": learning_page(results, images, folder),
+        "results/gpu.md": gpu_page(results, folder),
+    }
+    pages["results/index.md"] = results_index(results, images, folder)
+    pages.update(images)
+    return pages
