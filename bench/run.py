@@ -5,7 +5,7 @@ beside random init and a supervised baseline trained for the same budget.
     python bench/run.py --only counting_cifar10 --steps 200
 
 Data comes from `$SELFSUP_DATA` (default: `../shared/data` beside the repository), laid out
-as described in the README's Benchmarks section. Per entry, `bench/results/<entry>/` gets the
+as `entries()` below names the files. Per entry, `bench/results/<entry>/` gets the
 reports (`linear/`, `knn/`: report.md, accuracy.png, results.json) and `bench/results/<entry>.json`
 the figures, commands, timings and machine. Runs and caches go to `bench/work/` (git-ignored).
 """

@@ -456,3 +456,34 @@ def test_results_pages_render_what_exists(tmp_path):
     assert "`broken`" in pages["results/index.md"]
     block = module.results_block("rotation", module.load_results(results))
     assert "50.0 (final)" in block and "12.5 (final)" in block
+
+
+def test_hand_written_notes_end_their_results_page(tmp_path):
+    results = tmp_path / "results"
+    (results / "readings").mkdir(parents=True)
+    (results / "readings" / "video.md").write_text("<!-- dated -->\n\nMasks found 3 cows.\n")
+    (results / "readings" / "performance.md").write_text("Step at 12 img/s.\n")
+    pages = gen_docs().results_pages(results)
+    video = pages["results/video.md"]
+    assert video.rstrip().endswith("Masks found 3 cows.") and "<!--" not in video
+    assert "## Notes on these runs" in video
+    assert "Step at 12 img/s." in pages["results/performance.md"]
+    assert "not measured yet" in pages["results/dense.md"]  # no JSON, no notes: said so
+
+
+def test_every_reading_is_on_a_results_page():
+    """Every hand-written note in bench/results/readings reaches the site."""
+    pages = gen_docs().results_pages()
+    for reading in sorted((ROOT / "bench" / "results" / "readings").glob("*.md")):
+        marker = f"`bench/results/readings/{reading.name}`"
+        assert any(marker in str(text) for text in pages.values()), reading.name
+
+
+def test_readme_is_a_short_front_door_whose_links_resolve():
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 250
+    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", readme)
+    local = [t for t in targets if not t.startswith(("http://", "https://"))]
+    assert local and all((ROOT / t).exists() for t in local), [
+        t for t in local if not (ROOT / t).exists()
+    ]

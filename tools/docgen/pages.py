@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -43,3 +44,16 @@ def flatten(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
     if isinstance(value, list) and len(value) > 8:
         return [(prefix, f"[{len(value)} items]")]
     return [(prefix, value)]
+
+
+def notes(name: str, folder: Path = RESULTS) -> str:
+    """The hand-written notes on a page's runs (`readings/NAME.md` beside the JSON) as the
+    page's last section, or "" when there are none."""
+    path = folder / "readings" / f"{name}.md"
+    if not path.is_file():
+        return ""
+    text = re.sub(r"<!--.*?-->\s*", "", path.read_text(), flags=re.S).strip()
+    return (
+        "\n## Notes on these runs\n\nWritten by hand when the runs were made, from the same "
+        f"results (`bench/results/readings/{name}.md`).\n\n{text}\n"
+    )

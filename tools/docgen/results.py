@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .pages import NOT_MEASURED, RESULTS, flatten, md_table
+from .pages import NOT_MEASURED, RESULTS, flatten, md_table, notes
 from .probe_pages import counting_page, multitask_page, transitive_page
 from .results_data import (
     COUNTING_ENTRIES,
@@ -36,16 +36,17 @@ def results_index(results: dict[str, dict], images: dict[str, bytes], folder: Pa
     ]
     parts = [
         "# Results",
-        "Every figure on these pages is read from `bench/results/*.json` when the docs are "
-        "built; nothing is typed in by hand, so the pages show exactly what was last measured "
-        "(and say so where nothing was). `make bench` runs every benchmark; each JSON records "
-        "its commands and the machine. Data comes from `$SELFSUP_DATA` (see "
-        "`bench/run.py`).",
+        "Every table on these pages is read from `bench/results/*.json` when the docs are "
+        "built, so the pages show exactly what was last measured (and say so where nothing "
+        "was). `make bench` runs every benchmark; each JSON records its commands and the "
+        "machine. Data comes from `$SELFSUP_DATA` (see `bench/run.py`). The notes at the end "
+        "of a page were written by hand when its runs were made.",
         md_table(["entry", "status", "command"], rows),
         "Pages: [counting](counting.md), [pretext tasks and multi-task](multitask.md), "
         "[transitive invariance](transitive.md), "
         "[video pipeline](video.md), [graph building cost](graph.md), "
-        "[learning per CPU-minute](learning.md), [results at scale on a GPU](gpu.md).",
+        "[learning per CPU-minute](learning.md), [dense transfer](dense.md), "
+        "[training speed](performance.md), [results at scale on a GPU](gpu.md).",
     ]
     others = sorted(set(results) - set(known))
     if others:
@@ -56,6 +57,27 @@ def results_index(results: dict[str, dict], images: dict[str, bytes], folder: Pa
             parts.append(md_table(["key", "value"], rows))
             parts += plots(name, images, folder)
     return "\n\n".join(parts) + "\n"
+
+
+NOTED_PAGES = {
+    "results/index.md": "index",
+    "results/counting.md": "counting",
+    "results/multitask.md": "multitask",
+    "results/transitive.md": "transitive",
+    "results/video.md": "video",
+    "results/graph.md": "graph",
+    "results/learning.md": "learning",
+}
+
+
+def notes_page(title: str, entry: str, command: str, folder: Path, reading: str = "") -> str:
+    """A page made of its notes: the results whose JSON holds more than a table shows."""
+    status = "measured" if (folder / f"{entry}.json").is_file() else NOT_MEASURED
+    head = (
+        f"# {title}\n\n`{command}` writes `bench/results/{entry}.json` ({status}), with the "
+        "commands and the machine; [performance](../performance.md) describes the benchmark."
+    )
+    return head + "\n" + (notes(reading or entry, folder) or f"\n{NOT_MEASURED}.\n")
 
 
 def results_pages(folder: Path = RESULTS) -> dict[str, str | bytes]:
@@ -70,6 +92,14 @@ def results_pages(folder: Path = RESULTS) -> dict[str, str | bytes]:
         "results/learning.md": learning_page(results, images, folder),
         "results/gpu.md": gpu_page(results, folder),
     }
+    pages["results/dense.md"] = notes_page(
+        "Dense transfer", "dense", "python bench/dense.py", folder
+    )
+    pages["results/performance.md"] = notes_page(
+        "Training speed", "perf", "python bench/perf.py", folder, "performance"
+    )
     pages["results/index.md"] = results_index(results, images, folder)
+    for page, name in NOTED_PAGES.items():
+        pages[page] = str(pages[page]).rstrip("\n") + "\n" + notes(name, folder)
     pages.update(images)
     return pages

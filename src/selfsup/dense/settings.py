@@ -18,7 +18,7 @@ class DepthSettings:
     width: int = 64  # decoder channels
     layers: list[str] = field(default_factory=list)  # empty: the 3 coarsest resolutions
     seed: int = 0
-    size: int = 96  # shorter image side, px (coarse: see the README on 7-Scenes)
+    size: int = 96  # shorter image side, px (coarse: see docs/evaluation.md on 7-Scenes)
 
 
 @dataclass
