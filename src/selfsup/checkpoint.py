@@ -77,6 +77,8 @@ def load(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    if path.stat().st_size == 0:  # torch's own error for this says nothing
+        raise CheckpointError(f"checkpoint {path} is unreadable or corrupted (an empty file)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:

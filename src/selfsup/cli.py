@@ -132,14 +132,22 @@ def build_parser() -> argparse.ArgumentParser:
 def graph_settings(args: argparse.Namespace) -> dict:
     """--graph sets transitive.graph, and the data to the patches the graph was built on
     unless --data names them."""
+    from pathlib import Path
+
     from selfsup.config import ConfigError
-    from selfsup.data.patch_graph import load_graph
+    from selfsup.data.patch_graph import GraphError, load_graph
 
     if args.task != "transitive":
         raise ConfigError(f"--graph: only the transitive task reads a graph, not {args.task}")
     values: dict = {"transitive": {"graph": args.graph}}
     if not args.data:
-        values["data"] = {"path": str(load_graph(args.graph)["patches_path"])}
+        patches = str(load_graph(args.graph)["patches_path"])
+        if not Path(patches).exists():
+            raise GraphError(
+                f"{args.graph}: its patches {patches} are no longer there; pass --data with "
+                "the patch dataset it was built on"
+            )
+        values["data"] = {"path": patches}
     return values
 
 

@@ -10,12 +10,18 @@
 - A command that reads another's output accepts what the user typed for `--out`: the file, the
   same path without the extension the writer added, or a folder holding the file under its
   default name. A path that is none of these is an error naming it and what was expected.
+- A command that fails writes nothing half: its output appears whole or not at all (one-file
+  commands write at the end, or atomically; several-file commands other than `train` run under
+  `nothing_half_written`). A failed `train` keeps its run folder: it resumes from there.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -60,3 +66,32 @@ def default_cache_dir() -> Path:
         return Path(os.environ["SELFSUP_CACHE"])
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "selfsup"
+
+
+@contextlib.contextmanager
+def nothing_half_written(out: str | Path) -> Iterator[None]:
+    """Around a command that writes `out` (a file, or a folder of files): if the command fails,
+    what it wrote there is removed again, so it leaves its output whole or not at all.
+
+    `out` and any parent folders the command created go; in a folder that existed before,
+    only the files and folders that appeared in it go. The error itself propagates unchanged.
+    """
+    out = Path(out)
+    created = next((p for p in [*reversed(out.parents), out] if not p.exists()), None)
+    before = set(out.rglob("*")) if out.is_dir() else set()
+    try:
+        yield
+    except Exception:
+        if created is not None:
+            remove(created)
+        elif out.is_dir():
+            for path in sorted(set(out.rglob("*")) - before, key=lambda p: -len(p.parts)):
+                remove(path)
+        raise
+
+
+def remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)

@@ -140,12 +140,18 @@ def load_safetensors_backbone(path: str | Path) -> tuple[Backbone, dict]:
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    with safe_open(str(path), framework="pt") as file:
-        metadata = file.metadata() or {}
+    try:
+        with safe_open(str(path), framework="pt") as file:
+            metadata = file.metadata() or {}
+        weights = load_file(str(path))
+    except Exception as err:  # safetensors raises its own SafetensorError for a damaged file
+        raise checkpoint.CheckpointError(
+            f"{path}: a truncated or corrupted safetensors file ({err})"
+        ) from err
     if METADATA_KEY not in metadata:
         raise checkpoint.CheckpointError(f"{path}: a safetensors file without selfsup's metadata")
     info = json.loads(metadata[METADATA_KEY])
     info[CONFIG_KEY] = json.loads(metadata.get(CONFIG_KEY, "{}"))
     backbone = backbone_from_config(from_dict(BackboneConfig, info["backbone"], "backbone"))
-    checkpoint.load_module_state(backbone, load_file(str(path)), path)
+    checkpoint.load_module_state(backbone, weights, path)
     return backbone.eval(), info

@@ -77,10 +77,12 @@ def inspect_graph(graph_path: str, patches_path: str | None, out: str) -> str:
 def command_inspect(args: argparse.Namespace) -> None:
     from selfsup.analysis.inspect_run import inspect_run
     from selfsup.data.patch_graph import find_graph
+    from selfsup.outputs import nothing_half_written
 
     graph = find_graph(args.run)
     if graph is not None:
-        print(f"wrote {inspect_graph(str(graph), args.data, args.out)}")
+        with nothing_half_written(args.out):
+            print(f"wrote {inspect_graph(str(graph), args.data, args.out)}")
         return
 
     settings = InspectSettings(
@@ -90,5 +92,6 @@ def command_inspect(args: argparse.Namespace) -> None:
         workers=args.workers,
         progress=not args.quiet,
     )
-    page = inspect_run(args.run, args.out, settings)
+    with nothing_half_written(args.out):
+        page = inspect_run(args.run, args.out, settings)
     print(f"wrote {page}")

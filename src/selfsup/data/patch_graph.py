@@ -73,6 +73,12 @@ def load_patches(path: str | Path) -> PatchSet:
         raise GraphError(
             f"{file}: `images` must be (N, H, W, 3) uint8, got {images.shape} {images.dtype}"
         )
+    for name, array in (("track", track), ("frame", frame), ("video", video)):
+        if array.shape != (n,) or not np.issubdtype(array.dtype, np.integer):
+            raise GraphError(
+                f"{file}: `{name}` has {array.size} entries of {array.dtype} for {n} images; "
+                "expected one integer per image"
+            )
     return PatchSet(
         images, track.astype(np.int64), frame.astype(np.int64), video.astype(np.int64), file, labels
     )
@@ -82,7 +88,9 @@ def open_npz(file: Path, what: str):
     """np.load of an .npz, or GraphError naming the file and what it should have been."""
     try:
         return np.load(file)
-    except (OSError, ValueError) as err:  # not a zip archive, or not numpy's
+    except PermissionError as err:
+        raise GraphError(f"{file}: cannot be read ({err.strerror})") from err
+    except Exception as err:  # OSError, EOFError (empty file), BadZipFile (cut short), ...
         raise GraphError(f"{file}: not {what}; it cannot be read as an .npz ({err})") from err
 
 
@@ -94,7 +102,7 @@ def find_graph(path: str | Path) -> Path | None:
     try:
         with np.load(file) as data:
             return file if set(data.files) >= GRAPH_KEYS else None
-    except (OSError, ValueError):
+    except Exception:  # unreadable: not a graph (the caller reads it as what else it may be)
         return None
 
 

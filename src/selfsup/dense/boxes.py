@@ -79,7 +79,14 @@ def parse_voc(path: Path) -> tuple[str, tuple[int, int] | None, list[tuple[str, 
         box = obj.find("bndbox")
         if box is None or not obj.findtext("name"):
             raise DataFormatError(f"{path}: an <object> without <name> or <bndbox>")
-        xmin, ymin, xmax, ymax = (float(box.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
+        try:
+            xmin, ymin, xmax, ymax = (
+                float(box.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")
+            )
+        except (TypeError, ValueError) as err:  # a coordinate missing, or not a number
+            raise DataFormatError(
+                f"{path}: a <bndbox> needs numbers xmin, ymin, xmax and ymax"
+            ) from err
         difficult = obj.findtext("difficult", "0").strip() == "1"
         objects.append((obj.findtext("name").strip(), [xmin - 1, ymin - 1, xmax, ymax], difficult))
     return root.findtext("filename", path.stem + ".jpg").strip(), shape, objects
@@ -90,24 +97,38 @@ def parse_coco(data: dict, name: str) -> tuple[list[str], list[tuple[str, BoxLab
 
     Category ids need not be contiguous: class index = rank of the id among the categories.
     """
-    if not {"images", "annotations", "categories"} <= data.keys():
-        raise DataFormatError(f"{name}: a COCO json needs images, annotations and categories")
-    categories = sorted(data["categories"], key=lambda c: c["id"])
+    if not isinstance(data, dict) or not {"images", "annotations", "categories"} <= data.keys():
+        raise DataFormatError(
+            f"{name}: a COCO json needs an object with images, annotations and categories"
+        )
+    try:
+        categories = sorted(data["categories"], key=lambda c: c["id"])
+        names = [str(c["name"]) for c in categories]
+        images = sorted(data["images"], key=lambda im: str(im["file_name"]))
+        per_image: dict[int, tuple[list, list, list]] = {im["id"]: ([], [], []) for im in images}
+    except (KeyError, TypeError) as err:
+        raise DataFormatError(
+            f"{name}: every image needs `id` and `file_name`, every category `id` and `name` "
+            f"({type(err).__name__}: {err})"
+        ) from err
     index_of = {c["id"]: i for i, c in enumerate(categories)}
-    per_image: dict[int, tuple[list, list, list]] = {
-        im["id"]: ([], [], []) for im in data["images"]
-    }
     for ann in data["annotations"]:
+        if not isinstance(ann, dict) or not {"image_id", "category_id", "bbox"} <= ann.keys():
+            raise DataFormatError(
+                f"{name}: annotation {ann.get('id') if isinstance(ann, dict) else ann!r} needs "
+                "image_id, category_id and bbox"
+            )
         if ann["image_id"] not in per_image or ann["category_id"] not in index_of:
             raise DataFormatError(
                 f"{name}: annotation {ann.get('id')} names an unknown image or category"
+            )
+        if not isinstance(ann["bbox"], list) or len(ann["bbox"]) != 4:
+            raise DataFormatError(
+                f"{name}: annotation {ann.get('id')}: bbox must be [x, y, width, height]"
             )
         x, y, w, h = ann["bbox"]
         boxes, labels, crowd = per_image[ann["image_id"]]
         boxes.append([x, y, x + w, y + h])
         labels.append(index_of[ann["category_id"]])
         crowd.append(bool(ann.get("iscrowd", 0)))
-    images = sorted(data["images"], key=lambda im: im["file_name"])
-    return [str(c["name"]) for c in categories], [
-        (im["file_name"], BoxLabels.from_lists(*per_image[im["id"]])) for im in images
-    ]
+    return names, [(im["file_name"], BoxLabels.from_lists(*per_image[im["id"]])) for im in images]

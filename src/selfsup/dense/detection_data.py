@@ -71,7 +71,9 @@ def open_yolo(root: Path) -> DetectionSet:
 
 def open_coco(path: Path, images_dir: Path | None) -> DetectionSet:
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise DataFormatError(f"{path}: not UTF-8 text, as JSON must be ({err})") from err
     except json.JSONDecodeError as err:
         raise DataFormatError(f"{path}: not valid JSON ({err})") from err
     names, labelled = parse_coco(data, str(path))

@@ -81,11 +81,15 @@ class SevenScenesNpz(RgbdSource):
 
     def __init__(self, path: Path):
         self.path = path
-        archive = np.load(path, allow_pickle=False)
+        try:
+            archive = np.load(path, allow_pickle=False)
+            keys = archive.files
+        except Exception as err:  # OSError, EOFError (empty file), BadZipFile (cut short), ...
+            raise DataFormatError(f"{path}: cannot be read as an .npz archive ({err})") from err
         needed = {"jpeg", "offsets", "depth_png", "depth_offsets"}
-        if not needed <= set(archive.files):
+        if not needed <= set(keys):
             raise DataFormatError(
-                f"{path}: an RGB-D .npz needs keys {sorted(needed)}; it has {sorted(archive.files)}"
+                f"{path}: an RGB-D .npz needs keys {sorted(needed)}; it has {sorted(keys)}"
             )
         self.jpeg, self.offsets = archive["jpeg"], archive["offsets"]
         self.depth_png, self.depth_offsets = archive["depth_png"], archive["depth_offsets"]
@@ -160,6 +164,16 @@ def pair_files(root: Path) -> list[tuple[Path, Path]]:
     return [(rgb[k], depth[k]) for k in keys]
 
 
+def read_intrinsics(path: Path) -> np.ndarray:
+    """A 3x3 camera matrix written as text (9 numbers, row by row)."""
+    try:
+        return np.loadtxt(path, dtype=np.float32).reshape(3, 3)
+    except ValueError as err:
+        raise DataFormatError(
+            f"{path}: expected the 3x3 camera matrix as 9 numbers, row by row ({err})"
+        ) from err
+
+
 class RgbdFolder(RgbdSource):
     def __init__(self, path: Path, depth_scale: float = 0.001):
         self.path, self.scale = path, depth_scale
@@ -172,7 +186,7 @@ class RgbdFolder(RgbdSource):
             )
         for candidate in ("intrinsics.txt", "camera-intrinsics.txt"):
             if (path / candidate).is_file():
-                self.intrinsics = np.loadtxt(path / candidate, dtype=np.float32).reshape(3, 3)
+                self.intrinsics = read_intrinsics(path / candidate)
 
     def __len__(self) -> int:
         return len(self.pairs)

@@ -21,7 +21,7 @@ from selfsup.checkpoint import CheckpointError
 from selfsup.config import BackboneConfig, ConfigError, from_dict, to_dict
 from selfsup.eval.features import weights_fingerprint
 from selfsup.eval.finetune import FinetuneSettings, run_supervised, supervised_config
-from selfsup.eval.protocol import EvalOptions, LabelledImages
+from selfsup.eval.protocol import EvalOptions, LabelledImages, check_compatible
 from selfsup.runs import LoadedBackbone, checkpoint_path, load_backbone
 
 
@@ -110,6 +110,7 @@ def finetune_eval(
 ) -> dict:
     """Fine-tune the backbone `spec` names (random:... trains from scratch) and score it."""
     options, settings = options or EvalOptions(), settings or FinetuneSettings()
+    check_compatible(train, test)
     kind, target = split_spec(spec)
     if kind == "supervised":
         raise ConfigError("fine-tuning a supervised baseline: fine-tune the run instead")

@@ -10,7 +10,13 @@ from pathlib import Path
 from selfsup.eval.finetune import FinetuneSettings
 from selfsup.eval.knn import KnnSettings
 from selfsup.eval.linear import ProbeSettings
-from selfsup.outputs import default_cache_dir, input_file, output_file, output_folder
+from selfsup.outputs import (
+    default_cache_dir,
+    input_file,
+    nothing_half_written,
+    output_file,
+    output_folder,
+)
 
 RUN_HELP = (
     "run folder, checkpoint file, safetensors export (what `export --out` was given), "
@@ -257,12 +263,35 @@ def results_file(spec: str) -> Path | None:
     path = input_file(spec, "results.json")
     if path.suffix != ".json":
         return None
+    if not path.is_file() and Path(spec).is_dir():
+        raise ConfigError(
+            f"{spec}: not a run folder (no checkpoints/last.pt) nor saved results (no results.json)"
+        )
     if not path.is_file():
         raise ConfigError(
             f"{spec}: no results there (expected the .json `eval --json` wrote, or a report "
             "folder holding results.json)"
         )
     return path
+
+
+def read_results(path: Path) -> list[dict]:
+    """The results in an `eval --json` file (one) or a report's results.json (a list)."""
+    from selfsup.config import ConfigError
+
+    try:
+        loaded = json.loads(path.read_text())
+    except ValueError as err:  # not JSON, or not UTF-8
+        raise ConfigError(f"{path}: not valid JSON ({err})") from err
+    results = loaded if isinstance(loaded, list) else [loaded]
+    needed = {"model", "protocol", "layers"}
+    for result in results:
+        if not isinstance(result, dict) or not needed <= result.keys():
+            raise ConfigError(
+                f"{path}: not results of `selfsup eval --json` or `report` (each needs "
+                f"{', '.join(sorted(needed))})"
+            )
+    return results
 
 
 def command_report(args: argparse.Namespace) -> None:
@@ -273,9 +302,7 @@ def command_report(args: argparse.Namespace) -> None:
     specs = [spec for spec, file in files if file is None]
     saved = []
     for path in (file for _, file in files if file is not None):
-        loaded = json.loads(path.read_text())
-        # An `eval --json` file holds one result, a report's results.json a list of them.
-        saved.extend(loaded if isinstance(loaded, list) else [loaded])
+        saved.extend(read_results(path))
     results = []
     if specs:
         from selfsup.eval.baselines import split_spec
@@ -286,5 +313,7 @@ def command_report(args: argparse.Namespace) -> None:
         for spec in specs:
             results.append(evaluate(spec, args.protocol, args, train, test, options))
     results += saved  # models evaluated now first, then the saved ones (e.g. baselines)
-    print(write_report(results, args.out))
+    with nothing_half_written(args.out):
+        markdown = write_report(results, args.out)
+    print(markdown)
     print(f"\nwrote {args.out}/report.md, accuracy.png, results.json")

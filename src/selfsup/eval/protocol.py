@@ -40,8 +40,13 @@ def load_labelled(path: str, size: int, workers: int = 2, progress: bool = True)
             f"{path}: evaluation needs labels (an ImageFolder tree or an .npz with a `labels` "
             "array)"
         )
-    decoded = decode_all(source, size, workers=workers, progress=progress)
     num_classes = len(source.class_names or []) or int(source.labels.max()) + 1
+    if num_classes < 2:
+        raise DataFormatError(
+            f"{path}: all images are in one class ({(source.class_names or ['0'])[0]}); "
+            "evaluation needs two or more (an ImageFolder tree holds one sub-folder per class)"
+        )
+    decoded = decode_all(source, size, workers=workers, progress=progress)
     key = fingerprint([decoded.images, decoded.labels])
     return LabelledImages(str(path), decoded.images, decoded.labels, num_classes, key)
 

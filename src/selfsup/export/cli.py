@@ -31,11 +31,14 @@ def add_export_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def command_export(args: argparse.Namespace) -> None:
-    from selfsup.export.formats import export_backbone
-    from selfsup.runs import load_backbone
+    from selfsup.export.formats import EXTENSIONS, export_backbone
+    from selfsup.outputs import nothing_half_written, output_file
+    from selfsup.runs import load_backbone, sidecar_path
 
     loaded = load_backbone(args.run)
-    model, sidecar = export_backbone(loaded, args.format, args.out)
+    target = output_file(args.out, f"backbone{EXTENSIONS[args.format]}")
+    with nothing_half_written(target), nothing_half_written(sidecar_path(target)):
+        model, sidecar = export_backbone(loaded, args.format, args.out)
     print(f"wrote {model} ({args.format}, {loaded.name} at step {loaded.step}) and {sidecar}")
 
 

@@ -120,7 +120,9 @@ def embed_source(
             features.append(F.adaptive_avg_pool2d(fmap, grid).flatten(1).cpu())  # (B, D)
             names += [source.name(i) for i, _ in kept]
     if not features:
-        raise DataFormatError(f"none of the {len(source)} images could be decoded")
+        parts = source.sources if isinstance(source, ConcatSource) else [source]
+        where = ", ".join(str(part.path) for part in parts)
+        raise DataFormatError(f"{where}: none of the {len(source)} images could be decoded")
     return Embeddings(torch.cat(features).numpy(), names, layer, skipped)
 
 

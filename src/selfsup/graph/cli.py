@@ -93,9 +93,11 @@ def command_stats(args: argparse.Namespace) -> None:
 def command_show(args: argparse.Namespace) -> None:
     from selfsup.data.patch_graph import load_graph, load_patches
     from selfsup.graph.preview import save_previews
+    from selfsup.outputs import nothing_half_written
 
     patches = load_patches(args.patches)
-    written = save_previews(load_graph(args.graph, patches), patches, Path(args.out))
+    with nothing_half_written(args.out):
+        written = save_previews(load_graph(args.graph, patches), patches, Path(args.out))
     print("wrote " + (", ".join(map(str, written)) or "nothing: the graph has no edges to show"))
 
 

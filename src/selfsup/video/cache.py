@@ -23,8 +23,16 @@ def cache_key(videos: list[Path], settings: dict) -> str:
     return digest.hexdigest()
 
 
+def open_npz(path: Path) -> np.lib.npyio.NpzFile:
+    """np.load of an .npz, or VideoError naming the file."""
+    try:
+        return np.load(path)
+    except Exception as err:  # OSError, EOFError (empty file), BadZipFile (cut short), ...
+        raise VideoError(f"{path}: cannot be read as an .npz archive ({err})") from err
+
+
 def load_mask_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    with np.load(path) as data:
+    with open_npz(path) as data:
         if not {"images", "masks"} <= set(data.files):
             raise VideoError(
                 f"{path}: motion-segmentation data needs `images` and `masks` arrays (made by "
@@ -35,6 +43,13 @@ def load_mask_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise VideoError(
             f"{path}: `images` (N, H, W, 3) and `masks` (N, H, W) do not match: "
             f"{images.shape} vs {masks.shape}"
+        )
+    if images.dtype != np.uint8 or not (
+        np.issubdtype(masks.dtype, np.integer) or masks.dtype == bool
+    ):
+        raise VideoError(
+            f"{path}: `images` must be uint8 and `masks` integer or bool, got {images.dtype} "
+            f"and {masks.dtype}"
         )
     return images, (masks > 0).astype(np.uint8)
 
@@ -51,7 +66,7 @@ def motion_mask_data(spec: str, size: int = 240) -> tuple[np.ndarray, np.ndarray
     if len(paths) == 1 and (Path(paths[0]) / "motion_masks.npz").is_file():
         return load_mask_npz(Path(paths[0]) / "motion_masks.npz")
     if len(paths) == 1 and Path(paths[0]).is_file() and paths[0].endswith(".npz"):
-        with np.load(paths[0]) as data:
+        with open_npz(Path(paths[0])) as data:
             is_mask_file = "masks" in data.files
         if is_mask_file:
             return load_mask_npz(Path(paths[0]))

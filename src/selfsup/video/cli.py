@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from selfsup.config import ConfigError, from_dict, parse_overrides, validate
-from selfsup.outputs import output_folder
+from selfsup.outputs import nothing_half_written, output_folder
 
 EXAMPLES = """examples:
   selfsup video masks clip.mp4 --out masks/
@@ -116,6 +116,22 @@ def reading(args: argparse.Namespace):
     return ReadOptions(args.stride, args.size, args.max_frames, args.keep_partial)
 
 
+def check_truth(gt: Path, videos: list[Path]) -> None:
+    """Every video has ground-truth masks under `gt` (before anything is computed)."""
+    from selfsup.video.masks import ground_truth_for
+    from selfsup.video.reader import VideoError, frame_files, video_name
+
+    if not gt.is_dir():
+        raise ConfigError(f"--eval: {gt} is not a folder of ground-truth masks")
+    for path in videos:
+        where = ground_truth_for(gt, video_name(path), len(videos) == 1)
+        if not where.is_dir() or not frame_files(where):
+            raise VideoError(
+                f"{gt}: no ground-truth masks for video {video_name(path)} (expected mask "
+                f"images in {where})"
+            )
+
+
 def command_masks(args: argparse.Namespace) -> None:
     from selfsup.video.masks import write_masks
     from selfsup.video.motion import MotionMaskConfig
@@ -123,11 +139,11 @@ def command_masks(args: argparse.Namespace) -> None:
 
     cfg = settings(MotionMaskConfig, args.overrides)
     gt = Path(args.eval) if args.eval else None
-    if gt is not None and not gt.is_dir():
-        raise ConfigError(f"--eval: {gt} is not a folder of ground-truth masks")
-    scores = write_masks(
-        find_videos(args.videos), Path(args.out), cfg, reading(args), gt, progress=not args.quiet
-    )
+    videos, options = find_videos(args.videos), reading(args)
+    if gt is not None:
+        check_truth(gt, videos)
+    with nothing_half_written(args.out):
+        scores = write_masks(videos, Path(args.out), cfg, options, gt, progress=not args.quiet)
     for r in scores["videos"]:
         line = f"{r['video']:24s} {r['frames']:5d} frames {r['fps']:6.1f} frames/s"
         if "J" in r:
@@ -155,13 +171,9 @@ def command_patches(args: argparse.Namespace) -> None:
 
     if args.workers < 1:
         raise ConfigError(f"--workers: must be >= 1, got {args.workers}")
-    summary = extract_patches(
-        find_videos(args.videos),
-        Path(args.out),
-        patch_settings(args),
-        args.workers,
-        progress=not args.quiet,
-    )
+    videos, cfg = find_videos(args.videos), patch_settings(args)
+    with nothing_half_written(args.out):
+        summary = extract_patches(videos, Path(args.out), cfg, args.workers, not args.quiet)
     print(
         f"{summary['patches']} patches in {summary['tracks']} tracks from "
         f"{len(summary['videos'])} videos in {summary['seconds']} s; wrote "
@@ -174,19 +186,22 @@ def command_track(args: argparse.Namespace) -> None:
     from selfsup.video.masks import ground_truth_for
     from selfsup.video.motion import motion_masks
     from selfsup.video.patches import seed_tracks
-    from selfsup.video.reader import find_videos, read_video, video_name
+    from selfsup.video.reader import VideoError, find_videos, read_video, video_name
 
     cfg = patch_settings(args)
     options = reading(args)
     videos = find_videos(args.videos)
+    check_truth(Path(args.eval), videos)
     results = []
     for path in videos:
         frames = read_video(path, options)
-        truth = read_masks(
-            ground_truth_for(Path(args.eval), video_name(path), len(videos) == 1),
-            options,
-            shape=frames.shape[1:3],
-        )
+        truth_path = ground_truth_for(Path(args.eval), video_name(path), len(videos) == 1)
+        truth = read_masks(truth_path, options, shape=frames.shape[1:3])
+        if len(truth) != len(frames):
+            raise VideoError(
+                f"{truth_path}: {len(truth)} ground-truth masks for the {len(frames)} frames of "
+                f"{path}; give one mask per frame"
+            )
         masks = motion_masks(frames, cfg.masks)
         paths = seed_tracks(frames, masks, cfg)
         scores = score_tracking(frames, masks, paths, truth, cfg.track)

@@ -132,11 +132,17 @@ def _folder_frames(path: Path, keep_partial: bool) -> Iterator[np.ndarray]:
 def _npz_frames(path: Path, keep_partial: bool) -> Iterator[np.ndarray]:
     try:
         archive = np.load(path)
-    except (OSError, ValueError) as err:
-        raise VideoError(f"{path}: not a readable .npz ({err})") from err
+    except Exception as err:  # OSError, EOFError (empty file), BadZipFile (cut short), ...
+        raise VideoError(f"{path}: cannot be read as an .npz clip ({err})") from err
     with archive:
         if "images" in archive:
-            yield from archive["images"]
+            images = archive["images"]
+            if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+                raise VideoError(
+                    f"{path}: `images` must be (T, H, W, 3) uint8, got {images.shape} "
+                    f"{images.dtype}"
+                )
+            yield from images
             return
         if not {"jpeg", "offsets"} <= set(archive.files):
             raise VideoError(
