@@ -85,14 +85,14 @@ FAULTY_WORKER = textwrap.dedent("""
     fault, faulty_rank, fault_time_file, *argv = sys.argv[1:]
     learning_rate = loop.learning_rate
 
-    def learning_rate_with_fault(step, total, optim):
+    def learning_rate_with_fault(step, total, optim, peak=None):
         if step == 3 and os.environ["RANK"] == faulty_rank:
             with open(fault_time_file, "w") as file:
                 file.write(str(time.time()))
             if fault == "crash":
                 raise RuntimeError("injected crash")
             time.sleep(600)
-        return learning_rate(step, total, optim)
+        return learning_rate(step, total, optim, peak)
 
     loop.learning_rate = learning_rate_with_fault
     sys.exit(main(argv))

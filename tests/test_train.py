@@ -12,7 +12,14 @@ import torch
 
 from selfsup import checkpoint
 from selfsup.cli import main
-from selfsup.train import NonFiniteLossError, learning_rate, train
+from selfsup.train import (
+    NonFiniteLossError,
+    build_model,
+    build_optimizer,
+    learning_rate,
+    peak_learning_rate,
+    train,
+)
 from tests.helpers import SMALL_RESNET, TINY, tiny_config
 
 
@@ -59,10 +66,10 @@ def crash_at_step(cfg, folder: Path, step: int) -> None:
 
     original = loop.learning_rate
 
-    def crash(current, total, optim):
+    def crash(current, total, optim, peak=None):
         if current == step:
             raise KeyboardInterrupt
-        return original(current, total, optim)
+        return original(current, total, optim, peak)
 
     loop.learning_rate = crash
     try:
@@ -133,6 +140,40 @@ def test_warmup_then_cosine_schedule():
     assert learning_rate(9, 100, cfg) == pytest.approx(1.0)
     assert learning_rate(55, 100, cfg) == pytest.approx(0.5)
     assert learning_rate(100, 100, cfg) == pytest.approx(0.0)
+
+
+def test_learning_rate_scales_with_the_global_batch():
+    def optim(*overrides: str):
+        return tiny_config(Path("x"), "optim.lr=0.3", *overrides).optim
+
+    assert peak_learning_rate(optim(), 512) == pytest.approx(0.3)  # none: lr as given
+    assert peak_learning_rate(optim("optim.lr_scaling=linear"), 512) == pytest.approx(0.6)
+    assert peak_learning_rate(optim("optim.lr_scaling=sqrt"), 1024) == pytest.approx(0.6)
+    linear = optim("optim.lr_scaling=linear", "optim.lr_reference_batch=128")
+    assert peak_learning_rate(linear, 512) == pytest.approx(1.2)
+    assert learning_rate(100, 100, linear, peak=1.2) == pytest.approx(0.0)
+    assert learning_rate(99, 100, optim("optim.warmup_steps=100"), peak=1.2) == pytest.approx(1.2)
+
+
+def test_scaled_learning_rate_is_what_the_run_uses(tiny_npz, tmp_path):
+    cfg = tiny_config(
+        tiny_npz, "train.steps=2", "train.log_every=1", "optim.lr=0.01",
+        "optim.warmup_steps=0", "optim.schedule=constant", "optim.lr_scaling=linear",
+        "optim.lr_reference_batch=4", "data.batch_size=8",
+    )  # fmt: skip
+    train(cfg, tmp_path / "r", progress=False)
+    logged = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").open()]
+    assert [r["lr"] for r in logged if "lr" in r] == [pytest.approx(0.02)] * 2
+
+
+def test_weight_decay_exclusions_can_be_switched_off(tiny_npz):
+    def decays(*overrides: str) -> set[tuple[int, float]]:
+        cfg = tiny_config(tiny_npz, "optim.weight_decay=0.1", *overrides)
+        optimizer = build_optimizer(build_model(cfg), cfg.optim)
+        return {(p.ndim, g["weight_decay"]) for g in optimizer.param_groups for p in g["params"]}
+
+    assert (1, 0.0) in decays() and (1, 0.1) not in decays()  # biases, norms: no decay
+    assert {decay for _, decay in decays("optim.decay_norm_and_bias=true")} == {0.1}
 
 
 def test_cli_errors_name_the_key_and_exit_2(tiny_npz, tmp_path, capsys):

@@ -84,3 +84,29 @@ def test_view_builders_give_right_shapes_for_any_size(height, width, crop, batch
     down = V.resize_random_kernel(resized, crop // 2, V.RESIZE_KERNELS, gen(seed))
     assert down.shape == (batch, 3, crop // 2, crop // 2)
     assert V.tiles_2x2(resized).shape == (batch, 4, 3, crop // 2, crop // 2)
+
+
+def test_hue_shift_matches_torchvision_per_image():
+    import torchvision.transforms.functional as TF
+
+    torch.manual_seed(0)
+    images = torch.rand(6, 3, 9, 9)
+    images[0] = 0.5  # gray: no hue to turn
+    images[1, :, :3] = 0.0  # black rows
+    turns = torch.tensor([0.1, -0.3, 0.25, 0.5, -0.5, 0.0])
+    ours = V.shift_hue(images, turns)
+    reference = torch.stack([TF.adjust_hue(images[i], float(turns[i])) for i in range(6)])
+    assert torch.allclose(ours, reference, atol=1e-5)
+
+
+def test_hue_jitter_keeps_value_and_saturation_and_replays_without_hue():
+    images = torch.rand(8, 3, 12, 12, generator=gen(3))
+    shifted = V.color_jitter(images, gen(), 0.0, 0.0, 0.0, p=1.0, hue=0.4)
+    assert not torch.allclose(shifted, images, atol=1e-3)
+    assert torch.allclose(shifted.amax(1), images.amax(1), atol=1e-5)  # value (HSV) kept
+    spread = lambda x: x.amax(1) - x.amin(1)  # noqa: E731
+    assert torch.allclose(spread(shifted), spread(images), atol=1e-5)  # so saturation too
+    # hue=0 draws nothing: the same views as a call that never heard of hue.
+    plain = V.color_jitter(images, gen(), 0.4, 0.4, 0.4, p=0.8)
+    assert torch.equal(V.color_jitter(images, gen(), 0.4, 0.4, 0.4, p=0.8, hue=0.0), plain)
+    assert torch.equal(V.color_jitter(images, gen(), 0.4, 0.4, 0.4, p=0.0, hue=0.3), images)

@@ -134,6 +134,16 @@ class OptimConfig:
     weight_decay: float = param(
         5e-4, "Decoupled for AdamW, L2 for SGD; not applied to biases and norm parameters.", low=0.0
     )
+    decay_norm_and_bias: bool = param(
+        False, "Apply weight decay to biases and normalisation parameters too (SimCLR: no)."
+    )
+    lr_scaling: str = param(
+        "none",
+        "Scale `lr` by the global batch (batch_size x processes) over `lr_reference_batch`: "
+        "`linear`, `sqrt`, or `none` (lr is the peak as given).",
+        choices=("none", "linear", "sqrt"),
+    )
+    lr_reference_batch: int = param(256, "The batch `lr` is given for under lr_scaling.", low=1)
     schedule: str = param(
         "cosine", "Learning-rate schedule after warm-up.", choices=("cosine", "constant")
     )

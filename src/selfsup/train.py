@@ -70,14 +70,16 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
 
 def build_optimizer(model: PretextTask, cfg: OptimConfig) -> torch.optim.Optimizer:
     """Parameter groups by learning-rate scale (the task's `lr_scales`) and by decay: biases
-    and normalisation parameters are not decayed. Each group keeps its `lr_scale`."""
+    and normalisation parameters are not decayed unless `decay_norm_and_bias`. Each group
+    keeps its `lr_scale`."""
     scales = model.lr_scales()
     groups: dict[tuple[float, bool], list] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         scale = next((v for prefix, v in scales.items() if name.startswith(prefix)), 1.0)
-        groups.setdefault((scale, param.ndim > 1), []).append(param)
+        decay = param.ndim > 1 or cfg.decay_norm_and_bias
+        groups.setdefault((scale, decay), []).append(param)
     param_groups = [
         {"params": params, "lr_scale": scale, "weight_decay": cfg.weight_decay if decay else 0.0}
         for (scale, decay), params in groups.items()
@@ -93,14 +95,26 @@ def build_optimizer(model: PretextTask, cfg: OptimConfig) -> torch.optim.Optimiz
     )
 
 
-def learning_rate(step: int, total_steps: int, cfg: OptimConfig) -> float:
-    """Linear warm-up to `cfg.lr`, then constant or cosine decay to zero at `total_steps`."""
+def peak_learning_rate(cfg: OptimConfig, global_batch: int) -> float:
+    """`cfg.lr`, scaled by the global batch against `lr_reference_batch` when `lr_scaling`
+    asks: linearly (Goyal et al. 2017; SimCLR with LARS) or by its square root (SimCLR's rule
+    for small batches)."""
+    ratio = global_batch / cfg.lr_reference_batch
+    return cfg.lr * {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[cfg.lr_scaling]
+
+
+def learning_rate(
+    step: int, total_steps: int, cfg: OptimConfig, peak: float | None = None
+) -> float:
+    """Linear warm-up to the peak (`cfg.lr` unless given), then constant or cosine decay to
+    zero at `total_steps`."""
+    peak = cfg.lr if peak is None else peak
     if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
+        return peak * (step + 1) / cfg.warmup_steps
     if cfg.schedule == "constant":
-        return cfg.lr
+        return peak
     progress = (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps)
-    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return peak * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 def view_generator(seed: int, step: int, rank: int) -> torch.Generator:
@@ -134,6 +148,7 @@ class Run:
     stream: ImageStream
     start_step: int = 0
     scaler_state: dict | None = None  # GradScaler state (fp16 autocast only)
+    peak_lr: float = 0.0  # optim.lr after optim.lr_scaling for the global batch
 
     @property
     def checkpoint_path(self) -> Path:
@@ -150,6 +165,7 @@ def prepare(cfg: ExperimentConfig, folder: str | Path, progress: bool = True) ->
     source = open_source(cfg.data.path)
     fill_from_data(cfg, source)
     model = build_model(cfg, load_init=not (folder / "checkpoints" / "last.pt").exists())
+    check_data_fits(cfg, model, source.labels is not None, source.masks is not None)
     if cfg.data.image_size < model.min_image_size():
         raise ConfigError(
             f"data.image_size: {cfg.data.image_size} is smaller than the {cfg.task} views "
@@ -180,6 +196,7 @@ def prepare(cfg: ExperimentConfig, folder: str | Path, progress: bool = True) ->
         pin_memory=device.type == "cuda",
     )
     run = Run(cfg, folder, device, model, optimizer, stream)
+    run.peak_lr = peak_learning_rate(cfg.optim, cfg.data.batch_size * dist.world_size())
     if dist.is_main() and progress:
         print(f"data: {stream.describe()}")
     report_skipped(stream.skipped)
@@ -200,6 +217,20 @@ def prepare(cfg: ExperimentConfig, folder: str | Path, progress: bool = True) ->
         drop_metrics_after(folder / "metrics.jsonl", 0)
         (folder / "config.yaml").write_text(yaml.safe_dump(dump(cfg), sort_keys=False))
     return run
+
+
+def check_data_fits(cfg: ExperimentConfig, model: PretextTask, labels: bool, masks: bool) -> None:
+    """Refuse data without the labels or masks the task reads."""
+    if model.needs_labels and not labels:
+        raise ConfigError(
+            f"data.path: {cfg.data.path} has no labels; the {cfg.task} task needs labelled "
+            "data (an ImageFolder tree or an .npz with `labels`)"
+        )
+    if model.needs_masks and not masks:
+        raise ConfigError(
+            f"data.path: {cfg.data.path} has no per-pixel masks; the {cfg.task} task needs an "
+            ".npz with `images` and `masks` (e.g. the folder `selfsup video masks` wrote)"
+        )
 
 
 def report_skipped(names: list[str]) -> None:
@@ -292,16 +323,7 @@ def step_views(
     """One step's batch -> the task's views on the device, in the training memory format
     (batched tensor ops; the views are a function of (seed, step, rank))."""
     cfg, model, device = run.cfg, run.model, run.device
-    if model.needs_labels and labels is None:
-        raise ConfigError(
-            f"data.path: the {cfg.task} task needs labelled data (an "
-            "ImageFolder tree or an .npz with `labels`)"
-        )
-    if model.needs_masks and masks is None:
-        raise ConfigError(
-            f"data.path: the {cfg.task} task needs per-pixel masks (an .npz with "
-            "`images` and `masks`, e.g. from `selfsup video masks`)"
-        )
+    check_data_fits(cfg, model, labels is not None, masks is not None)
     # Masks go only to tasks that declare them, so other tasks' signatures stay as they are.
     extra = {"masks": masks.to(device, non_blocking=True)} if model.needs_masks else {}
     views = model.make_views(
@@ -324,7 +346,7 @@ def optimize(
     """Forward, backward and optimizer step on built views; the task's outputs (loss and
     metrics). `trained` is the module from `training_setup`."""
     cfg = run.cfg
-    lr = learning_rate(step, cfg.train.steps, cfg.optim)
+    lr = learning_rate(step, cfg.train.steps, cfg.optim, run.peak_lr)
     for group in run.optimizer.param_groups:
         group["lr"] = lr * group["lr_scale"]
     if cfg.train.compile == "reduce-overhead":
@@ -360,7 +382,7 @@ def log_record(run: Run, window: MetricWindow, done: int, images: int, started: 
     return {
         "step": done,
         "epoch": round(done / run.stream.steps_per_epoch, 4),
-        "lr": learning_rate(done - 1, run.cfg.train.steps, run.cfg.optim),
+        "lr": learning_rate(done - 1, run.cfg.train.steps, run.cfg.optim, run.peak_lr),
         **means,
         "images_per_sec": round(images / (time.perf_counter() - started), 2),
         # The allocator's own counter, read on the host: no wait for the GPU.

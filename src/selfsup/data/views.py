@@ -206,11 +206,14 @@ def color_jitter(
     contrast: float = 0.4,
     saturation: float = 0.4,
     p: float = 1.0,
+    hue: float = 0.0,
 ) -> torch.Tensor:
-    """Per-image random brightness, contrast and saturation factors in [1-a, 1+a].
+    """Per-image random brightness, contrast and saturation factors in [1-a, 1+a], then a
+    hue shift in [-hue, hue] turns of the colour wheel.
 
     Applied with probability `p` per image, in a fixed order (brightness, contrast,
-    saturation), on float images in [0, 1].
+    saturation, hue), on float images in [0, 1]. With `hue=0` no hue shift is drawn, so the
+    random stream (and every earlier run's views) stays as it was.
     """
     batch = images.shape[0]
     device = images.device
@@ -225,7 +228,30 @@ def color_jitter(
     out = (out - mean_luma) * factors(contrast) + mean_luma
     gray = grayscale(out)
     out = (out - gray) * factors(saturation) + gray
-    return torch.where(applied, out.clamp_(0.0, 1.0), images)
+    out = out.clamp_(0.0, 1.0)
+    if hue > 0:
+        out = shift_hue(out, on_device(_uniform(batch, -hue, hue, generator), device))
+    return torch.where(applied, out, images)
+
+
+def shift_hue(images: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
+    """Rotate each image's hue by `turns[i]` of the colour wheel (HSV, saturation and value
+    kept), as torchvision's adjust_hue does for one image, for a whole batch at once."""
+    value = images.amax(dim=1)
+    delta = value - images.amin(dim=1)
+    safe = torch.where(delta > 0, delta, torch.ones_like(delta))
+    saturation = torch.where(value > 0, delta / torch.where(value > 0, value, 1.0), 0.0)
+    r, g, b = ((value - c) / safe for c in images.unbind(dim=1))
+    red_max, green_max = images[:, 0] == value, images[:, 1] == value
+    sector = torch.where(red_max, b - g, torch.where(green_max, 2.0 + r - b, 4.0 + g - r))
+    hue = torch.where(delta > 0, sector / 6.0, 0.0)
+    hue = torch.remainder(hue + turns.view(-1, 1, 1), 1.0)
+    # HSV -> RGB: each channel is value minus a piecewise-linear ramp of the hue.
+    # Offsets 5, 3, 1 for R, G, B, made on the device (no host copy inside a step).
+    offsets = torch.arange(5.0, 0.0, -2.0, device=hue.device, dtype=hue.dtype).view(1, 3, 1, 1)
+    k = torch.remainder(hue.unsqueeze(1) * 6.0 + offsets, 6.0)
+    ramp = torch.clamp(torch.minimum(k, 4.0 - k), 0.0, 1.0)
+    return value.unsqueeze(1) - (value * saturation).unsqueeze(1) * ramp
 
 
 def normalize(

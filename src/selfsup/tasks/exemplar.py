@@ -54,6 +54,12 @@ class ExemplarConfig:
     color_jitter: float = param(
         0.4, "Brightness/contrast/saturation jitter strength (SimCLR: 0.8 x 0.5 = 0.4).", low=0.0
     )
+    hue_jitter: float = param(
+        0.0,
+        "Hue shift of a jittered view, up to this fraction of the colour wheel either way "
+        "(SimCLR: 0.2 x 0.5 = 0.1; 0 draws nothing, so earlier runs replay exactly).",
+        low=0.0,
+    )
     jitter_prob: float = param(0.8, "Probability of colour-jittering a view.", low=0.0)
     grayscale_prob: float = param(0.2, "Probability of making a view grayscale.", low=0.0)
     embedding_dim: int = param(128, "Size of the L2-normalised embedding.", low=1)
@@ -65,6 +71,8 @@ class ExemplarConfig:
                 f"{prefix}.crop_scale: expected [low, high] with 0 < low <= high <= 1, got "
                 f"{self.crop_scale}"
             )
+        if self.hue_jitter > 0.5:
+            raise ConfigError(f"{prefix}.hue_jitter: at most 0.5 (half the colour wheel)")
         for key in ("hflip_prob", "jitter_prob", "grayscale_prob"):
             if getattr(self, key) > 1:
                 raise ConfigError(f"{prefix}.{key}: a probability must be <= 1")
@@ -117,11 +125,12 @@ class Exemplar(PretextTask):
         cfg = self.config
         x = V.random_resized_crop(images, images.shape[-1], generator, scale=tuple(cfg.crop_scale))
         x = V.random_hflip(x, cfg.hflip_prob, generator)
-        if cfg.color_jitter > 0:
+        if cfg.color_jitter > 0 or cfg.hue_jitter > 0:
             s = cfg.color_jitter
             x = V.color_jitter(
-                x, generator, brightness=s, contrast=s, saturation=s, p=cfg.jitter_prob
-            )
+                x, generator, brightness=s, contrast=s, saturation=s, p=cfg.jitter_prob,
+                hue=cfg.hue_jitter,
+            )  # fmt: skip
         x = V.random_grayscale(x, cfg.grayscale_prob, generator)
         return V.normalize(x, MEAN, STD)
 
