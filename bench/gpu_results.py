@@ -21,6 +21,13 @@ each undone alone) train 100 epochs beside the whole recipe at 100. Every other 
 same GPU time, `--minutes` of training (default 6): a 40-step trial run
 measures the step's rate and the schedule is sized to end when the time does.
 
+Transitive invariance. Its rows train on one patch graph, made as bench/run.py --suite
+transitive makes it: `--prepare` mines tracked patches from the DAVIS clips and vtest with
+`selfsup video patches` (OpenCV's trackers need opencv-contrib, so this runs where the data
+is), carried as small .npz files; on the GPU machine the runner merges them with the CIFAR-10
+training images (each its own track), embeds them with the relative-position row's run (or
+trains one for the shared budget) and builds the graph once for the three edge ablations.
+
 Results are appended, row by row, to bench/results/gpu_results.json (written atomically), and
 rows already there are skipped, so the table fills over several runs of a few rows each. Each
 run's inputs must travel to the GPU machine in 64 MiB: `--prepare ROWS` writes the data those
@@ -86,8 +93,8 @@ class Row:
 
     `train`: what follows `selfsup train` (task and settings), without data or output;
     `random_of`: evaluate that row's architecture untrained instead; `epochs`: a fixed
-    number of epochs instead of the shared GPU-time budget; `needs`: an input this runner
-    cannot make yet (the row says so in the table); `videos`: trains on motion masks too.
+    number of epochs instead of the shared GPU-time budget; `videos`: trains on motion masks
+    too; `graph`: trains on the transitive-invariance patch graph (`transitive_graph`).
     """
 
     label: str
@@ -96,7 +103,7 @@ class Row:
     random_of: str | None = None
     epochs: float | None = None
     videos: bool = False
-    needs: str | None = None
+    graph: bool = False
     paper: str = field(default="", compare=False)
 
 
@@ -105,7 +112,6 @@ def single(task: str, data: str = "cifar10", *extra: str) -> Row:
     return Row(f"{task} (multi-task trunk{size})", data, (*MULTITASK, "--tasks", task, *extra))
 
 
-GRAPH_NEEDED = "a patch graph of video patches (bench/run.py --suite transitive builds one)"
 ROWS: dict[str, Row] = {
     "exemplar-simclr": Row("exemplar, InfoNCE, SimCLR recipe, ResNet-18", "cifar10",
                            tuple(SIMCLR), epochs=200),
@@ -125,8 +131,9 @@ ROWS: dict[str, Row] = {
     "four-harmonized": Row("four tasks, lasso, harmonized", "cifar10",
                            ("multitask", "--config", "multitask_small",
                             "multitask.harmonize=true"), videos=True),
-    **{f"transitive-{edges}": Row(f"transitive invariance, {edges} edges", "cifar10",
-                                  needs=GRAPH_NEEDED)
+    **{f"transitive-{edges}": Row(f"transitive invariance, {edges} edges (multi-task trunk)",
+                                  "cifar10", ("transitive", "--config", "transitive_small",
+                                              f"transitive.edges={edges}"), graph=True)
        for edges in ("inter", "intra", "transitive")},
     "supervised-resnet18": Row("supervised, ResNet-18", "cifar10",
                                ("supervised", *SIMCLR[1:5], "data.batch_size=512",
@@ -162,6 +169,16 @@ SOURCES = {
 }
 TINY_TEST_PER_CLASS = 50
 VIDEOS = "video/davis2016/JPEGImages/480p"
+# The transitive rows' video patches, as bench/run.py --suite transitive mines them: tracked
+# object patches of the DAVIS clips and of vtest's first 200 frames (its walkers are small and
+# slow: a lower residual floor finds them). Mined by --prepare on a machine with OpenCV's
+# trackers (opencv-contrib), carried as patches.npz files, merged with the CIFAR-10 training
+# images on the GPU machine.
+VIDEO_PATCHES = {
+    "davis": ([VIDEOS], []),
+    "vtest": (["video/opencv_vtest/vtest.avi"], ["masks.min_residual=1"]),
+}
+PATCH_SIZE = 32
 
 
 def needed_files(names: list[str]) -> list[str]:
@@ -177,6 +194,8 @@ def prepare(names: list[str]) -> None:
     """Write the inputs of rows `names` (xz-compressed packed JPEGs, video folders) to INPUTS,
     refusing a set that would not travel with the repository in CARRY_LIMIT_MIB."""
     shutil.rmtree(INPUTS, ignore_errors=True)
+    if any(ROWS[name].graph for name in names):
+        mine_video_patches(data_dir(), INPUTS / "transitive")
     for relative in needed_files(names):
         source, target = data_dir() / relative, INPUTS / relative
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -191,6 +210,48 @@ def prepare(names: list[str]) -> None:
     print(f"inputs of {len(names)} rows: {size:.1f} MiB (+ repository {repo / 2**20:.1f} MiB)")
     if total > CARRY_LIMIT_MIB:
         sys.exit(f"{total:.1f} MiB would not travel in {CARRY_LIMIT_MIB:.0f} MiB: fewer rows")
+
+
+def mine_video_patches(root: Path, out: Path) -> list[Path]:
+    """`selfsup video patches` on each VIDEO_PATCHES set under `root` (once; kept in `out`);
+    the patches.npz files written."""
+    files = []
+    for name, (inputs, settings) in VIDEO_PATCHES.items():
+        videos = [root / relative for relative in inputs]
+        target = out / name
+        if not all(video.exists() for video in videos):
+            continue
+        if not (target / "patches.npz").is_file():
+            selfsup("video", "patches", *map(str, videos), "--out", str(target),
+                    "--max-frames", "200", *settings)  # fmt: skip
+        files.append(target / "patches.npz")
+    return files
+
+
+def transitive_graph(root: Path, args: argparse.Namespace) -> tuple[Path, Path]:
+    """(patches, graph) of the transitive rows, made once per machine: the video patches
+    (carried, else mined from `root`'s videos) beside the CIFAR-10 training images, each its
+    own track, embedded by a relative-position run (the relative-position row's, when it ran
+    here, else one trained for the shared budget) and built into one graph."""
+    from run import merge_patches
+
+    folder = RUNS / "transitive_graph"
+    patches, graph = folder / "patches.npz", folder / "graph.npz"
+    if graph.is_file():
+        return patches, graph
+    folder.mkdir(parents=True, exist_ok=True)
+    carried = sorted((root / "transitive").glob("*/patches.npz"))
+    video_files = carried or mine_video_patches(root, folder)
+    cifar = data_paths(ROWS["relative-position"], root)
+    merge_patches(video_files, cifar["train"], patches, size=PATCH_SIZE)
+    embedder = RUNS / "relative-position"
+    if not (embedder / "checkpoints" / "last.pt").is_file():
+        embedder = folder / "embedder"
+        steps = planned_steps(ROWS["relative-position"], cifar, args)
+        selfsup(*train_argv(ROWS["relative-position"], cifar, embedder, steps))
+    selfsup("graph", "build", "--patches", str(patches), "--embed", str(embedder),
+            "--out", str(graph))  # fmt: skip
+    return patches, graph
 
 
 def data_root(quick: bool) -> Path:
@@ -213,6 +274,8 @@ def quick_data() -> Path:
     from perfkit.common import subset_npz
 
     root = WORK / "gpu_results_quick_data"
+    for seed in (0, 1):
+        write_quick_clip(root / VIDEOS / f"synthetic{seed}", seed)
     assets = ROOT / "src" / "selfsup" / "assets"
     for relatives in SOURCES.values():
         for split, relative in relatives.items():
@@ -222,6 +285,25 @@ def quick_data() -> Path:
             if not target.is_file():
                 shutil.copyfile(subset_npz(assets / f"cifar10_sample_{split}.npz", count), target)
     return root
+
+
+def write_quick_clip(folder: Path, seed: int, frames: int = 24, size: int = 96) -> None:
+    """A clip for --quick: a bright textured square crossing a textured background while the
+    camera pans, enough for masks, tracks and patches to exist (two clips give two tracks,
+    so intra-only batches have negatives)."""
+    from PIL import Image
+
+    if folder.is_dir():
+        return
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    background = rng.integers(0, 255, (size, size + frames * 2, 3), dtype=np.uint8)
+    square = rng.integers(150, 255, (24, 24, 3), dtype=np.uint8)
+    for t in range(frames):
+        frame = background[:, t : t + size].copy()  # the camera pans 1 px per frame
+        top, left = 20 + seed * 30, 2 + 3 * t  # the square moves 3 px per frame
+        frame[top : top + 24, left : left + 24] = square
+        Image.fromarray(frame).save(folder / f"{t:05d}.jpg", quality=95)
 
 
 def data_paths(row: Row, root: Path) -> dict[str, Path]:
@@ -258,8 +340,11 @@ def last_metrics(folder: Path) -> dict:
 
 def train_argv(row: Row, paths: dict[str, Path], folder: Path, steps: int) -> list[str]:
     videos = ["--videos", str(paths["videos"])] if row.videos else []
-    return ["train", *row.train, "--data", str(paths["train"]), *videos, "--out", str(folder),
-            "--steps", str(steps)]  # fmt: skip
+    if row.graph:  # trains on the graph's patches; evaluated on the images like every row
+        data = ["--data", str(paths["patches"]), "--graph", str(paths["graph"])]
+    else:
+        data = ["--data", str(paths["train"])]
+    return ["train", *row.train, *data, *videos, "--out", str(folder), "--steps", str(steps)]
 
 
 def planned_steps(row: Row, paths: dict[str, Path], args: argparse.Namespace) -> int:
@@ -319,6 +404,8 @@ def run_row(name: str, root: Path, args: argparse.Namespace) -> dict:
     row = ROWS[name]
     trained = ROWS[row.random_of] if row.random_of else row
     paths = data_paths(trained, root)
+    if trained.graph:
+        paths["patches"], paths["graph"] = transitive_graph(root, args)
     folder = RUNS / name
     shutil.rmtree(folder, ignore_errors=True)
     # A random-init row builds its architecture with one step of its method's command.
@@ -426,7 +513,7 @@ def table(results: dict) -> str:
     for name, row in ROWS.items():
         measured = results["rows"].get(name)
         if not measured:
-            why = f"not yet measured ({row.needs})" if row.needs else "not yet measured"
+            why = "not yet measured"
             lines.append(f"| {row.label} | {row.data} | {why} | | | | | | |")
             continue
         layer = max(measured["linear_top1"], key=measured["linear_top1"].get)
@@ -483,10 +570,10 @@ def main(argv: list[str] | None = None) -> None:
     results = load_results(args.results)
     if args.list:
         for name, row in ROWS.items():
-            state = "measured" if name in results["rows"] else (row.needs or "to run")
+            state = "measured" if name in results["rows"] else "to run"
             print(f"{name:28s} {row.data:13s} {state}")
         return
-    names = args.rows or [name for name in ROWS if not ROWS[name].needs]
+    names = args.rows or list(ROWS)
     if args.prepare:
         prepare(names)
         return
@@ -495,9 +582,6 @@ def main(argv: list[str] | None = None) -> None:
         for name in names:
             if name in results["rows"]:
                 print(f"{name}: measured {results['rows'][name]['date']}, skipped")
-                continue
-            if ROWS[name].needs:
-                print(f"{name}: needs {ROWS[name].needs}, skipped")
                 continue
             print(f"{name}: running", flush=True)
             results["rows"][name] = run_row(name, root, args)

@@ -97,3 +97,22 @@ def test_claims_read_the_table_as_the_papers_state_them():
     assert four == "confirmed: +2.00 points against motion-segmentation"
     transitive = "transitive above inter-only and intra-only (best linear layer)"
     assert verdicts[transitive] == "not yet measured"
+
+
+def test_transitive_rows_train_on_the_patch_graph_and_evaluate_on_images(tmp_path):
+    module = bench_module("gpu_results")
+    paths = {name: tmp_path / f"{name}.npz" for name in ("train", "test", "patches", "graph")}
+    for edges in ("inter", "intra", "transitive"):
+        row = module.ROWS[f"transitive-{edges}"]
+        argv = module.train_argv(row, paths, tmp_path / "run", 5)
+        assert row.graph and f"transitive.edges={edges}" in argv
+        assert argv[argv.index("--data") + 1] == str(paths["patches"])
+        assert argv[argv.index("--graph") + 1] == str(paths["graph"])
+    # Every other row trains on the images it is evaluated on.
+    argv = module.train_argv(module.ROWS["rotation"], paths, tmp_path / "run", 5)
+    assert argv[argv.index("--data") + 1] == str(paths["train"]) and "--graph" not in argv
+    # The recipe ablations each undo one setting of the whole recipe.
+    recipe = module.ROWS["simclr-100"].train
+    for name, row in module.ROWS.items():
+        if name.startswith("simclr-100-"):
+            assert row.train[: len(recipe)] == recipe and len(row.train) == len(recipe) + 1
