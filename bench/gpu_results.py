@@ -94,7 +94,9 @@ class Row:
     `train`: what follows `selfsup train` (task and settings), without data or output;
     `random_of`: evaluate that row's architecture untrained instead; `epochs`: a fixed
     number of epochs instead of the shared GPU-time budget; `videos`: trains on motion masks
-    too; `graph`: trains on the transitive-invariance patch graph (`transitive_graph`).
+    too; `masks`: settings of those masks (`selfsup video masks` key=value; default: the
+    default method's); `graph`: trains on the transitive-invariance patch graph
+    (`transitive_graph`).
     """
 
     label: str
@@ -103,6 +105,7 @@ class Row:
     random_of: str | None = None
     epochs: float | None = None
     videos: bool = False
+    masks: tuple[str, ...] = ()
     graph: bool = False
     paper: str = field(default="", compare=False)
 
@@ -125,6 +128,12 @@ ROWS: dict[str, Row] = {
        ("relative-position", "colorization", "exemplar", "rotation", "jigsaw")},
     "motion-segmentation": Row("motion segmentation (multi-task trunk)", "cifar10",
                                (*MULTITASK, "--tasks", "motion-segmentation"), videos=True),
+    # The same on the earlier masks (moving parts rather than whole objects): what the
+    # object masks of `selfsup video masks` change downstream.
+    "motion-segmentation-residual-masks": Row(
+        "motion segmentation on residual masks (multi-task trunk)", "cifar10",
+        (*MULTITASK, "--tasks", "motion-segmentation"), videos=True,
+        masks=("method=residual",)),
     "four-naive": Row("four tasks, naive", "cifar10", tuple(MULTITASK), videos=True),
     "four-lasso": Row("four tasks, lasso", "cifar10",
                       ("multitask", "--config", "multitask_small"), videos=True),
@@ -406,6 +415,10 @@ def run_row(name: str, root: Path, args: argparse.Namespace) -> dict:
     paths = data_paths(trained, root)
     if trained.graph:
         paths["patches"], paths["graph"] = transitive_graph(root, args)
+    if trained.masks:  # masks made with these settings; training reads their folder
+        masks = RUNS / f"{name}_masks"
+        selfsup("video", "masks", str(paths["videos"]), "--out", str(masks), *trained.masks)
+        paths["videos"] = masks
     folder = RUNS / name
     shutil.rmtree(folder, ignore_errors=True)
     # A random-init row builds its architecture with one step of its method's command.

@@ -15,6 +15,7 @@ EXAMPLES = """examples:
   selfsup video masks clip.mp4 --out masks/
   selfsup video masks DAVIS/JPEGImages/480p --eval DAVIS/Annotations/480p --out masks/
   selfsup video masks clip.mp4 --out masks/ min_residual=2 temporal_window=5
+  selfsup video masks clip.mp4 --out masks/ method=residual
   selfsup video patches videos/ --out patches/ --workers 2 track.tracker=kcf
   selfsup video track DAVIS/JPEGImages/480p --eval DAVIS/Annotations/480p --out tracks/
 """
@@ -57,7 +58,8 @@ def add_video_parser(commands: argparse._SubParsersAction) -> None:
     masks = sub.add_parser(
         "masks",
         help="unsupervised motion masks (PNG, .npz, overlay)",
-        description="Masks of independently moving pixels per frame. "
+        description="Masks of the moving objects of every frame (method=residual: of the "
+        "pixels the camera's motion does not explain). "
         "Writes OUT/<video>/masks/*.png, masks.npz and overlay.jpg, "
         "OUT/motion_masks.npz (all videos, centre squares: the data of "
         "the motion-segmentation task) and OUT/scores.json. Training reads OUT itself: "

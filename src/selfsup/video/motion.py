@@ -1,6 +1,15 @@
-"""Unsupervised masks of independently moving pixels, from a single video.
+"""Unsupervised motion masks from a single video.
 
-Per frame t (the last frame uses the pair (t-1, t)):
+Two methods (`method`):
+
+- `object` (default, objects.py): masks of whole moving objects. Motion is measured against
+  the camera motion of the frame border, thresholded per frame, completed by appearance and
+  carried along the flow through frames where motion fails.
+- `residual`: masks of the pixels whose flow the camera's motion does not explain, the
+  method below. It finds the parts that move against the camera (a walking animal's legs)
+  rather than whole objects; kept for comparison and for what was trained on it.
+
+`method=residual`, per frame t (the last frame uses the pair (t-1, t)):
 
 1. **Dense optical flow** from frame t to t+1 on grayscale frames (OpenCV's DIS, fast and
    accurate enough; Farnebäck as an option), at `flow_size` pixels on the shorter side.
@@ -25,11 +34,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from selfsup.config import param
+from selfsup.config import ConfigError, param
 
 
 @dataclass
 class MotionMaskConfig:
+    method: str = param(
+        "object",
+        "object: whole moving objects (motion, then appearance and propagation); residual: "
+        "only the pixels the camera's motion does not explain (the earlier method).",
+        choices=("object", "residual"),
+    )
     flow: str = param(
         "dis", "Dense optical flow: dis (fast, default) or farneback.", choices=("dis", "farneback")
     )
@@ -46,15 +61,22 @@ class MotionMaskConfig:
         low_exclusive=True,
     )
     min_residual: float = param(
-        3.0, "A pixel moves only if its residual flow exceeds this many px at flow_size.", low=0.0
+        3.0,
+        "A pixel moves only if its residual flow exceeds this many px at flow_size "
+        "(object: at most this; see floor_fraction).",
+        low=0.0,
     )
     residual_sigmas: float = param(
         6.0,
-        "... and exceeds this many robust standard deviations of the frame's residual.",
+        "residual: ... and exceeds this many robust standard deviations of the frame's "
+        "residual (object uses Otsu's threshold instead).",
         low=0.0,
     )
     temporal_window: int = param(
-        3, "Frames whose residual scores are averaged (odd; 1 disables smoothing).", low=1
+        3,
+        "Frames whose residual scores are averaged (odd; 1 disables smoothing); object: "
+        "carried along the flow.",
+        low=1,
     )
     morph_kernel: int = param(
         5, "Side (px at flow_size) of the opening/closing element; 0 disables.", low=0
@@ -62,6 +84,62 @@ class MotionMaskConfig:
     min_area: float = param(
         0.002, "Connected components below this fraction of the frame are dropped.", low=0.0
     )
+    camera_border: float = param(
+        0.12,
+        "object: the camera's motion is fitted to the flow in this border band (fraction of "
+        "the shorter side), where objects rarely are.",
+        low=0.0,
+        low_exclusive=True,
+    )
+    floor_fraction: float = param(
+        0.6,
+        "object: in a slow clip the floor drops below min_residual to this fraction of the "
+        "clip's fastest motion (99th percentile residual), never below 1 px.",
+        low=0.0,
+    )
+    appearance_band: int = param(
+        15,
+        "object: colour decides object or background within this many px (at flow_size) of "
+        "the motion mask; 0 keeps to the motion mask.",
+        low=0,
+    )
+    smoothness: float = param(
+        50.0,
+        "object: strength of the edge-aware smoothing that snaps masks to the object's "
+        "outline (0 disables).",
+        low=0.0,
+    )
+    memory: float = param(
+        0.9,
+        "object: weight of the previous frame's mask, carried along the flow, against the "
+        "frame's own evidence (0: frames alone; must be < 1).",
+        low=0.0,
+    )
+
+    def check(self, prefix: str) -> None:
+        def key(name: str) -> str:
+            return f"{prefix}.{name}" if prefix else name
+
+        if self.camera_border >= 0.5:
+            raise ConfigError(
+                f"{key('camera_border')}: must be < 0.5 (a band on each side), "
+                f"got {self.camera_border}"
+            )
+        if self.memory >= 1:
+            raise ConfigError(
+                f"{key('memory')}: must be < 1 (1 would ignore every frame's evidence), "
+                f"got {self.memory}"
+            )
+        if self.floor_fraction > 1:
+            raise ConfigError(
+                f"{key('floor_fraction')}: must be <= 1 (a fraction of the fastest motion), "
+                f"got {self.floor_fraction}"
+            )
+        if self.temporal_window % 2 == 0:
+            raise ConfigError(
+                f"{key('temporal_window')}: must be odd (centred on the frame), "
+                f"got {self.temporal_window}"
+            )
 
 
 def to_gray(frame: np.ndarray) -> np.ndarray:
@@ -87,12 +165,18 @@ class FlowEstimator:
         return cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 4, 21, 3, 5, 1.1, 0)
 
 
-def camera_flow(flow: np.ndarray, grid_step: int, ransac_threshold: float) -> np.ndarray:
-    """The flow a homography fitted (RANSAC) to the dense flow would give: (H, W, 2)."""
+def camera_flow(
+    flow: np.ndarray, grid_step: int, ransac_threshold: float, points: np.ndarray | None = None
+) -> np.ndarray:
+    """The flow a homography fitted (RANSAC) to the dense flow would give: (H, W, 2). Only
+    grid points where `points` (bool (H, W)) is true are used, if given."""
     import cv2
 
     h, w = flow.shape[:2]
     ys, xs = np.mgrid[grid_step // 2 : h : grid_step, grid_step // 2 : w : grid_step]
+    if points is not None:
+        keep = points[ys, xs]
+        ys, xs = ys[keep], xs[keep]
     src = np.stack([xs.ravel(), ys.ravel()], 1).astype(np.float32)
     dst = src + flow[ys.ravel(), xs.ravel()]
     homography, inliers = (None, None)
@@ -173,17 +257,22 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
 
 
 def motion_masks(frames: np.ndarray, cfg: MotionMaskConfig | None = None) -> np.ndarray:
-    """(T, H, W, 3) uint8 frames -> (T, H, W) bool masks of independently moving pixels."""
+    """(T, H, W, 3) uint8 frames -> (T, H, W) bool masks of moving objects (`method`)."""
     import cv2
 
     cfg = cfg or MotionMaskConfig()
     if len(frames) == 0:
         return np.zeros((0, *frames.shape[1:3]), bool)
-    scores = smooth_in_time(residual_scores(frames, cfg), cfg.temporal_window)
+    if cfg.method == "object":
+        from selfsup.video.objects import object_masks
+
+        small_masks = object_masks(frames, cfg)
+    else:
+        scores = smooth_in_time(residual_scores(frames, cfg), cfg.temporal_window)
+        small_masks = [clean_mask(score > 1.0, cfg) for score in scores]
     h, w = frames.shape[1:3]
     masks = []
-    for score in scores:
-        small = clean_mask(score > 1.0, cfg)
+    for small in small_masks:
         masks.append(
             cv2.resize(small.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
         )

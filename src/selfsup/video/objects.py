@@ -1,0 +1,137 @@
+"""Masks of whole moving objects (`method=object`, the default): motion finds the object,
+appearance completes it, time carries it through frames where motion fails.
+
+1. **Motion against the background.** The camera's motion is a homography fitted (RANSAC)
+   to the flow in a band along the frame border (`camera_border`), where objects rarely are.
+   Fitted to the whole frame instead, it follows a large object, or one the camera pans
+   with, and only the object's limbs stay "moving" (a camel whose legs alone were masked).
+   The residual |flow - camera flow| is taken against both neighbouring frames and the
+   smaller kept, which drops the smear flow leaves on one side of an object.
+2. **A threshold from the frame, a floor from the clip.** Per frame, Otsu's threshold on
+   the log residual separates the moving layer from the still one whatever its share of the
+   frame (a robust spread over the frame is inflated by a large object). A floor keeps
+   flow noise out: `min_residual` px, lowered for clips whose fastest motion (99th
+   percentile of the residual) is slow, to `floor_fraction` of it, but never below 1 px,
+   so a slowly walking animal is still seen.
+3. **Flow-aligned smoothing**: scores are averaged over `temporal_window` frames, each
+   neighbour's score carried onto the frame along the flow.
+4. **Appearance** (appearance.py): colour models of object and surroundings learnt within
+   `appearance_band` px of the motion mask, weighed with the motion, then an edge-aware
+   smoother (`smoothness`) so the mask follows the object's outline.
+5. **Propagation** (propagate.py): a recursive filter along the flow, forward and
+   backward, with weight `memory` on the carried map, fills frames where the flow broke
+   down (no mask, or one over most of the border band, where the camera's motion was
+   measured); the result is thresholded at 0.5 and cleaned like the residual method's.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from selfsup.video.appearance import complete_with_appearance
+from selfsup.video.motion import FlowEstimator, camera_flow
+from selfsup.video.propagate import Warper, align_neighbours, recursive_filter
+
+PRIOR_SLOPE = 2.0  # motion prior = sigmoid(PRIOR_SLOPE * log score): 0.5 at the threshold,
+#                    0.8 at twice it; gentle, so colour can overrule weak motion
+FASTEST = 99  # percentile of the residual that measures a clip's fastest motion
+LOWEST_FLOOR = 1.0  # px at flow_size: below this, DIS flow is mostly noise
+MAX_BORDER_COVER = 0.5  # share of the border band a usable motion mask may cover
+
+
+def border_points(height: int, width: int, border: float) -> np.ndarray:
+    band = max(1, round(border * min(height, width)))
+    mask = np.zeros((height, width), bool)
+    mask[:band] = mask[-band:] = True
+    mask[:, :band] = mask[:, -band:] = True
+    return mask
+
+
+def otsu_threshold(residual: np.ndarray) -> float:
+    """Otsu's threshold of log(residual): the split into a still and a moving layer."""
+    import cv2
+
+    log = np.log(residual + 0.05)
+    low, high = float(log.min()), float(log.max())
+    if high - low < 1e-6:
+        return float("inf")  # a uniform residual: no moving layer
+    scaled = ((log - low) / (high - low) * 255).astype(np.uint8)
+    level, _ = cv2.threshold(scaled, 0, 255, cv2.THRESH_OTSU)
+    return float(np.exp(low + level / 255 * (high - low)) - 0.05)
+
+
+def flows(gray: list, cfg) -> tuple[list, list]:
+    """Flows to both neighbours: forward[t] t -> t+1, backward[t] t+1 -> t (lists of T-1).
+    Propagation needs them to the end, so they are kept as float16: a 1000-frame clip's at
+    240 px take 0.8 GB so, 1.6 GB as float32."""
+    flow_of = FlowEstimator(cfg.flow)
+    forward = [flow_of(gray[t], gray[t + 1]).astype(np.float16) for t in range(len(gray) - 1)]
+    backward = [flow_of(gray[t + 1], gray[t]).astype(np.float16) for t in range(len(gray) - 1)]
+    return forward, backward
+
+
+def residual(flow: np.ndarray, cfg, points: np.ndarray) -> np.ndarray:
+    """|flow - camera flow|, the camera's motion fitted to the flow at `points`."""
+    flow = flow.astype(np.float32)
+    camera = camera_flow(flow, cfg.grid_step, cfg.ransac_threshold, points)
+    return np.linalg.norm(flow - camera, axis=-1)
+
+
+def clip_floor(forward_residuals: list, cfg) -> float:
+    """The residual floor of this clip: min_residual, or less for a slow clip. The clip's
+    fastest motion is the median over its frames of each frame's 99th percentile."""
+    fastest = np.median([np.percentile(r, FASTEST) for r in forward_residuals])
+    return float(np.clip(cfg.floor_fraction * fastest, LOWEST_FLOOR, cfg.min_residual))
+
+
+def motion_scores(forward: list, backward: list, cfg, points: np.ndarray) -> np.ndarray:
+    """Per frame, residual over the frame's threshold (> 1: moving), the smaller of the
+    scores against the next and the previous frame."""
+    ahead = [residual(f, cfg, points).astype(np.float16) for f in forward]  # t -> t+1
+    floor = clip_floor(ahead, cfg)
+    count = len(forward) + 1
+    scores = []
+    for t in range(count):
+        against = []
+        if t < count - 1:  # the next frame: flow t -> t+1
+            against.append(ahead[t].astype(np.float32))
+        if t > 0:  # the previous frame: flow t -> t-1
+            against.append(residual(backward[t - 1], cfg, points))
+        scores.append(np.minimum.reduce([r / max(floor, otsu_threshold(r)) for r in against]))
+    return np.stack(scores).astype(np.float32)
+
+
+def object_masks(frames: np.ndarray, cfg) -> np.ndarray:
+    """(T, H, W, 3) uint8 -> (T, h, w) bool masks at flow_size (see the module docstring)."""
+    from selfsup.video.motion import clean_mask, to_gray
+    from selfsup.video.reader import resize_frame
+
+    small = [resize_frame(f, cfg.flow_size) for f in frames]
+    if len(small) < 2:  # a single frame: nothing can be seen to move
+        return np.zeros((len(small), *small[0].shape[:2]), bool)
+    forward, backward = flows([to_gray(f) for f in small], cfg)
+    warp = Warper(*small[0].shape[:2])
+    border = border_points(*small[0].shape[:2], cfg.camera_border)
+    scores = motion_scores(forward, backward, cfg, border)
+    if cfg.temporal_window > 1:
+        scores = align_neighbours(scores, forward, backward, cfg.temporal_window, warp)
+
+    probabilities, has_evidence = [], []
+    for frame, score in zip(small, scores):
+        seed = clean_mask(score > 1.0, cfg)
+        # A mask over most of the border, where the camera's motion was measured, means that
+        # measurement failed (motion blur, a frame-filling object): no evidence here.
+        usable = seed.any() and seed[border].mean() <= MAX_BORDER_COVER
+        has_evidence.append(usable)
+        if not usable:
+            probabilities.append(np.zeros(score.shape, np.float32))
+            continue
+        prior = 1 / (1 + np.maximum(score, 1e-3) ** -PRIOR_SLOPE)  # sigmoid(slope * log s)
+        probabilities.append(
+            complete_with_appearance(frame, prior, seed, cfg.appearance_band, cfg.smoothness)
+        )
+    if cfg.memory > 0:
+        probabilities = recursive_filter(
+            probabilities, has_evidence, forward, backward, cfg.memory, warp
+        )
+    return np.stack([clean_mask(p > 0.5, cfg) for p in probabilities])
