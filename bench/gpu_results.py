@@ -417,6 +417,7 @@ def run_row(name: str, root: Path, args: argparse.Namespace) -> dict:
         paths["patches"], paths["graph"] = transitive_graph(root, args)
     if trained.masks:  # masks made with these settings; training reads their folder
         masks = RUNS / f"{name}_masks"
+        shutil.rmtree(masks, ignore_errors=True)  # a rerun on this machine makes them afresh
         selfsup("video", "masks", str(paths["videos"]), "--out", str(masks), *trained.masks)
         paths["videos"] = masks
     folder = RUNS / name
