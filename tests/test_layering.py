@@ -5,6 +5,9 @@ reader)."""
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -72,3 +75,28 @@ def test_packages_import_only_downward():
 def test_cycle_finder_finds_a_deferred_cycle():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": {"c"}}) is None
+
+
+def test_the_command_line_answers_help_without_importing_torch():
+    """`selfsup --version` and every `--help` answer at once: the parsers read their defaults
+    and choices from modules that do not import torch (importing it takes seconds)."""
+    commands = ["train", "eval", "report", "inspect", "export", "embed", "video", "graph"]
+    script = (
+        "import sys\n"
+        "from selfsup.cli import build_parser\n"
+        f"for argv in [['--version']] + [[c, '--help'] for c in {commands!r}]:\n"
+        "    try:\n"
+        "        build_parser().parse_args(argv)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "heavy = sorted(m for m in ('torch', 'torchvision', 'cv2') if m in sys.modules)\n"
+        "print(','.join(heavy), file=sys.stderr)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(SRC)},
+        check=True,
+    )
+    assert done.stderr.strip() == "", f"the parsers imported {done.stderr.strip()}"

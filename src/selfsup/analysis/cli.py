@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from selfsup.analysis.inspect_run import InspectSettings
+from selfsup.analysis.settings import InspectSettings
 from selfsup.outputs import output_folder
 
 

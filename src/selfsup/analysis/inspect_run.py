@@ -19,6 +19,7 @@ from selfsup.analysis.feature_map import map_section
 from selfsup.analysis.lasso import lasso_section
 from selfsup.analysis.page import Section, write_page
 from selfsup.analysis.retrieval import retrieval_section
+from selfsup.analysis.settings import InspectSettings
 from selfsup.config import resolve
 from selfsup.data import decode_all, open_source
 from selfsup.data.selections import sample_source
@@ -33,16 +34,6 @@ from selfsup.runs import (
 from selfsup.runtime import resolve_device
 from selfsup.tasks import build_task, list_tasks, task_config_class
 from selfsup.tasks.counting import Counting
-
-
-@dataclass
-class InspectSettings:
-    data: str | None = None  # images to analyse (default: the run's training data)
-    max_images: int = 2000
-    device: str = "auto"
-    workers: int = 2
-    seed: int = 0  # the image sample and the random-init baseline
-    progress: bool = True
 
 
 def run_folder(path: Path) -> Path | None:

@@ -7,9 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from selfsup.eval.finetune import FinetuneSettings
-from selfsup.eval.knn import KnnSettings
-from selfsup.eval.linear import ProbeSettings
+from selfsup.eval.settings import FinetuneSettings, KnnSettings, ProbeSettings
 from selfsup.outputs import (
     default_cache_dir,
     input_file,

@@ -9,7 +9,6 @@ then are scored by classifying the test images (centre view, no augmentation).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -20,19 +19,11 @@ from selfsup.data import views as V
 from selfsup.data.views import MEAN, STD
 from selfsup.eval.linear import accuracy
 from selfsup.eval.protocol import EvalOptions, LabelledImages
+from selfsup.eval.settings import FinetuneSettings
 from selfsup.runs import checkpoint_path
 from selfsup.runtime import autocast, resolve_device, resolve_precision
 from selfsup.tasks import task_config_class
 from selfsup.tasks.supervised import classify
-
-
-@dataclass
-class FinetuneSettings:
-    steps: int = 1000
-    lr: float = 0.05  # head learning rate (SGD, cosine); the backbone gets lr * backbone_scale
-    backbone_scale: float = 0.1
-    batch_size: int = 128
-    seed: int = 0
 
 
 def supervised_config(

@@ -15,12 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-
-@dataclass
-class KnnSettings:
-    k: int = 200
-    temperature: float = 0.1
-    chunk: int = 1024  # test rows per similarity block (memory: chunk x N floats)
+from selfsup.eval.settings import KnnSettings
 
 
 @dataclass

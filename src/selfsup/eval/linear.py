@@ -26,18 +26,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-
-@dataclass
-class ProbeSettings:
-    # L2 strengths tried on the validation split (loss = mean CE + wd/2 * |W|^2); one value
-    # skips the selection.
-    weight_decays: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
-    val_fraction: float = 0.1  # share of the training features held out for the selection
-    selection_rows: int = 10_000  # training rows the selection fits at most (0: all)
-    steps: int = 200  # L-BFGS iterations at most per fit (it usually converges earlier)
-    tolerance: float = 1e-3  # stop when the loss improves less than this (relative) ...
-    check_every: int = 10  # ... over this many iterations; either at 0 runs fits to `steps`
-    seed: int = 0
+from selfsup.eval.settings import ProbeSettings
 
 
 @dataclass

@@ -11,7 +11,7 @@ RUN_HELP = (
 
 
 def add_export_parser(commands: argparse._SubParsersAction) -> None:
-    from selfsup.export.formats import FORMATS
+    from selfsup.export import FORMATS
 
     p = commands.add_parser(
         "export",

@@ -20,14 +20,10 @@ from pathlib import Path
 import torch
 
 from selfsup.backbones import Backbone
+from selfsup.export import EXTENSIONS, FORMATS
 from selfsup.export.preprocessing import preprocessing_info
 from selfsup.outputs import output_file
 from selfsup.runs import CONFIG_KEY, METADATA_KEY, LoadedBackbone, sidecar_path
-
-FORMATS = ("safetensors", "torchscript", "onnx", "torchvision")
-# The file `--out` gets: this extension when it has none; a folder gets backbone<extension>.
-EXTENSIONS = {"safetensors": ".safetensors", "torchscript": ".pt", "onnx": ".onnx",
-              "torchvision": ".pth"}  # fmt: skip
 
 
 class ExportError(ValueError):
