@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from selfsup.cli import main
 from selfsup.config import resolve
@@ -62,17 +63,17 @@ def build(name: str):
     return build_model(resolve(values, task_config_class))
 
 
-def batch_inputs(task, seed: int = 0) -> dict:
+def batch_inputs(task, seed: int = 0, batch: int = BATCH) -> dict:
     """What the loop would give the task: images, and labels / masks when it needs them."""
     g = torch.Generator().manual_seed(seed)
     size = max(IMAGE_SIZE, task.min_image_size())
     inputs = {
-        "images": torch.randint(0, 256, (BATCH, 3, size, size), dtype=torch.uint8, generator=g)
+        "images": torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, generator=g)
     }
     if task.needs_labels:
-        inputs["labels"] = torch.arange(BATCH) % 4
+        inputs["labels"] = torch.arange(batch) % 4
     if task.needs_masks:
-        inputs["masks"] = (torch.rand(BATCH, size, size, generator=g) > 0.7).to(torch.uint8)
+        inputs["masks"] = (torch.rand(batch, size, size, generator=g) > 0.7).to(torch.uint8)
     return inputs
 
 
@@ -103,6 +104,34 @@ def test_finite_scalar_outputs_and_a_few_steps_lower_the_loss(name, device):
         optimizer.step()
         losses.append(out["loss"].item())
     assert task(views)["loss"].item() < losses[0], losses
+
+
+class CountOperations(TorchDispatchMode):
+    """Counts the tensor operations dispatched inside it (on a GPU, roughly its launches)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("name", list_tasks())
+def test_views_are_batched_operations_whatever_the_batch(name):
+    """A task builds its views with a fixed number of tensor operations, whatever the batch
+    size: no per-image Python loop, so on a GPU the launches do not grow with the batch.
+    (Batches of 32 and 64 draw every random choice, e.g. each resize kernel, at least once.)"""
+    task = build(task_or_skip(name))
+    counts = []
+    for batch in (32, 64):
+        inputs = batch_inputs(task, batch=batch)
+        images, labels = inputs.pop("images"), inputs.pop("labels", None)
+        with CountOperations() as counter:
+            task.make_views(images, torch.Generator().manual_seed(0), labels, **inputs)
+        counts.append(counter.count)
+    assert counts[0] == counts[1], f"{name}: {counts[0]} operations at batch 32, {counts[1]} at 64"
 
 
 @pytest.fixture(scope="module")
