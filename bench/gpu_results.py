@@ -257,7 +257,7 @@ def transitive_graph(root: Path, args: argparse.Namespace) -> tuple[Path, Path]:
     if not (embedder / "checkpoints" / "last.pt").is_file():
         embedder = folder / "embedder"
         steps = planned_steps(ROWS["relative-position"], cifar, args)
-        selfsup(*train_argv(ROWS["relative-position"], cifar, embedder, steps))
+        selfsup(*train_argv(ROWS["relative-position"], cifar, embedder, steps, args.train_extra))
     selfsup("graph", "build", "--patches", str(patches), "--embed", str(embedder),
             "--out", str(graph))  # fmt: skip
     return patches, graph
@@ -347,13 +347,17 @@ def last_metrics(folder: Path) -> dict:
     return json.loads((folder / "metrics.jsonl").read_text().splitlines()[-1])
 
 
-def train_argv(row: Row, paths: dict[str, Path], folder: Path, steps: int) -> list[str]:
+def train_argv(
+    row: Row, paths: dict[str, Path], folder: Path, steps: int, extra: tuple[str, ...] = ()
+) -> list[str]:
+    """The row's `selfsup train` arguments; `extra` overrides come last, so they win."""
     videos = ["--videos", str(paths["videos"])] if row.videos else []
     if row.graph:  # trains on the graph's patches; evaluated on the images like every row
         data = ["--data", str(paths["patches"]), "--graph", str(paths["graph"])]
     else:
         data = ["--data", str(paths["train"])]
-    return ["train", *row.train, *data, *videos, "--out", str(folder), "--steps", str(steps)]
+    options = [*data, *videos, "--out", str(folder), "--steps", str(steps)]
+    return ["train", *row.train, *options, *extra]
 
 
 def planned_steps(row: Row, paths: dict[str, Path], args: argparse.Namespace) -> int:
@@ -368,7 +372,7 @@ def planned_steps(row: Row, paths: dict[str, Path], args: argparse.Namespace) ->
         return int(row.epochs * (images // batch))
     trial = RUNS / "trial"
     shutil.rmtree(trial, ignore_errors=True)
-    selfsup(*train_argv(row, paths, trial, 40), "train.log_every=20")
+    selfsup(*train_argv(row, paths, trial, 40, args.train_extra), "train.log_every=20")
     rate = last_metrics(trial)["images_per_sec"]  # the second window: warm-up excluded
     batch = batch_of(trial)
     shutil.rmtree(trial)
@@ -424,7 +428,7 @@ def run_row(name: str, root: Path, args: argparse.Namespace) -> dict:
     shutil.rmtree(folder, ignore_errors=True)
     # A random-init row builds its architecture with one step of its method's command.
     steps = 1 if row.random_of else planned_steps(row, paths, args)
-    argv = train_argv(trained, paths, folder, steps)
+    argv = train_argv(trained, paths, folder, steps, args.train_extra)
     train_seconds = selfsup(*argv)
     metrics = last_metrics(folder)
     result = {
@@ -570,8 +574,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown rows {unknown}; see --list")
     args.probe = []
+    args.train_extra = ()
     if args.quick:
         args.steps = args.steps or 2
+        # The quick data holds 256 images: fewer than the SimCLR rows' batch of 512.
+        args.train_extra = ("data.batch_size=16",)
         # One L2 strength and a few L-BFGS iterations: the probe's code runs, not its search.
         args.probe = ["--weight-decay", "0.01", "--steps", "10"]
     default = WORK / "gpu_results_quick.json" if args.quick else RESULTS_FILE

@@ -1,7 +1,9 @@
 """Helpers shared by several test files."""
 
+import importlib.util
 from pathlib import Path
 
+import cv2
 import pytest
 import torch
 
@@ -18,6 +20,15 @@ TINY = [
     "train.log_every=2",
     "optim.warmup_steps=2",
 ]
+
+
+# The tracker the video tests follow objects with: the default, CSRT, where OpenCV has its
+# contrib modules; MIL, which every OpenCV build has, where it does not.
+TRACKER = "csrt" if hasattr(cv2, "TrackerCSRT") else "mil"
+
+HAVE_PYCOCOTOOLS = importlib.util.find_spec("pycocotools") is not None
+NO_PYCOCOTOOLS = "eval detect scores mAP with pycocotools, which is not installed here"
+needs_pycocotools = pytest.mark.skipif(not HAVE_PYCOCOTOOLS, reason=NO_PYCOCOTOOLS)
 
 
 def tiny_config(data: Path, *extra: str) -> ExperimentConfig:

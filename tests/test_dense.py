@@ -18,7 +18,7 @@ from selfsup.dense.losses import berhu, scale_invariant_log
 from selfsup.dense.metrics import depth_metrics, normal_metrics
 from selfsup.dense.rgbd import load_rgbd, split_by_index
 from selfsup.train import train
-from tests.helpers import one_torch_thread, tiny_config  # noqa: F401 (autouse fixture)
+from tests.helpers import needs_pycocotools, one_torch_thread, tiny_config  # noqa: F401 (autouse fixture)
 
 K = np.array([[40.0, 0, 20], [0, 40.0, 16], [0, 0, 1]], np.float32)  # for 40x32 frames
 
@@ -223,6 +223,7 @@ def test_nyu_labelled_mat_is_read_in_image_orientation(tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 
+@needs_pycocotools
 def test_map_is_one_on_perfect_predictions_and_drops_with_shifted_boxes():
     boxes = [
         torch.tensor([[10.0, 10, 60, 60], [70, 20, 110, 90]]),
@@ -343,6 +344,7 @@ def test_eval_depth_supervised_baseline_needs_labelled_data(rgbd_npz, tmp_path, 
     assert "--supervised-data" in capsys.readouterr().err
 
 
+@needs_pycocotools
 def test_eval_detect_smoke_run_reports_mean_and_std_over_seeds(tmp_path):
     image = np.full((48, 64, 3), 40, np.uint8)
     image[6:30, 4:20] = 220  # the "cat"

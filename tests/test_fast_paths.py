@@ -125,6 +125,10 @@ def test_compiled_steps_give_the_eager_steps(tiny_npz, tmp_path, make_config):
     eager_losses, eager_weights = two_steps(eager_cfg, tmp_path / "eager")
     try:
         compiled_losses, compiled_weights = two_steps(compiled_cfg, tmp_path / "compiled")
+    except UnboundLocalError as err:  # raised inside inductor's generated code
+        if torch.__version__ >= "2.12":
+            raise
+        pytest.xfail(f"torch {torch.__version__}'s inductor CPU code for this graph fails: {err}")
     finally:
         torch._dynamo.reset()
     assert compiled_losses == pytest.approx(eager_losses, rel=1e-4, abs=1e-6)

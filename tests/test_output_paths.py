@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from selfsup.cli import main
-from tests.helpers import TINY
+from tests.helpers import TINY, TRACKER
 from tests.test_graph import COMMON, tiny_patches
 
 GRAPH = ["--quiet", "clusters=2", "neighbours=5", "backend=torch"]
@@ -124,7 +124,8 @@ def test_video_outputs_read_back_as_typed(work, tmp_path, monkeypatch):
         "--quiet", *COMMON, "data.image_size=32")  # fmt: skip
     run("video", "patches", "videos", "--out", "patches", "--size", "96", "--quiet",
         "seed_every=4", "patch_every=2", "patch_size=32", "masks.flow_size=96",
-        "masks.min_residual=1", "masks.morph_kernel=3", "masks.min_area=0.005")  # fmt: skip
+        "masks.min_residual=1", "masks.morph_kernel=3", "masks.min_area=0.005",
+        f"track.tracker={TRACKER}")  # fmt: skip
     run("train", "counting", "--data", "patches", "--out", "count", "--steps", "1", "--quiet",
         *TINY, "data.batch_size=4")  # fmt: skip
     run("graph", "build", "--patches", "patches", "--embed", work / "run", "--out", "g",

@@ -18,7 +18,9 @@ from selfsup.video.patches import PatchConfig, extract_patches
 from selfsup.video.propagate import Warper, recursive_filter
 from selfsup.video.proposals import box_iou, box_of_mask, proposals, square_box
 from selfsup.video.reader import ReadOptions, VideoError, find_videos, read_video
-from selfsup.video.track import track
+from selfsup.video.smoother import fast_global_smoother
+from selfsup.video.track import TrackConfig, track
+from tests.helpers import TRACKER
 
 cv2 = pytest.importorskip("cv2")
 
@@ -193,6 +195,50 @@ def test_appearance_completes_an_object_motion_saw_only_in_part():
     assert not (completed & ~truth).any()
 
 
+def test_smoother_rows_solve_the_weighted_least_squares_system():
+    """One row, one round: the smoother's answer is the exact minimiser of
+    |u - f|^2 + lambda * sum_j w_j (u_j - u_j+1)^2, w_j = exp(-|g_j - g_j+1| / sigma)."""
+    rng = np.random.default_rng(0)
+    guide = rng.integers(0, 256, (1, 12, 3), dtype=np.uint8)
+    values = rng.random((1, 12)).astype(np.float32)
+    lam, sigma = 3.0, 20.0
+    g = guide[0].astype(np.float64)
+    w = np.exp(-np.sqrt(((g[1:] - g[:-1]) ** 2).sum(-1)) / sigma)
+    system = np.eye(12)
+    for j, weight in enumerate(w):  # the normal equations of the quadratic above
+        system[[j, j + 1], [j, j + 1]] += lam * weight
+        system[[j, j + 1], [j + 1, j]] -= lam * weight
+    exact = np.linalg.solve(system, values[0].astype(np.float64))
+    smoothed = fast_global_smoother(guide, values, lam, sigma, iterations=1)[0]
+    np.testing.assert_allclose(smoothed, exact, atol=1e-5)
+
+
+def test_smoother_gives_opencv_contribs_filter():
+    cv2 = pytest.importorskip("cv2")
+    if not hasattr(cv2, "ximgproc"):
+        pytest.skip("this OpenCV has no contrib modules (cv2.ximgproc) to compare with")
+    rng = np.random.default_rng(1)
+    frame = texture((48, 64), 5)
+    values = rng.random((48, 64)).astype(np.float32)
+    for lam in (5.0, 50.0, 500.0):
+        ours = fast_global_smoother(frame, values, lam, 8.0)
+        theirs = cv2.ximgproc.fastGlobalSmootherFilter(frame, values, lam, 8.0)
+        np.testing.assert_allclose(ours, theirs, atol=1e-4)
+
+
+def test_object_masks_need_no_opencv_contrib(monkeypatch):
+    """Without cv2.ximgproc the masks come from selfsup's own smoother, and are the same."""
+    import cv2
+
+    clip, truth = synthetic_clip()
+    with_contrib = motion_masks(clip, SMALL) if hasattr(cv2, "ximgproc") else None
+    monkeypatch.delattr(cv2, "ximgproc", raising=False)
+    without = motion_masks(clip, SMALL)
+    assert jaccard(without, truth).mean() > 0.6
+    if with_contrib is not None:
+        assert (without != with_contrib).mean() < 1e-3
+
+
 def test_propagation_fills_a_frame_without_evidence():
     """A square moving 5 px per frame, its map missing on the middle frame (flow broke
     down there): the filter carries the neighbours' maps along the flow onto the square's
@@ -241,10 +287,18 @@ def test_proposal_boxes_the_moving_object():
 # --- tracking --------------------------------------------------------------------------------
 
 
+def needs_tracker(name: str) -> None:
+    import cv2
+
+    kind = {"csrt": "TrackerCSRT", "kcf": "TrackerKCF", "mil": "TrackerMIL"}[name]
+    if not hasattr(cv2, kind):
+        pytest.skip(f"this OpenCV has no {kind} (it comes with opencv-contrib-python-headless)")
+
+
 @pytest.mark.parametrize("tracker", ["csrt", "kcf"])
 def test_track_follows_a_translating_object(tracker):
-    from selfsup.video.track import TrackConfig
 
+    needs_tracker(tracker)
     clip, truth = synthetic_clip(frames=10, pan=(0, 0), step=(3, 2))
     path = track(clip, 0, box_of_mask(truth[0]), TrackConfig(tracker=tracker))
     assert [t for t, _ in path] == list(range(10))
@@ -253,8 +307,18 @@ def test_track_follows_a_translating_object(tracker):
     assert 20 < x_last - x_first < 34  # moved by 9 x 3 = 27 px
 
 
+def test_a_tracker_this_opencv_lacks_is_named_with_the_package(monkeypatch):
+    import cv2
+
+    monkeypatch.delattr(cv2, "TrackerCSRT", raising=False)
+    clip, truth = synthetic_clip(frames=3, pan=(0, 0))
+    with pytest.raises(VideoError, match=r"track\.tracker=csrt needs .*opencv-contrib-python"):
+        track(clip, 0, box_of_mask(truth[0]), TrackConfig(tracker="csrt"))
+
+
 def test_track_is_cut_when_the_box_leaves_the_frame():
     clip, truth = synthetic_clip(frames=16, pan=(0, 0), step=(8, 0))
+    needs_tracker("csrt")  # the default; MIL's track of this clip runs all 16 frames
     path = track(clip, 0, box_of_mask(truth[0]))
     assert len(path) < 16  # the square exits on the right after ~11 frames
 
@@ -312,7 +376,8 @@ def test_patch_dataset_from_two_videos(tmp_path):
     for i in range(2):
         clip, _ = synthetic_clip(frames=8, seed=30 * i)
         write_frames(tmp_path / "videos" / f"v{i}", clip)
-    cfg = PatchConfig(size=96, seed_every=4, patch_every=2, patch_size=32, masks=SMALL)
+    cfg = PatchConfig(size=96, seed_every=4, patch_every=2, patch_size=32, masks=SMALL,
+                      track=TrackConfig(tracker=TRACKER))  # fmt: skip
     summary = extract_patches(find_videos([tmp_path / "videos"]), tmp_path / "out", cfg,
                               progress=False)  # fmt: skip
     with np.load(tmp_path / "out" / "patches.npz") as data:

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from selfsup.config import ConfigError
 from selfsup.data import views as V
 from selfsup.dense.decoder import pick_layers
 from selfsup.dense.detection_data import DetectionSet, decode
@@ -141,6 +142,17 @@ def predict(model, images, device, batch_size: int = 8) -> list[dict]:
     return out
 
 
+def require_map_backend() -> None:
+    """Fail before any training when the mAP backend is missing, not after minutes of it."""
+    import importlib.util
+
+    if importlib.util.find_spec("pycocotools") is None:
+        raise ConfigError(
+            "eval detect scores COCO mAP with pycocotools, which is not installed: "
+            "pip install pycocotools"
+        )
+
+
 def mean_average_precision(predictions: list[dict], targets: list[dict]) -> dict:
     """COCO-style scores from torchmetrics (pycocotools): map, map_50, map_75, mar_100 ..."""
     from torchmetrics.detection import MeanAveragePrecision
@@ -187,6 +199,7 @@ def run_detect_eval(
     """Fine-tune and score once per seed; a JSON-ready result with mean and std over seeds."""
     from selfsup.dense.figures import detection_grid
 
+    require_map_backend()
     started = time.perf_counter()
     train_split = DecodedSplit(*decode(train, settings.size, progress))
     test_split = DecodedSplit(*decode(test, settings.size, progress))

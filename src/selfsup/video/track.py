@@ -17,6 +17,7 @@ import numpy as np
 
 from selfsup.config import param
 from selfsup.video.proposals import Box
+from selfsup.video.reader import VideoError
 
 TRACKERS = ("csrt", "kcf", "mil")
 
@@ -41,11 +42,15 @@ class TrackConfig:
 def make_tracker(name: str):
     import cv2
 
-    if name == "csrt":
-        return cv2.TrackerCSRT.create()
-    if name == "kcf":
-        return cv2.TrackerKCF.create()
-    return cv2.TrackerMIL.create()
+    kind = {"csrt": "TrackerCSRT", "kcf": "TrackerKCF", "mil": "TrackerMIL"}[name]
+    if not hasattr(cv2, kind):  # CSRT and KCF come with OpenCV's contrib modules only
+        raise VideoError(
+            f"track.tracker={name} needs OpenCV's contrib modules, which this OpenCV "
+            f"({cv2.__version__}) lacks: pip install opencv-contrib-python-headless (after "
+            "uninstalling opencv-python and opencv-python-headless, which hide it), or use "
+            "track.tracker=mil"
+        )
+    return getattr(cv2, kind).create()
 
 
 def inside_fraction(box: Box, width: int, height: int) -> float:
