@@ -28,6 +28,8 @@ start) is skipped and says so, so the whole run fits its 9 minutes:
 - demo: `selfsup demo` end to end as a user runs it: pretraining and probe phases, in seconds.
 - decode: streamed full-size JPEGs fitted to 224 px: `data.decode=device` against PIL in
   DataLoader workers (cores - 2), images/s.
+- cuda_tests: the CUDA variants of the tests (tests/test_gpu.py and the `device` fixture's
+  cuda cases of the loop, data, task and evaluation tests): passed, skipped, each failure.
 - compile: the InfoNCE ResNet-18 step under each `train.compile` mode: the first step's
   seconds (compiling) and the steady images/s.
 """
@@ -73,7 +75,16 @@ from run import RESULTS, ROOT, WORK, data_dir, machine, portable  # noqa: E402
 from selfsup import train as loop  # noqa: E402
 from selfsup.runtime import resolve_device, resolve_precision  # noqa: E402
 
-SECTIONS = ("hardware", "tasks", "peer", "counting_paper", "demo", "decode", "compile")
+SECTIONS = (
+    "hardware",
+    "tasks",
+    "peer",
+    "counting_paper",
+    "demo",
+    "decode",
+    "cuda_tests",
+    "compile",
+)
 INPUTS = WORK / "gpu_inputs"
 CIFAR_SUBSET = 25_000  # training images carried (the whole 50,000 would leave no room)
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
@@ -407,6 +418,60 @@ def compile_section(ctx: SimpleNamespace) -> dict:
     return {"command": command_text(infonce_argv(ctx)), "modes": rows}
 
 
+# The tests with CUDA variants (the `device` fixture's cuda case, and tests/test_gpu.py).
+CUDA_TEST_FILES = ("tests/test_gpu.py", "tests/test_train.py", "tests/test_data.py",
+                   "tests/test_task_contract.py", "tests/test_eval.py")  # fmt: skip
+CUDA_TEST_SECONDS = 240  # at most, and never past the deadline
+
+
+def cuda_tests_section(ctx: SimpleNamespace) -> dict:
+    """The CUDA variants of the tests, in a child pytest bounded by the deadline: counts,
+    and each failure's test and message. On a CPU they all skip (the plumbing still runs)."""
+    import xml.etree.ElementTree as ET
+
+    limit = max(30.0, min(CUDA_TEST_SECONDS, ctx.seconds_left() - 20))
+    report = WORK / "cuda_tests.xml"
+    report.unlink(missing_ok=True)
+    argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k",
+            "cuda or test_gpu", f"--junitxml={report}", *CUDA_TEST_FILES]  # fmt: skip
+    paths = [str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
+    started = time.perf_counter()
+    try:
+        done = subprocess.run(
+            argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=limit
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"the CUDA tests ran past {limit:.0f} s", "command": portable(argv)}
+    if not report.is_file():
+        return {"error": f"pytest wrote no report: {done.stdout[-1500:]}{done.stderr[-1500:]}"}
+    cases = list(ET.parse(report).getroot().iter("testcase"))
+    failures = {}
+    for case in cases:
+        problem = case.find("failure")
+        problem = case.find("error") if problem is None else problem
+        if problem is not None:
+            name = f"{case.get('classname')}::{case.get('name')}"
+            failures[name] = (problem.get("message") or "").splitlines()[0][:300]
+    skipped = sum(case.find("skipped") is not None for case in cases)
+    row = {
+        "command": portable(argv),
+        "exit_code": done.returncode,
+        "passed": len(cases) - skipped - len(failures),
+        "skipped": skipped,
+        "failed": failures,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    print(
+        f"  {row['passed']} passed, {len(failures)} failed, {skipped} skipped "
+        f"({row['seconds']:.0f} s)",
+        flush=True,
+    )
+    for name, message in failures.items():
+        print(f"  FAILED {name}: {message}", flush=True)
+    return row
+
+
 RUNNERS: dict[str, Callable[[SimpleNamespace], dict]] = {
     "hardware": hardware_section,
     "tasks": tasks_section,
@@ -414,12 +479,13 @@ RUNNERS: dict[str, Callable[[SimpleNamespace], dict]] = {
     "counting_paper": counting_paper_section,
     "demo": demo_section,
     "decode": decode_section,
+    "cuda_tests": cuda_tests_section,
     "compile": compile_section,
 }
 # Rough seconds each section takes on an H200, to skip what would overrun the deadline.
 EXPECTED_SECONDS = {
     "hardware": 5, "tasks": 90, "peer": 60, "counting_paper": 60, "demo": 60, "decode": 40,
-    "compile": 150,
+    "cuda_tests": 60, "compile": 150,
 }  # fmt: skip
 
 
