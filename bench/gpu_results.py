@@ -221,6 +221,17 @@ def prepare(names: list[str]) -> None:
         sys.exit(f"{total:.1f} MiB would not travel in {CARRY_LIMIT_MIB:.0f} MiB: fewer rows")
 
 
+def available_tracker() -> list[str]:
+    """The default tracker (CSRT) where OpenCV has its contrib modules, else MIL, said aloud:
+    carried patches (--prepare, where OpenCV has them) spare the GPU machine this."""
+    import cv2
+
+    if hasattr(cv2, "TrackerCSRT"):
+        return []
+    print("  this OpenCV has no CSRT tracker (contrib): mining video patches with MIL")
+    return ["track.tracker=mil"]
+
+
 def mine_video_patches(root: Path, out: Path) -> list[Path]:
     """`selfsup video patches` on each VIDEO_PATCHES set under `root` (once; kept in `out`);
     the patches.npz files written."""
@@ -232,7 +243,7 @@ def mine_video_patches(root: Path, out: Path) -> list[Path]:
             continue
         if not (target / "patches.npz").is_file():
             selfsup("video", "patches", *map(str, videos), "--out", str(target),
-                    "--max-frames", "200", *settings)  # fmt: skip
+                    "--max-frames", "200", *settings, *available_tracker())  # fmt: skip
         files.append(target / "patches.npz")
     return files
 
