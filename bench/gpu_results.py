@@ -224,9 +224,9 @@ def prepare(names: list[str]) -> None:
 def available_tracker() -> list[str]:
     """The default tracker (CSRT) where OpenCV has its contrib modules, else MIL, said aloud:
     carried patches (--prepare, where OpenCV has them) spare the GPU machine this."""
-    import cv2
+    from selfsup.video.track import tracker_available
 
-    if hasattr(cv2, "TrackerCSRT"):
+    if tracker_available("csrt"):
         return []
     print("  this OpenCV has no CSRT tracker (contrib): mining video patches with MIL")
     return ["track.tracker=mil"]

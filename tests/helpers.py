@@ -3,12 +3,12 @@
 import importlib.util
 from pathlib import Path
 
-import cv2
 import pytest
 import torch
 
 from selfsup.config import ExperimentConfig, parse_overrides, resolve
 from selfsup.tasks import task_config_class
+from selfsup.video.track import tracker_available
 
 TINY = [
     "backbone.name=alexnet_small",
@@ -24,7 +24,7 @@ TINY = [
 
 # The tracker the video tests follow objects with: the default, CSRT, where OpenCV has its
 # contrib modules; MIL, which every OpenCV build has, where it does not.
-TRACKER = "csrt" if hasattr(cv2, "TrackerCSRT") else "mil"
+TRACKER = "csrt" if tracker_available("csrt") else "mil"
 
 HAVE_PYCOCOTOOLS = importlib.util.find_spec("pycocotools") is not None
 NO_PYCOCOTOOLS = "eval detect scores mAP with pycocotools, which is not installed here"

@@ -19,7 +19,7 @@ from selfsup.video.propagate import Warper, recursive_filter
 from selfsup.video.proposals import box_iou, box_of_mask, proposals, square_box
 from selfsup.video.reader import ReadOptions, VideoError, find_videos, read_video
 from selfsup.video.smoother import fast_global_smoother
-from selfsup.video.track import TrackConfig, track
+from selfsup.video.track import OPENCV_TRACKERS, TrackConfig, track, tracker_available
 from tests.helpers import TRACKER
 
 cv2 = pytest.importorskip("cv2")
@@ -214,7 +214,6 @@ def test_smoother_rows_solve_the_weighted_least_squares_system():
 
 
 def test_smoother_gives_opencv_contribs_filter():
-    cv2 = pytest.importorskip("cv2")
     if not hasattr(cv2, "ximgproc"):
         pytest.skip("this OpenCV has no contrib modules (cv2.ximgproc) to compare with")
     rng = np.random.default_rng(1)
@@ -228,8 +227,6 @@ def test_smoother_gives_opencv_contribs_filter():
 
 def test_object_masks_need_no_opencv_contrib(monkeypatch):
     """Without cv2.ximgproc the masks come from selfsup's own smoother, and are the same."""
-    import cv2
-
     clip, truth = synthetic_clip()
     with_contrib = motion_masks(clip, SMALL) if hasattr(cv2, "ximgproc") else None
     monkeypatch.delattr(cv2, "ximgproc", raising=False)
@@ -288,16 +285,15 @@ def test_proposal_boxes_the_moving_object():
 
 
 def needs_tracker(name: str) -> None:
-    import cv2
-
-    kind = {"csrt": "TrackerCSRT", "kcf": "TrackerKCF", "mil": "TrackerMIL"}[name]
-    if not hasattr(cv2, kind):
-        pytest.skip(f"this OpenCV has no {kind} (it comes with opencv-contrib-python-headless)")
+    if not tracker_available(name):
+        pytest.skip(
+            f"this OpenCV has no {OPENCV_TRACKERS[name]} "
+            "(it comes with opencv-contrib-python-headless)"
+        )
 
 
 @pytest.mark.parametrize("tracker", ["csrt", "kcf"])
 def test_track_follows_a_translating_object(tracker):
-
     needs_tracker(tracker)
     clip, truth = synthetic_clip(frames=10, pan=(0, 0), step=(3, 2))
     path = track(clip, 0, box_of_mask(truth[0]), TrackConfig(tracker=tracker))
@@ -308,8 +304,6 @@ def test_track_follows_a_translating_object(tracker):
 
 
 def test_a_tracker_this_opencv_lacks_is_named_with_the_package(monkeypatch):
-    import cv2
-
     monkeypatch.delattr(cv2, "TrackerCSRT", raising=False)
     clip, truth = synthetic_clip(frames=3, pan=(0, 0))
     with pytest.raises(VideoError, match=r"track\.tracker=csrt needs .*opencv-contrib-python"):

@@ -56,7 +56,7 @@ def edge_aware_smooth(frame: np.ndarray, probability: np.ndarray, smoothness: fl
         return probability
     import cv2
 
-    if hasattr(cv2, "ximgproc"):  # OpenCV's contrib build: the same filter, ~10x faster
+    if hasattr(cv2, "ximgproc"):  # OpenCV's contrib build: the same filter, ~15x faster
         return cv2.ximgproc.fastGlobalSmootherFilter(frame, probability, smoothness, SMOOTHER_SIGMA)
     return fast_global_smoother(frame, probability, smoothness, SMOOTHER_SIGMA)
 

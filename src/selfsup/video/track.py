@@ -39,18 +39,28 @@ class TrackConfig:
     motion_patience: int = param(3, "... for this many frames in a row is lost.", low=1)
 
 
+# OpenCV's class of each tracker; CSRT and KCF come with its contrib modules only.
+OPENCV_TRACKERS = {"csrt": "TrackerCSRT", "kcf": "TrackerKCF", "mil": "TrackerMIL"}
+
+
+def tracker_available(name: str) -> bool:
+    """Whether the installed OpenCV has tracker `name` (one of TRACKERS)."""
+    import cv2
+
+    return hasattr(cv2, OPENCV_TRACKERS[name])
+
+
 def make_tracker(name: str):
     import cv2
 
-    kind = {"csrt": "TrackerCSRT", "kcf": "TrackerKCF", "mil": "TrackerMIL"}[name]
-    if not hasattr(cv2, kind):  # CSRT and KCF come with OpenCV's contrib modules only
+    if not tracker_available(name):
         raise VideoError(
             f"track.tracker={name} needs OpenCV's contrib modules, which this OpenCV "
             f"({cv2.__version__}) lacks: pip install opencv-contrib-python-headless (after "
             "uninstalling opencv-python and opencv-python-headless, which hide it), or use "
             "track.tracker=mil"
         )
-    return getattr(cv2, kind).create()
+    return getattr(cv2, OPENCV_TRACKERS[name]).create()
 
 
 def inside_fraction(box: Box, width: int, height: int) -> float:
