@@ -5,6 +5,7 @@
     python bench/gpu_results.py counting rotation      # run rows not yet measured
     python bench/gpu_results.py --table                # print the table (the docs show it too)
     python bench/gpu_results.py --quick counting random-alexnet_small   # tiny, on a CPU
+    python bench/gpu_results.py --parallel 4 --deadline 540 rotation jigsaw colorization exemplar
 
 A row is one `selfsup train` run of at most 9 minutes on one GPU followed by the same
 evaluation for every method: weighted kNN (k = 200, T = 0.1) on the final layer with the
@@ -21,12 +22,26 @@ each undone alone) train 100 epochs beside the whole recipe at 100. Every other 
 same GPU time, `--minutes` of training (default 6): a 40-step trial run
 measures the step's rate and the schedule is sized to end when the time does.
 
+Rows at once. One small model at 32 px leaves most of an H200 idle between its kernel
+launches, so `--parallel K` runs K rows at a time, each in its own processes with the CPU's
+threads shared out: K rows take about the wall-clock of one, and a lent GPU's few minutes
+fill K rows instead of one. Each row then trains `--minutes` of wall-clock beside the others,
+its trial run measuring the rate they leave it, so it gets a share of the GPU: its epochs say
+how much, and the table marks it. Rows sharing a run should be alike in cost (the single tasks
+at 32 px, say); the SimCLR rows, sized in epochs, run alone. `--deadline S` starts no
+budgeted row that could not end within S seconds of the start (its minutes plus
+ROW_OVERHEAD_SECONDS), so a run fits the command's time limit. A row that fails is reported
+and the others go on; the run then exits non-zero.
+
 Transitive invariance. Its rows train on one patch graph, made as bench/run.py --suite
 transitive makes it: `--prepare` mines tracked patches from the DAVIS clips and vtest with
 `selfsup video patches` (OpenCV's trackers need opencv-contrib, so this runs where the data
 is), carried as small .npz files; on the GPU machine the runner merges them with the CIFAR-10
 training images (each its own track), embeds them with the relative-position row's run (or
-trains one for the shared budget) and builds the graph once for the three edge ablations.
+trains one for the shared budget) and builds the graph once for the three edge ablations. A
+run with the relative-position row can keep that graph (`--keep-graph DIR`) for a later run
+on a bare machine (`--prepare --graph DIR/graph.npz` carries it), which then trains no
+embedder of its own.
 
 Results are appended, row by row, to bench/results/gpu_results.json (written atomically), and
 rows already there are skipped, so the table fills over several runs of a few rows each. Each
@@ -41,10 +56,13 @@ from __future__ import annotations
 import argparse
 import json
 import lzma
+import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,6 +77,14 @@ RESULTS_FILE = RESULTS / "gpu_results.json"
 INPUTS = WORK / "gpu_results_inputs"
 RUNS = WORK / "gpu_results"
 CARRY_LIMIT_MIB = 64.0
+# Seconds a budgeted row needs beyond its training minutes (process starts, trial run, masks,
+# kNN and probes): rows are not started when less than that is left before --deadline.
+ROW_OVERHEAD_SECONDS = 150
+# Rows running at once take turns to make what they would otherwise make twice over: the
+# carved Tiny ImageNet split, the transitive patch graph.
+SPLITTING, GRAPHING = threading.Lock(), threading.Lock()
+# Environment of every child process (set by main: threads per row when rows run at once).
+CHILD_ENV: dict[str, str] = dict(os.environ)
 
 MULTITASK = ["multitask", "--config", "multitask_small", "multitask.lasso=false"]
 TRUNK = ["backbone.name=resnet18", "backbone.stem=small", "backbone.width=0.5"]
@@ -188,6 +214,7 @@ VIDEO_PATCHES = {
     "vtest": (["video/opencv_vtest/vtest.avi"], ["masks.min_residual=1"]),
 }
 PATCH_SIZE = 32
+CARRIED_GRAPH = "transitive/graph.npz"  # in the inputs: the graph an earlier run kept
 
 
 def needed_files(names: list[str]) -> list[str]:
@@ -199,12 +226,15 @@ def needed_files(names: list[str]) -> list[str]:
     return sorted(set(files))
 
 
-def prepare(names: list[str]) -> None:
-    """Write the inputs of rows `names` (xz-compressed packed JPEGs, video folders) to INPUTS,
-    refusing a set that would not travel with the repository in CARRY_LIMIT_MIB."""
+def prepare(names: list[str], graph: Path | None = None) -> None:
+    """Write the inputs of rows `names` (xz-compressed packed JPEGs, video folders; `graph`,
+    a transitive graph an earlier run kept) to INPUTS, refusing a set that would not travel
+    with the repository in CARRY_LIMIT_MIB."""
     shutil.rmtree(INPUTS, ignore_errors=True)
     if any(ROWS[name].graph for name in names):
         mine_video_patches(data_dir(), INPUTS / "transitive")
+        if graph:
+            shutil.copyfile(graph, INPUTS / CARRIED_GRAPH)
     for relative in needed_files(names):
         source, target = data_dir() / relative, INPUTS / relative
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -252,7 +282,9 @@ def transitive_graph(root: Path, args: argparse.Namespace) -> tuple[Path, Path]:
     """(patches, graph) of the transitive rows, made once per machine: the video patches
     (carried, else mined from `root`'s videos) beside the CIFAR-10 training images, each its
     own track, embedded by a relative-position run (the relative-position row's, when it ran
-    here, else one trained for the shared budget) and built into one graph."""
+    here, else one trained for the shared budget) and built into one graph; or the graph an
+    earlier run kept (--keep-graph), carried in `root` (--prepare --graph): training checks
+    that it was built for these very patches."""
     from run import merge_patches
 
     folder = RUNS / "transitive_graph"
@@ -264,10 +296,13 @@ def transitive_graph(root: Path, args: argparse.Namespace) -> tuple[Path, Path]:
     video_files = carried or mine_video_patches(root, folder)
     cifar = data_paths(ROWS["relative-position"], root)
     merge_patches(video_files, cifar["train"], patches, size=PATCH_SIZE)
+    if (root / CARRIED_GRAPH).is_file():
+        shutil.copyfile(root / CARRIED_GRAPH, graph)
+        return patches, graph
     embedder = RUNS / "relative-position"
     if not (embedder / "checkpoints" / "last.pt").is_file():
         embedder = folder / "embedder"
-        steps = planned_steps(ROWS["relative-position"], cifar, args)
+        steps = planned_steps(ROWS["relative-position"], cifar, args, folder / "trial")
         selfsup(*train_argv(ROWS["relative-position"], cifar, embedder, steps, args.train_extra))
     selfsup("graph", "build", "--patches", str(patches), "--embed", str(embedder),
             "--out", str(graph))  # fmt: skip
@@ -348,7 +383,7 @@ def selfsup(*argv: str, quiet: bool = True) -> float:
     """Run `selfsup ARGV` as a user would; its wall-clock seconds."""
     command = [sys.executable, "-m", "selfsup", *argv, *(["--quiet"] if quiet else [])]
     started = time.perf_counter()
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=CHILD_ENV)
     if done.returncode != 0:
         raise RuntimeError(f"{portable(command)} failed:\n{done.stderr[-2000:]}")
     return time.perf_counter() - started
@@ -371,9 +406,10 @@ def train_argv(
     return ["train", *row.train, *options, *extra]
 
 
-def planned_steps(row: Row, paths: dict[str, Path], args: argparse.Namespace) -> int:
+def planned_steps(row: Row, paths: dict[str, Path], args: argparse.Namespace, trial: Path) -> int:
     """Steps of the row's schedule: --steps with --quick, its epochs, or what --minutes of
-    training afford at the rate a short trial run measures."""
+    training afford at the rate a short trial run (in folder `trial`) measures: with rows
+    running at once, the rate they leave it."""
     if args.steps:
         return args.steps
     with np.load(paths["train"]) as archive:
@@ -381,7 +417,6 @@ def planned_steps(row: Row, paths: dict[str, Path], args: argparse.Namespace) ->
     if row.epochs:
         batch = next(int(a.split("=")[1]) for a in row.train if a.startswith("data.batch_size="))
         return int(row.epochs * (images // batch))
-    trial = RUNS / "trial"
     shutil.rmtree(trial, ignore_errors=True)
     selfsup(*train_argv(row, paths, trial, 40, args.train_extra), "train.log_every=20")
     rate = last_metrics(trial)["images_per_sec"]  # the second window: warm-up excluded
@@ -427,9 +462,11 @@ def first_model(path: Path) -> dict:
 def run_row(name: str, root: Path, args: argparse.Namespace) -> dict:
     row = ROWS[name]
     trained = ROWS[row.random_of] if row.random_of else row
-    paths = data_paths(trained, root)
+    with SPLITTING:  # made once, by the first row that needs it
+        paths = data_paths(trained, root)
     if trained.graph:
-        paths["patches"], paths["graph"] = transitive_graph(root, args)
+        with GRAPHING:
+            paths["patches"], paths["graph"] = transitive_graph(root, args)
     if trained.masks:  # masks made with these settings; training reads their folder
         masks = RUNS / f"{name}_masks"
         shutil.rmtree(masks, ignore_errors=True)  # a rerun on this machine makes them afresh
@@ -438,7 +475,7 @@ def run_row(name: str, root: Path, args: argparse.Namespace) -> dict:
     folder = RUNS / name
     shutil.rmtree(folder, ignore_errors=True)
     # A random-init row builds its architecture with one step of its method's command.
-    steps = 1 if row.random_of else planned_steps(row, paths, args)
+    steps = 1 if row.random_of else planned_steps(row, paths, args, RUNS / f"{name}_trial")
     argv = train_argv(trained, paths, folder, steps, args.train_extra)
     train_seconds = selfsup(*argv)
     metrics = last_metrics(folder)
@@ -452,10 +489,52 @@ def run_row(name: str, root: Path, args: argparse.Namespace) -> dict:
         **evaluate(folder, paths, random_init=bool(row.random_of), probe=args.probe),
         "date": time.strftime("%Y-%m-%d"),
         "device": device_name(),
+        "concurrent": args.parallel,  # rows sharing the GPU while this one ran (at most)
     }
     with np.load(paths["train"]) as archive:
         result["epochs"] = round(result["steps"] * batch_of(folder) / len(archive["labels"]), 2)
     return result
+
+
+def run_rows(names: list[str], root: Path, args: argparse.Namespace, results: dict) -> list[str]:
+    """Run rows `names`, up to --parallel at once, each saved to the results file as it ends;
+    a row that fails is reported and the others go on. The rows that failed."""
+    started = time.monotonic()
+    futures: dict[str, Future] = {}
+    failed = []
+
+    def start(name: str) -> dict | None:
+        if ROWS[name].graph and "relative-position" in futures:
+            futures["relative-position"].exception()  # its run embeds the graph's patches
+        row, left = ROWS[name], time_left(started, args.deadline)
+        budgeted = not (row.random_of or row.epochs or args.steps)  # sized by --minutes
+        if budgeted and left < args.minutes * 60 + ROW_OVERHEAD_SECONDS:
+            print(f"{name}: {left:.0f} s left before --deadline, not started", flush=True)
+            return None
+        print(f"{name}: running", flush=True)
+        return run_row(name, root, args)
+
+    with ThreadPoolExecutor(max_workers=args.parallel) as pool:
+        for name in names:
+            futures[name] = pool.submit(start, name)
+        rows_of = {future: name for name, future in futures.items()}
+        for future in as_completed(rows_of):  # saved here, one at a time, as they end
+            name = rows_of[future]
+            try:
+                result = future.result()
+            except Exception as error:  # one broken row must not cost the others their run
+                failed.append(name)
+                print(f"{name}: FAILED: {error}", flush=True)
+                continue
+            if result is not None:
+                results["rows"][name] = result
+                save_results(results, args.results)
+                print(f"{name}: kNN {result['knn_top1']:.1f} %", flush=True)
+    return failed
+
+
+def time_left(started: float, deadline: float | None) -> float:
+    return deadline - (time.monotonic() - started) if deadline else float("inf")
 
 
 def batch_of(folder: Path) -> int:
@@ -533,7 +612,8 @@ def table(results: dict) -> str:
         "Generated from `bench/results/gpu_results.json` (`python bench/gpu_results.py`).",
         "Every row: one `selfsup train` run, then kNN (k = 200, T = 0.1) on the final layer and",
         "linear probes on every layer, scored on the full test set. Protocol and budgets: the",
-        "docstring of `bench/gpu_results.py`.",
+        'docstring of `bench/gpu_results.py`. "K at once": the row shared the GPU with up to',
+        "K - 1 others (`--parallel K`), its training minutes are wall-clock beside them.",
         "",
         "| row | data | kNN top-1 | best linear (layer) | epochs | train min | peak GiB | GPU "
         "| date |",
@@ -547,6 +627,8 @@ def table(results: dict) -> str:
             continue
         layer = max(measured["linear_top1"], key=measured["linear_top1"].get)
         minutes = measured["train_seconds"] and round(measured["train_seconds"] / 60, 1)
+        shared = measured.get("concurrent", 1)
+        minutes = f"{minutes} ({shared} at once)" if minutes and shared > 1 else minutes
         lines.append(
             f"| {row.label} | {row.data} | {measured['knn_top1']:.1f} | "
             f"{measured['linear_top1'][layer]:.1f} ({layer}) | {measured['epochs']} | "
@@ -576,11 +658,46 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--list", action="store_true", help="print the rows and their state")
     parser.add_argument("--prepare", action="store_true", help="write the rows' inputs")
     parser.add_argument("--table", action="store_true", help="print the table, run nothing")
-    parser.add_argument("--minutes", type=float, default=6.0, help="training GPU-minutes a row")
+    parser.add_argument(
+        "--minutes",
+        type=float,
+        default=6.0,
+        help="training minutes a row (wall-clock, beside the others with --parallel)",
+    )
     parser.add_argument("--quick", action="store_true", help="tiny data and 2 steps (CPU, CI)")
     parser.add_argument("--steps", type=int, help="fixed steps for every row (default: budget)")
     parser.add_argument("--results", type=Path, help="results JSON (default by mode)")
+    parser.add_argument(
+        "--parallel",
+        type=int,
+        default=1,
+        metavar="K",
+        help="rows run at once, sharing the GPU (default 1)",
+    )
+    parser.add_argument(
+        "--deadline",
+        type=float,
+        metavar="SECONDS",
+        help="start no budgeted row that would end past this many seconds",
+    )
+    parser.add_argument(
+        "--keep-graph",
+        type=Path,
+        metavar="DIR",
+        help="after the rows, write the transitive rows' graph (built with "
+        "this run's relative-position row when it ran) to DIR/graph.npz",
+    )
+    parser.add_argument(
+        "--graph",
+        type=Path,
+        metavar="FILE",
+        help="with --prepare: carry this kept graph for the transitive rows",
+    )
     args = parser.parse_args(argv)
+    if args.graph and not args.graph.is_file():
+        parser.error(f"--graph {args.graph}: no such file")
+    if args.parallel < 1:
+        parser.error(f"--parallel must be at least 1, got {args.parallel}")
     unknown = [name for name in args.rows if name not in ROWS]
     if unknown:
         parser.error(f"unknown rows {unknown}; see --list")
@@ -599,6 +716,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.parallel > 1:  # the CPU's threads shared out, not oversubscribed K times
+        threads = max(1, (os.cpu_count() or 1) // args.parallel)
+        CHILD_ENV.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     results = load_results(args.results)
     if args.list:
         for name, row in ROWS.items():
@@ -607,19 +727,25 @@ def main(argv: list[str] | None = None) -> None:
         return
     names = args.rows or list(ROWS)
     if args.prepare:
-        prepare(names)
+        prepare(names, args.graph)
         return
+    failed = []
     if not args.table:
         root = data_root(args.quick)
         for name in names:
             if name in results["rows"]:
                 print(f"{name}: measured {results['rows'][name]['date']}, skipped")
-                continue
-            print(f"{name}: running", flush=True)
-            results["rows"][name] = run_row(name, root, args)
-            save_results(results, args.results)
-            print(f"{name}: kNN {results['rows'][name]['knn_top1']:.1f} %", flush=True)
+        # In the table's order: the relative-position row starts before the transitive rows,
+        # whose patch graph its run embeds.
+        todo = [name for name in ROWS if name in names and name not in results["rows"]]
+        failed = run_rows(todo, root, args, results)
+        if args.keep_graph:  # for the transitive rows of a later run on a bare machine
+            args.keep_graph.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(transitive_graph(root, args)[1], args.keep_graph / "graph.npz")
+            print(f"transitive graph kept in {args.keep_graph / 'graph.npz'}")
     print(table(results))
+    if failed:
+        sys.exit(f"rows that failed: {', '.join(failed)} (their errors are above)")
 
 
 if __name__ == "__main__":

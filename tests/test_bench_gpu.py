@@ -5,6 +5,7 @@ LightlySSL is installed) and writes its figures; the results runner appends and 
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -58,12 +59,13 @@ def test_demo_phases_are_timed_from_the_header_lines(monkeypatch):
 
 @pytest.mark.slow
 def test_results_runner_appends_rows_and_skips_measured_ones(tmp_path):
-    """Two rows at tiny scale (a method and the random init of its architecture), then a
-    rerun that finds both measured and trains nothing."""
+    """Two rows at tiny scale (a method and the random init of its architecture), run at once,
+    then a rerun that finds both measured and trains nothing."""
     results = tmp_path / "rows.json"
     argv = [sys.executable, "bench/gpu_results.py", "--quick", "counting", "random-alexnet_small"]
     argv += ["--results", str(results)]
-    first = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    first = subprocess.run([*argv, "--parallel", "2"], cwd=ROOT, capture_output=True, text=True,
+                           timeout=600)  # fmt: skip
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     rows = json.loads(results.read_text())["rows"]
     assert set(rows) == {"counting", "random-alexnet_small"}
@@ -72,10 +74,80 @@ def test_results_runner_appends_rows_and_skips_measured_ones(tmp_path):
     assert 0 <= counting["knn_top1"] <= 100 and counting["num_test"] == 128
     assert set(counting["linear_top1"]) == {"conv1", "conv2", "conv3", "conv4", "conv5"}
     assert rows["random-alexnet_small"]["steps"] == 0
+    assert counting["concurrent"] == 2
     assert "| counting (AlexNet, small) | cifar10 |" in first.stdout
+    assert "(2 at once)" in first.stdout
     again = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and "counting: measured" in again.stdout
     assert json.loads(results.read_text())["rows"] == rows
+
+
+def test_a_failing_row_leaves_the_others_measured_and_the_deadline_holds_rows_back(
+    tmp_path, monkeypatch
+):
+    module = bench_module("gpu_results")
+    args = module.parse_args(["--results", str(tmp_path / "rows.json"), "--parallel", "2"])
+
+    def run_row(name, root, args):
+        if name == "counting":
+            raise RuntimeError("selfsup train counting failed: CUDA out of memory")
+        return {"knn_top1": 50.0, "linear_top1": {"conv1": 40.0}}
+
+    monkeypatch.setattr(module, "run_row", run_row)
+    results = {"rows": {}}
+    failed = module.run_rows(["counting", "rotation", "jigsaw"], tmp_path, args, results)
+    assert failed == ["counting"]
+    saved = json.loads(args.results.read_text())["rows"]
+    assert set(saved) == set(results["rows"]) == {"rotation", "jigsaw"}
+    # Six minutes of training cannot end within 60 s: budgeted rows are not started, a
+    # random-init row (evaluation only) is.
+    args.deadline = 60
+    results = {"rows": {}}
+    failed = module.run_rows(["colorization", "random-alexnet_small"], tmp_path, args, results)
+    assert failed == [] and set(results["rows"]) == {"random-alexnet_small"}
+
+
+def test_the_transitive_rows_wait_for_the_run_that_embeds_their_graph(tmp_path, monkeypatch):
+    module = bench_module("gpu_results")
+    args = module.parse_args(["--results", str(tmp_path / "rows.json"), "--parallel", "3"])
+    ended = []
+
+    def run_row(name, root, args):
+        if name == "relative-position":
+            time.sleep(0.5)
+        elif module.ROWS[name].graph:
+            assert "relative-position" in ended, f"{name} started before its embedder ended"
+        ended.append(name)
+        return {"knn_top1": 50.0, "linear_top1": {"conv1": 40.0}}
+
+    monkeypatch.setattr(module, "run_row", run_row)
+    names = ["relative-position", "transitive-inter", "transitive-intra"]
+    assert module.run_rows(names, tmp_path, args, {"rows": {}}) == []
+    assert ended[0] == "relative-position" and len(ended) == 3
+
+
+def test_a_kept_graph_spares_the_transitive_rows_their_embedder_run(tmp_path, monkeypatch):
+    """A run on a bare machine given the graph an earlier run kept (--keep-graph, then
+    --prepare --graph) merges the patches again and trains nothing before the rows."""
+    module = bench_module("gpu_results")
+    import run
+
+    monkeypatch.setattr(module, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(module, "data_paths", lambda row, root: {"train": root / "train.npz"})
+    merged = []
+    monkeypatch.setattr(run, "merge_patches", lambda videos, images, out, size: merged.append(out))
+
+    def selfsup(*argv):
+        raise AssertionError(f"ran selfsup {' '.join(argv[:2])} with a graph at hand")
+
+    monkeypatch.setattr(module, "selfsup", selfsup)
+    root = tmp_path / "inputs"
+    (root / "transitive" / "davis").mkdir(parents=True)
+    (root / "transitive" / "davis" / "patches.npz").write_bytes(b"patches")
+    (root / module.CARRIED_GRAPH).write_bytes(b"kept graph")
+    args = module.parse_args([])
+    patches, graph = module.transitive_graph(root, args)
+    assert merged == [patches] and graph.read_bytes() == b"kept graph"
 
 
 def test_claims_read_the_table_as_the_papers_state_them():

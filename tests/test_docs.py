@@ -33,7 +33,8 @@ REASONS = {"gpu", "data", "cluster", "long"}
 MARK = re.compile(r"^<!-- test: (run|syntax (\w+)) -->$")
 FENCE = re.compile(r"^(\s*)(`{3,})(.*)$")
 # Programs a syntax-only shell block may call besides selfsup, torchrun, python and make.
-OTHER_PROGRAMS = {"pip", "cd", "mkdir", "ls", "cat", "export", "nvidia-smi", "mkdocs", "pytest"}
+OTHER_PROGRAMS = {"pip", "cd", "mkdir", "ls", "cat", "cp", "export", "nvidia-smi", "mkdocs",
+                  "pytest"}  # fmt: skip
 
 
 @dataclass
