@@ -83,8 +83,14 @@ ROW_OVERHEAD_SECONDS = 150
 # Rows running at once take turns to make what they would otherwise make twice over: the
 # carved Tiny ImageNet split, the transitive patch graph.
 SPLITTING, GRAPHING = threading.Lock(), threading.Lock()
-# Environment of every child process (set by main: threads per row when rows run at once).
-CHILD_ENV: dict[str, str] = dict(os.environ)
+# Environment of every child process: selfsup importable from this checkout on a machine
+# where nothing is installed (the GPU machine); main sets threads per row for --parallel.
+CHILD_ENV = {
+    **os.environ,
+    "PYTHONPATH": os.pathsep.join(
+        p for p in (str(ROOT / "src"), os.environ.get("PYTHONPATH")) if p
+    ),
+}
 
 MULTITASK = ["multitask", "--config", "multitask_small", "multitask.lasso=false"]
 TRUNK = ["backbone.name=resnet18", "backbone.stem=small", "backbone.width=0.5"]

@@ -150,6 +150,18 @@ def test_a_kept_graph_spares_the_transitive_rows_their_embedder_run(tmp_path, mo
     assert merged == [patches] and graph.read_bytes() == b"kept graph"
 
 
+def test_the_runner_runs_selfsup_from_the_checkout_where_nothing_is_installed(monkeypatch):
+    """The GPU machine gets a checkout and a Python with PyTorch: no selfsup installed. The
+    base interpreter of this environment stands in for it (`--version` needs no torch)."""
+    module = bench_module("gpu_results")
+    bare = Path(sys.base_prefix) / "bin" / "python3"
+    check = subprocess.run([bare, "-c", "import selfsup"], capture_output=True, cwd="/")
+    if check.returncode == 0:
+        pytest.skip("selfsup is importable from the base interpreter too")
+    monkeypatch.setattr(module.sys, "executable", str(bare))
+    assert module.selfsup("--version", quiet=False) > 0
+
+
 def test_claims_read_the_table_as_the_papers_state_them():
     module = bench_module("gpu_results")
 
