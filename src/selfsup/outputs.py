@@ -21,7 +21,8 @@ import argparse
 import contextlib
 import os
 import shutil
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -66,6 +67,48 @@ def default_cache_dir() -> Path:
         return Path(os.environ["SELFSUP_CACHE"])
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "selfsup"
+
+
+@contextlib.contextmanager
+def written_atomically(path: str | Path) -> Iterator[Path]:
+    """A temporary file beside `path`, renamed onto it when the block ends without error and
+    removed when it fails: readers see the old file or the new one whole, never a part. The
+    name is this writer's own (and ends like `path`, so np.savez adds nothing), so two jobs
+    filling one cache at once never write into each other's file: the last rename wins."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent
+    )
+    os.close(handle)
+    temporary = Path(name)
+    try:
+        yield temporary
+        temporary.replace(path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def fill_folder_once(folder: Path, fill: Callable[[Path], None], done: str) -> None:
+    """Make `folder` by `fill(staging)` in a staging folder of this writer's own, then rename
+    it into place: a cache entry that jobs running at once may all compute appears whole, the
+    first to finish publishes it, and the others' work is dropped. `done`: the file whose
+    presence marks the folder whole (a folder without it, left by a killed run, is redone)."""
+    if (folder / done).is_file():
+        return
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    try:
+        fill(staging)
+        if folder.exists() and not (folder / done).is_file():
+            shutil.rmtree(folder, ignore_errors=True)  # a killed run's part: redone
+        try:
+            staging.rename(folder)
+        except OSError:  # another job published it first (a rename onto a folder with files)
+            if not (folder / done).is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from selfsup.backbones import Backbone
 from selfsup.data import views as V
 from selfsup.data.views import MEAN, STD
+from selfsup.outputs import written_atomically
 from selfsup.runtime import autocast
 
 
@@ -168,9 +169,8 @@ def cached_features(
     if missing:
         computed = extract_features(backbone, images, missing, **kwargs)
         for layer, features in computed.items():
-            paths[layer].parent.mkdir(parents=True, exist_ok=True)
-            temporary = paths[layer].with_suffix(".tmp")
-            torch.save(features.cpu(), temporary)
-            temporary.replace(paths[layer])  # atomic: a killed run leaves no partial file
+            # Atomic: a killed run leaves no partial file, two evaluations at once no mix.
+            with written_atomically(paths[layer]) as temporary:
+                torch.save(features.cpu(), temporary)
         found.update(computed)
     return {layer: found[layer] for layer in layers}

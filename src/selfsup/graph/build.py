@@ -25,7 +25,7 @@ import numpy as np
 from selfsup.config import param
 from selfsup.data.patch_graph import EDGE_TYPES, GRAPH_NAME, GraphError, PatchSet
 from selfsup.graph.mining import cluster_and_search, four_cliques
-from selfsup.outputs import output_file
+from selfsup.outputs import output_file, written_atomically
 
 
 @dataclass
@@ -168,10 +168,8 @@ def save_graph(graph: dict, out: str | Path) -> Path:
     """Write the graph for `--out` (`g` -> `g.npz`, `folder/` -> `folder/graph.npz`; see
     selfsup.outputs); returns the path written."""
     path = output_file(out, GRAPH_NAME)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **graph)
-    tmp.replace(path)
+    with written_atomically(path) as temporary:
+        np.savez(temporary, **graph)
     return path
 
 

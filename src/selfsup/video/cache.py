@@ -58,7 +58,7 @@ def motion_mask_data(spec: str, size: int = 240) -> tuple[np.ndarray, np.ndarray
     """(N, S, S, 3) uint8 frames and (N, S, S) {0, 1} masks from `spec`: the folder
     `selfsup video masks` wrote, an .npz with `images` + `masks` (its motion_masks.npz), or
     comma-separated videos / folders of them."""
-    from selfsup.outputs import default_cache_dir
+    from selfsup.outputs import default_cache_dir, fill_folder_once
     from selfsup.video.masks import write_masks
     from selfsup.video.motion import MotionMaskConfig
 
@@ -75,7 +75,13 @@ def motion_mask_data(spec: str, size: int = 240) -> tuple[np.ndarray, np.ndarray
     folder = default_cache_dir() / "motion_masks" / cache_key(videos, asdict(cfg))
     if not (folder / "motion_masks.npz").is_file():
         print(f"computing motion masks of {len(videos)} videos (cached in {folder})")
-        write_masks(videos, folder, cfg, options)
-        if not (folder / "motion_masks.npz").is_file():
-            raise VideoError(f"{spec}: could not combine the videos' frames")
+
+        def fill(staging: Path) -> None:
+            write_masks(videos, staging, cfg, options)
+            if not (staging / "motion_masks.npz").is_file():
+                raise VideoError(f"{spec}: could not combine the videos' frames")
+
+        # Several trainings started at once on the same videos each compute the masks; the
+        # first to finish publishes them whole.
+        fill_folder_once(folder, fill, "motion_masks.npz")
     return load_mask_npz(folder / "motion_masks.npz")

@@ -31,6 +31,7 @@ import numpy as np
 from tqdm import tqdm
 
 from selfsup.config import param
+from selfsup.outputs import written_atomically
 from selfsup.video.motion import MotionMaskConfig, motion_masks
 from selfsup.video.proposals import ProposalConfig, box_iou, proposals, square_box
 from selfsup.video.reader import ReadOptions, read_video, video_name
@@ -201,9 +202,8 @@ def merge(results: list[dict], names: list[str]) -> dict:
 
 
 def write_npz_atomic(path: Path, arrays: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(path)
+    with written_atomically(path) as temporary:
+        np.savez(temporary, **arrays)
 
 
 def save_preview(dataset: dict, path: Path, tracks: int = 8, per_track: int = 8) -> None:
