@@ -242,6 +242,7 @@ def user_errors() -> tuple[type[Exception], ...]:
     from selfsup.data import BadImageError, DataFormatError
     from selfsup.data.patch_graph import GraphError
     from selfsup.export.formats import ExportError
+    from selfsup.outputs import FolderBusy
     from selfsup.train import NonFiniteLossError
     from selfsup.video.reader import VideoError
 
@@ -254,6 +255,7 @@ def user_errors() -> tuple[type[Exception], ...]:
         VideoError,
         ExportError,
         GraphError,
+        FolderBusy,
     )
 
 

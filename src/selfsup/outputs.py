@@ -89,6 +89,45 @@ def written_atomically(path: str | Path) -> Iterator[Path]:
         temporary.unlink(missing_ok=True)
 
 
+class FolderBusy(ValueError):
+    """Another process is writing the run folder this one would write."""
+
+
+LOCK_NAME = ".lock"
+
+
+def hold_folder(folder: Path, wait: bool = False):
+    """An exclusive claim on the run folder `folder` (created if missing) for as long as this
+    process lives or until the returned file is closed, so that a second `train` into the
+    same folder (a sweep given one --out twice, a command rerun while the first still runs)
+    is refused instead of both writing one checkpoint and one metrics file. With `wait`, wait
+    for the holder to end instead (a shared cache entry that another job is training).
+    The claim is an advisory lock (flock) on `folder/.lock`, which the system drops when its
+    holder dies, so a killed run never leaves its folder claimed. Returns None where the
+    system has no flock (Windows): no claim there."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = open(folder / LOCK_NAME, "a+")  # noqa: SIM115 - held open for the run's life
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip()
+        handle.close()
+        raise FolderBusy(
+            f"{folder}: another selfsup process{f' (pid {holder})' if holder else ''} is "
+            "writing this run folder; wait for it to end, or give another --out"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
 def fill_folder_once(folder: Path, fill: Callable[[Path], None], done: str) -> None:
     """Make `folder` by `fill(staging)` in a staging folder of this writer's own, then rename
     it into place: a cache entry that jobs running at once may all compute appears whole, the

@@ -14,6 +14,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import yaml
@@ -24,6 +25,7 @@ from selfsup import checkpoint, dist
 from selfsup.config import ConfigError, ExperimentConfig, OptimConfig, dump
 from selfsup.data import ImageSource, ImageStream, open_source
 from selfsup.metrics import MetricWindow, NonFiniteLossError
+from selfsup.outputs import hold_folder
 from selfsup.runs import backbone_from_config, load_backbone
 from selfsup.runtime import autocast, keep_freed_memory, resolve_device, resolve_precision
 from selfsup.tasks import PretextTask, build_task
@@ -149,14 +151,18 @@ class Run:
     start_step: int = 0
     scaler_state: dict | None = None  # GradScaler state (fp16 autocast only)
     peak_lr: float = 0.0  # optim.lr after optim.lr_scaling for the global batch
+    claim: Any = None  # the run folder's lock (outputs.hold_folder), held while training
 
     @property
     def checkpoint_path(self) -> Path:
         return self.folder / "checkpoints" / "last.pt"
 
 
-def prepare(cfg: ExperimentConfig, folder: str | Path, progress: bool = True) -> Run:
-    """Process group, data, model, optimizer; resume from the run folder's checkpoint."""
+def prepare(
+    cfg: ExperimentConfig, folder: str | Path, progress: bool = True, wait_for_folder: bool = False
+) -> Run:
+    """Process group, data, model, optimizer; the run folder claimed (another process writing
+    it is an error, or, with `wait_for_folder`, waited for); resume from its checkpoint."""
     folder = Path(folder)
     device = resolve_device(cfg.train.device)
     if cfg.train.heap == "reuse":
@@ -200,11 +206,25 @@ def prepare(cfg: ExperimentConfig, folder: str | Path, progress: bool = True) ->
     if dist.is_main() and progress:
         print(f"data: {stream.describe()}")
     report_skipped(stream.skipped)
+    if dist.is_main():  # the folder is made here, once the data and settings passed
+        run.claim = hold_folder(folder, wait=wait_for_folder)
+    try:
+        resume_or_start(run)
+    except BaseException:
+        if run.claim is not None:  # refused (another model's checkpoint, ...): let go
+            run.claim.close()
+        raise
+    return run
+
+
+def resume_or_start(run: Run) -> None:
+    """Load the run folder's checkpoint into the run, or start the folder afresh."""
+    cfg, folder = run.cfg, run.folder
     if run.checkpoint_path.exists():
         state = checkpoint.load(run.checkpoint_path)
         check_same_model(state["config"], cfg, run.checkpoint_path)
-        checkpoint.load_module_state(model, state["model"], run.checkpoint_path)
-        load_optimizer_state(optimizer, state["optimizer"])
+        checkpoint.load_module_state(run.model, state["model"], run.checkpoint_path)
+        load_optimizer_state(run.optimizer, state["optimizer"])
         checkpoint.set_rng_states(state["rng"])
         run.start_step = state["step"]
         run.scaler_state = state.get("scaler")
@@ -212,11 +232,9 @@ def prepare(cfg: ExperimentConfig, folder: str | Path, progress: bool = True) ->
             drop_metrics_after(folder / "metrics.jsonl", run.start_step)
             print(f"resumed from step {run.start_step} ({run.checkpoint_path})")
     elif dist.is_main():
-        folder.mkdir(parents=True, exist_ok=True)
         # A run killed before its first checkpoint starts again from step 0: its lines go.
         drop_metrics_after(folder / "metrics.jsonl", 0)
         (folder / "config.yaml").write_text(yaml.safe_dump(dump(cfg), sort_keys=False))
-    return run
 
 
 def check_data_fits(cfg: ExperimentConfig, model: PretextTask, labels: bool, masks: bool) -> None:
@@ -394,9 +412,22 @@ def log_record(run: Run, window: MetricWindow, done: int, images: int, started: 
     }
 
 
-def train(cfg: ExperimentConfig, folder: str | Path, progress: bool = True) -> Run:
-    """Train `cfg.task` until step `cfg.train.steps`, resuming from `folder` when possible."""
-    run = prepare(cfg, folder, progress)
+def train(
+    cfg: ExperimentConfig, folder: str | Path, progress: bool = True, wait_for_folder: bool = False
+) -> Run:
+    """Train `cfg.task` until step `cfg.train.steps`, resuming from `folder` when possible;
+    `wait_for_folder`: wait while another process trains into `folder` (then resume or find
+    it done) instead of refusing."""
+    run = prepare(cfg, folder, progress, wait_for_folder)
+    try:
+        return train_prepared(run, progress)
+    finally:
+        if run.claim is not None:
+            run.claim.close()
+
+
+def train_prepared(run: Run, progress: bool) -> Run:
+    cfg = run.cfg
     total = cfg.train.steps
     trained, scaler, amp_dtype = training_setup(run)
     log = (run.folder / "metrics.jsonl").open("a") if dist.is_main() else None

@@ -95,7 +95,7 @@ def resolve_model(
     payload = {"backbone": backbone, "data": train.key, "size": size, **asdict(settings)}
     folder = cache_folder(options, "supervised", payload)
     cfg = supervised_config(backbone, train.name, size, settings)
-    run_supervised(cfg, folder, test, options)
+    run_supervised(cfg, folder, test, options, cached=True)
     loaded = load_backbone(str(folder))
     return replace(loaded, name=f"supervised:{backbone['name']}")
 
@@ -118,12 +118,13 @@ def finetune_eval(
     init = target if kind == "run" else ""
     scale = settings.backbone_scale if init else 1.0
     size = int(train.images.shape[-1])
-    if out is None:
+    cached = out is None
+    if cached:
         weights = weights_fingerprint(load_backbone(target).backbone) if init else "random"
         payload = {"backbone": backbone, "init": weights, "data": train.key, **asdict(settings)}
         out = cache_folder(options, "finetune", payload)
     cfg = supervised_config(backbone, train.name, size, settings, init, scale)
-    result = run_supervised(cfg, Path(out), test, options)
+    result = run_supervised(cfg, Path(out), test, options, cached)
     name = load_backbone(target).name if init else f"random:{backbone['name']}"
     return {
         "protocol": "finetune",

@@ -76,12 +76,17 @@ def test_accuracy(run_folder: Path, test: LabelledImages, options: EvalOptions) 
 
 
 def run_supervised(
-    cfg: ExperimentConfig, folder: Path, test: LabelledImages, options: EvalOptions
+    cfg: ExperimentConfig,
+    folder: Path,
+    test: LabelledImages,
+    options: EvalOptions,
+    cached: bool = False,
 ) -> dict:
-    """Train (or resume, or reuse) a supervised run and score it on the test images."""
+    """Train (or resume, or reuse) a supervised run and score it on the test images.
+    `cached`: `folder` is a cache entry other jobs may be training too: wait for them."""
     from selfsup.train import train
 
     started = time.perf_counter()
-    train(cfg, folder, progress=options.progress)
+    train(cfg, folder, progress=options.progress, wait_for_folder=cached)
     scores = test_accuracy(folder, test, options)
     return {**scores, "run": str(folder), "seconds": round(time.perf_counter() - started, 1)}
