@@ -126,9 +126,9 @@ class Row:
     `train`: what follows `selfsup train` (task and settings), without data or output;
     `random_of`: evaluate that row's architecture untrained instead; `epochs`: a fixed
     number of epochs instead of the shared GPU-time budget; `videos`: trains on motion masks
-    too; `masks`: settings of those masks (`selfsup video masks` key=value; default: the
-    default method's); `graph`: trains on the transitive-invariance patch graph
-    (`transitive_graph`).
+    too; `masks`: settings of those masks, or of the masks its graph's video patches were
+    mined with (`selfsup video masks` key=value; default: the default method's); `graph`:
+    trains on the transitive-invariance patch graph (`transitive_graph`).
     """
 
     label: str
@@ -176,6 +176,11 @@ ROWS: dict[str, Row] = {
                                   "cifar10", ("transitive", "--config", "transitive_small",
                                               f"transitive.edges={edges}"), graph=True)
        for edges in ("inter", "intra", "transitive")},
+    # The same on patches mined with the earlier masks: what the object masks change here.
+    "transitive-residual-masks": Row(
+        "transitive invariance, transitive edges, patches from residual masks", "cifar10",
+        ("transitive", "--config", "transitive_small", "transitive.edges=transitive"),
+        graph=True, masks=("method=residual",)),
     "supervised-resnet18": Row("supervised, ResNet-18", "cifar10",
                                ("supervised", *SIMCLR[1:5], "data.batch_size=512",
                                 "optim.lr=0.2")),
@@ -220,7 +225,12 @@ VIDEO_PATCHES = {
     "vtest": (["video/opencv_vtest/vtest.avi"], ["masks.min_residual=1"]),
 }
 PATCH_SIZE = 32
-CARRIED_GRAPH = "transitive/graph.npz"  # in the inputs: the graph an earlier run kept
+
+
+def graph_set(masks: tuple[str, ...]) -> str:
+    """The name of the patch graph mined with mask settings `masks`: its folder in the
+    inputs and on the GPU machine, and its file when kept (`<name>-graph.npz`)."""
+    return "-".join(["transitive", *(setting.split("=", 1)[1] for setting in masks)])
 
 
 def needed_files(names: list[str]) -> list[str]:
@@ -232,15 +242,18 @@ def needed_files(names: list[str]) -> list[str]:
     return sorted(set(files))
 
 
-def prepare(names: list[str], graph: Path | None = None) -> None:
-    """Write the inputs of rows `names` (xz-compressed packed JPEGs, video folders; `graph`,
-    a transitive graph an earlier run kept) to INPUTS, refusing a set that would not travel
-    with the repository in CARRY_LIMIT_MIB."""
+def prepare(names: list[str], graphs: list[Path]) -> None:
+    """Write the inputs of rows `names` (xz-compressed packed JPEGs, video folders, the
+    video patches of their graphs; `graphs`, graphs an earlier run kept) to INPUTS, refusing
+    a set that would not travel with the repository in CARRY_LIMIT_MIB."""
     shutil.rmtree(INPUTS, ignore_errors=True)
-    if any(ROWS[name].graph for name in names):
-        mine_video_patches(data_dir(), INPUTS / "transitive")
-        if graph:
-            shutil.copyfile(graph, INPUTS / CARRIED_GRAPH)
+    for masks in sorted({ROWS[name].masks for name in names if ROWS[name].graph}):
+        mine_video_patches(data_dir(), INPUTS / graph_set(masks), masks)
+    for graph in graphs:
+        target = INPUTS / graph.name.removesuffix("-graph.npz") / "graph.npz"
+        if not target.parent.is_dir():
+            sys.exit(f"--graph {graph}: none of these rows trains on {target.parent.name}")
+        shutil.copyfile(graph, target)
     for relative in needed_files(names):
         source, target = data_dir() / relative, INPUTS / relative
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -268,9 +281,9 @@ def available_tracker() -> list[str]:
     return ["track.tracker=mil"]
 
 
-def mine_video_patches(root: Path, out: Path) -> list[Path]:
-    """`selfsup video patches` on each VIDEO_PATCHES set under `root` (once; kept in `out`);
-    the patches.npz files written."""
+def mine_video_patches(root: Path, out: Path, masks: tuple[str, ...]) -> list[Path]:
+    """`selfsup video patches` on each VIDEO_PATCHES set under `root` with mask settings
+    `masks` (once; kept in `out`); the patches.npz files written."""
     files = []
     for name, (inputs, settings) in VIDEO_PATCHES.items():
         videos = [root / relative for relative in inputs]
@@ -278,32 +291,38 @@ def mine_video_patches(root: Path, out: Path) -> list[Path]:
         if not all(video.exists() for video in videos):
             continue
         if not (target / "patches.npz").is_file():
+            mask_settings = [f"masks.{setting}" for setting in masks]
             selfsup("video", "patches", *map(str, videos), "--out", str(target),
-                    "--max-frames", "200", *settings, *available_tracker())  # fmt: skip
+                    "--max-frames", "200", *settings, *mask_settings,
+                    *available_tracker())  # fmt: skip
         files.append(target / "patches.npz")
     return files
 
 
-def transitive_graph(root: Path, args: argparse.Namespace) -> tuple[Path, Path]:
-    """(patches, graph) of the transitive rows, made once per machine: the video patches
-    (carried, else mined from `root`'s videos) beside the CIFAR-10 training images, each its
-    own track, embedded by a relative-position run (the relative-position row's, when it ran
-    here, else one trained for the shared budget) and built into one graph; or the graph an
-    earlier run kept (--keep-graph), carried in `root` (--prepare --graph): training checks
-    that it was built for these very patches."""
+def transitive_graph(
+    root: Path, args: argparse.Namespace, masks: tuple[str, ...] = ()
+) -> tuple[Path, Path]:
+    """(patches, graph) of the transitive rows whose video patches come from masks made
+    with `masks`, made once per machine: the video patches (carried, else mined from
+    `root`'s videos) beside the CIFAR-10 training images, each its own track, embedded by a
+    relative-position run (the relative-position row's, when it ran here, else one trained
+    for the shared budget) and built into one graph; or the graph an earlier run kept
+    (--keep-graph), carried in `root` (--prepare --graph): training checks that it was built
+    for these very patches."""
     from run import merge_patches
 
-    folder = RUNS / "transitive_graph"
+    name = graph_set(masks)
+    folder = RUNS / f"{name}_graph"
     patches, graph = folder / "patches.npz", folder / "graph.npz"
     if graph.is_file():
         return patches, graph
     folder.mkdir(parents=True, exist_ok=True)
-    carried = sorted((root / "transitive").glob("*/patches.npz"))
-    video_files = carried or mine_video_patches(root, folder)
+    carried = sorted((root / name).glob("*/patches.npz"))
+    video_files = carried or mine_video_patches(root, folder, masks)
     cifar = data_paths(ROWS["relative-position"], root)
     merge_patches(video_files, cifar["train"], patches, size=PATCH_SIZE)
-    if (root / CARRIED_GRAPH).is_file():
-        shutil.copyfile(root / CARRIED_GRAPH, graph)
+    if (root / name / "graph.npz").is_file():
+        shutil.copyfile(root / name / "graph.npz", graph)
         return patches, graph
     embedder = RUNS / "relative-position"
     if not (embedder / "checkpoints" / "last.pt").is_file():
@@ -472,8 +491,8 @@ def run_row(name: str, root: Path, args: argparse.Namespace) -> dict:
         paths = data_paths(trained, root)
     if trained.graph:
         with GRAPHING:
-            paths["patches"], paths["graph"] = transitive_graph(root, args)
-    if trained.masks:  # masks made with these settings; training reads their folder
+            paths["patches"], paths["graph"] = transitive_graph(root, args, trained.masks)
+    if trained.videos and trained.masks:  # masks made with these settings, read from there
         masks = RUNS / f"{name}_masks"
         shutil.rmtree(masks, ignore_errors=True)  # a rerun on this machine makes them afresh
         selfsup("video", "masks", str(paths["videos"]), "--out", str(masks), *trained.masks)
@@ -515,9 +534,9 @@ def run_rows(names: list[str], root: Path, args: argparse.Namespace, results: di
         row, left = ROWS[name], time_left(started, args.deadline)
         budgeted = not (row.random_of or row.epochs or args.steps)  # sized by --minutes
         if budgeted and left < args.minutes * 60 + ROW_OVERHEAD_SECONDS:
-            print(f"{name}: {left:.0f} s left before --deadline, not started", flush=True)
+            say(f"{name}: {left:.0f} s left before --deadline, not started")
             return None
-        print(f"{name}: running", flush=True)
+        say(f"{name}: running")
         return run_row(name, root, args)
 
     with ThreadPoolExecutor(max_workers=args.parallel) as pool:
@@ -530,13 +549,30 @@ def run_rows(names: list[str], root: Path, args: argparse.Namespace, results: di
                 result = future.result()
             except Exception as error:  # one broken row must not cost the others their run
                 failed.append(name)
-                print(f"{name}: FAILED: {error}", flush=True)
+                say(f"{name}: FAILED: {error}")
                 continue
             if result is not None:
                 results["rows"][name] = result
                 save_results(results, args.results)
-                print(f"{name}: kNN {result['knn_top1']:.1f} %", flush=True)
+                say(f"{name}: kNN {result['knn_top1']:.1f} %")
     return failed
+
+
+def keep_graphs(root: Path, args: argparse.Namespace) -> None:
+    """Build the graph of every graph row's patch set (with this run's relative-position
+    row, when it ran) and write each to --keep-graph DIR as `<set>-graph.npz`, for the
+    transitive rows of a later run on a bare machine."""
+    args.keep_graph.mkdir(parents=True, exist_ok=True)
+    for masks in sorted({row.masks for row in ROWS.values() if row.graph}):
+        target = args.keep_graph / f"{graph_set(masks)}-graph.npz"
+        shutil.copyfile(transitive_graph(root, args, masks)[1], target)
+        print(f"transitive graph kept in {target}")
+
+
+def say(line: str) -> None:
+    """One whole line at once: rows running in threads print without splicing lines."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 def time_left(started: float, deadline: float | None) -> float:
@@ -690,18 +726,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--keep-graph",
         type=Path,
         metavar="DIR",
-        help="after the rows, write the transitive rows' graph (built with "
-        "this run's relative-position row when it ran) to DIR/graph.npz",
+        help="after the rows, write the transitive rows' graphs (built with this run's "
+        "relative-position row when it ran) to DIR",
     )
     parser.add_argument(
         "--graph",
         type=Path,
         metavar="FILE",
-        help="with --prepare: carry this kept graph for the transitive rows",
+        action="append",
+        default=[],
+        help="with --prepare: carry this kept graph (a <set>-graph.npz that --keep-graph "
+        "wrote) for the transitive rows; repeatable",
     )
     args = parser.parse_args(argv)
-    if args.graph and not args.graph.is_file():
-        parser.error(f"--graph {args.graph}: no such file")
+    for graph in args.graph:
+        if not graph.is_file() or not graph.name.endswith("-graph.npz"):
+            parser.error(f"--graph {graph}: not a <set>-graph.npz file that --keep-graph wrote")
     if args.parallel < 1:
         parser.error(f"--parallel must be at least 1, got {args.parallel}")
     unknown = [name for name in args.rows if name not in ROWS]
@@ -745,10 +785,8 @@ def main(argv: list[str] | None = None) -> None:
         # whose patch graph its run embeds.
         todo = [name for name in ROWS if name in names and name not in results["rows"]]
         failed = run_rows(todo, root, args, results)
-        if args.keep_graph:  # for the transitive rows of a later run on a bare machine
-            args.keep_graph.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(transitive_graph(root, args)[1], args.keep_graph / "graph.npz")
-            print(f"transitive graph kept in {args.keep_graph / 'graph.npz'}")
+        if args.keep_graph:
+            keep_graphs(root, args)
     print(table(results))
     if failed:
         sys.exit(f"rows that failed: {', '.join(failed)} (their errors are above)")

@@ -144,10 +144,14 @@ def test_a_kept_graph_spares_the_transitive_rows_their_embedder_run(tmp_path, mo
     root = tmp_path / "inputs"
     (root / "transitive" / "davis").mkdir(parents=True)
     (root / "transitive" / "davis" / "patches.npz").write_bytes(b"patches")
-    (root / module.CARRIED_GRAPH).write_bytes(b"kept graph")
+    (root / "transitive" / "graph.npz").write_bytes(b"kept graph")
     args = module.parse_args([])
     patches, graph = module.transitive_graph(root, args)
     assert merged == [patches] and graph.read_bytes() == b"kept graph"
+    # The patch set mined with the earlier masks is its own graph, kept under its own name.
+    assert module.graph_set(module.ROWS["transitive-residual-masks"].masks) == (
+        "transitive-residual"
+    )
 
 
 def test_the_runner_runs_selfsup_from_the_checkout_where_nothing_is_installed(monkeypatch):
