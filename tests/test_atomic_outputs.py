@@ -34,6 +34,22 @@ def test_a_file_written_atomically_is_the_old_one_or_a_new_one_whole(tmp_path):
     assert list(tmp_path.iterdir()) == [path]  # no temporaries left behind
 
 
+def test_dead_writers_leftovers_go_and_outputs_keep_the_usual_permissions(tmp_path):
+    path = tmp_path / "graph.npz"
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    dead = tmp_path / f".graph.npz.{ended.stdout.strip()}-0000.tmp.npz"  # killed mid-write
+    dead.write_bytes(b"half")
+    alive = tmp_path / f".graph.npz.{os.getpid()}-1111.tmp.npz"  # still writing: kept
+    alive.write_bytes(b"writing")
+    with written_atomically(path) as temporary:
+        np.savez(temporary, a=np.arange(2))
+    assert not dead.exists() and alive.exists()
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
 def test_a_cache_folder_filled_by_two_jobs_at_once_is_published_whole_once(tmp_path):
     folder, calls = tmp_path / "cache" / "key", []
 

@@ -20,8 +20,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -69,19 +69,38 @@ def default_cache_dir() -> Path:
     return Path(base) / "selfsup"
 
 
+def private_twin(path: Path) -> Path:
+    """A name beside `path` that no other writer uses (this process's pid and a random
+    token; ending like `path`, so np.savez adds nothing), after removing the twins of
+    writers that died mid-write (their pid no longer runs). Created by the caller, so the
+    file or folder gets the usual permissions."""
+    for stale in path.parent.glob(f".{path.name}.*.tmp{path.suffix}"):
+        pid = stale.name[len(path.name) + 2 :].split("-", 1)[0]
+        if pid.isdigit() and not process_alive(int(pid)):
+            remove(stale)
+    token = secrets.token_hex(4)
+    return path.parent / f".{path.name}.{os.getpid()}-{token}.tmp{path.suffix}"
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # alive, another user's
+        return True
+    return True
+
+
 @contextlib.contextmanager
 def written_atomically(path: str | Path) -> Iterator[Path]:
-    """A temporary file beside `path`, renamed onto it when the block ends without error and
-    removed when it fails: readers see the old file or the new one whole, never a part. The
-    name is this writer's own (and ends like `path`, so np.savez adds nothing), so two jobs
-    filling one cache at once never write into each other's file: the last rename wins."""
+    """A temporary name beside `path` for the block to write, renamed onto `path` when the
+    block ends without error and removed when it fails: readers see the old file or the new
+    one whole, never a part. The name is this writer's own, so two jobs filling one cache at
+    once never write into each other's file: the last rename wins."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent
-    )
-    os.close(handle)
-    temporary = Path(name)
+    temporary = private_twin(path)
     try:
         yield temporary
         temporary.replace(path)
@@ -136,7 +155,8 @@ def fill_folder_once(folder: Path, fill: Callable[[Path], None], done: str) -> N
     if (folder / done).is_file():
         return
     folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    staging = private_twin(folder)
+    staging.mkdir()
     try:
         fill(staging)
         if folder.exists() and not (folder / done).is_file():
