@@ -91,3 +91,14 @@ def test_a_shared_cache_entry_waits_for_the_job_training_it(tiny_npz, tmp_path):
     first_job.close()
     second.join(timeout=120)
     assert found == [2]  # resumed at the end: nothing trained twice
+
+
+def test_a_file_system_without_locks_trains_unclaimed_and_says_so(tmp_path, monkeypatch, capsys):
+    import fcntl
+
+    def no_locks(handle, operation):
+        raise OSError(37, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    assert hold_folder(tmp_path / "run") is None
+    assert "cannot be locked (No locks available)" in capsys.readouterr().err

@@ -22,6 +22,7 @@ import contextlib
 import os
 import secrets
 import shutil
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -140,6 +141,11 @@ def hold_folder(folder: Path, wait: bool = False):
             f"{folder}: another selfsup process{f' (pid {holder})' if holder else ''} is "
             "writing this run folder; wait for it to end, or give another --out"
         ) from None
+    except OSError as err:  # a file system without locks (some network mounts): go on
+        handle.close()
+        print(f"note: {folder} cannot be locked ({err.strerror}): nothing stops a second "
+              "training into it meanwhile", file=sys.stderr)  # fmt: skip
+        return None
     handle.seek(0)
     handle.truncate()
     handle.write(str(os.getpid()))
