@@ -78,6 +78,20 @@ def test_training_steps_never_wait_for_the_gpu(name, cache, cuda, labelled_maske
     assert set(window.read()) >= {"loss"}
 
 
+@pytest.mark.parametrize("benchmark", [True, False])
+def test_cudnn_times_its_algorithms_as_train_cudnn_benchmark_says(
+    benchmark, cuda, labelled_masked_npz, tmp_path
+):
+    cfg = gpu_config("counting", labelled_masked_npz)
+    cfg.train.cudnn_benchmark = benchmark
+    before = torch.backends.cudnn.benchmark
+    try:
+        loop.training_setup(loop.prepare(cfg, tmp_path / "run", progress=False))
+        assert torch.backends.cudnn.benchmark is benchmark
+    finally:
+        torch.backends.cudnn.benchmark = before
+
+
 @pytest.mark.parametrize("name", IMAGE_TASKS)
 def test_views_on_cuda_match_the_cpu(name, cuda):
     """The same (seed, step) gives the same views on both devices: random parameters are

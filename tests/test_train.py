@@ -38,6 +38,14 @@ def test_run_folder_layout_and_metrics(tiny_npz, tmp_path, device):
     assert not list((out / "checkpoints").glob("*.tmp"))
 
 
+def test_training_on_the_cpu_leaves_cudnn_settings_alone(tiny_npz, tmp_path):
+    before = torch.backends.cudnn.benchmark
+    cfg = tiny_config(tiny_npz, "train.steps=1", "train.device=cpu",
+                      f"train.cudnn_benchmark={str(not before).lower()}")  # fmt: skip
+    train(cfg, tmp_path / "run", progress=False)
+    assert torch.backends.cudnn.benchmark is before
+
+
 def test_resume_continues_exactly(tiny_npz, tmp_path, device):
     """A run killed after step 4 (checkpoint at 3, metrics logged at 4) and rerun ends
     bitwise equal to an uninterrupted one, and logs each step once."""

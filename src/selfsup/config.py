@@ -175,6 +175,12 @@ class TrainConfig:
         choices=("auto", "bf16", "fp16", "fp32"),
     )
     channels_last: bool = param(True, "Use the channels_last memory format (faster convs).")
+    cudnn_benchmark: bool = param(
+        True,
+        "CUDA: cuDNN times its convolution algorithms for each new input shape and keeps the "
+        "fastest (the first steps are slower; the batches keep one shape, so the rest are "
+        "faster). false: its default choice.",
+    )
     heap: str = param(
         "reuse",
         "`reuse`: on Linux (glibc), freed tensor memory stays in the process for the next step "

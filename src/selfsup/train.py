@@ -313,6 +313,8 @@ def training_setup(run: Run) -> tuple[nn.Module, torch.amp.GradScaler, torch.dty
     with `train.compile`), the gradient scaler (active for fp16 only) and the autocast dtype.
     Puts the model in training mode."""
     cfg, model = run.cfg, run.model
+    if run.device.type == "cuda":
+        torch.backends.cudnn.benchmark = cfg.train.cudnn_benchmark
     amp_dtype = resolve_precision(cfg.train.precision, run.device)
     scaler = torch.amp.GradScaler(run.device.type, enabled=amp_dtype == torch.float16)
     if run.scaler_state:
