@@ -786,7 +786,10 @@ def main(argv: list[str] | None = None) -> None:
         todo = [name for name in ROWS if name in names and name not in results["rows"]]
         failed = run_rows(todo, root, args, results)
         if args.keep_graph:
-            keep_graphs(root, args)
+            try:
+                keep_graphs(root, args)
+            except Exception as error:  # the rows are saved: still show the table
+                failed.append(f"--keep-graph ({error})")
     print(table(results))
     if failed:
         sys.exit(f"rows that failed: {', '.join(failed)} (their errors are above)")
