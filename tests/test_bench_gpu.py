@@ -47,6 +47,22 @@ def bench_module(name: str):
     return __import__(name)
 
 
+def test_cuda_tests_stopped_at_their_limit_still_count_what_finished():
+    gpu = bench_module("gpu")
+    output = (
+        b"tests/test_gpu.py::test_views_on_cuda_match_the_cpu[counting] PASSED   [  3%]\n"
+        b"tests/test_gpu.py::test_views_on_cuda_match_the_cpu[rotation] FAILED   [  6%]\n"
+        b"tests/test_train.py::test_resume_continues_exactly[cpu] SKIPPED (no)  [  9%]\n"
+        b"tests/test_train.py::test_resume_continues_exactly[cuda] PASSED        [ 12%]\n"
+        b"tests/test_train.py::test_run_folder_layout_and_metrics[cuda] "
+    )  # stopped while the last test ran
+    counts = gpu.verdicts_so_far(output)
+    assert counts["passed"] == 2 and counts["skipped"] == 1
+    assert counts["failed"] == {
+        "tests/test_gpu.py::test_views_on_cuda_match_the_cpu[rotation]": "FAILED"
+    }
+
+
 def test_demo_phases_are_timed_from_the_header_lines(monkeypatch):
     gpu = bench_module("gpu")
     now = iter([10.0, 13.5, 40.0])
