@@ -559,6 +559,11 @@ def main(argv: list[str] | None = None) -> None:
     default = WORK / "gpu_quick.json" if args.quick else RESULTS / "gpu.json"
     path = args.results or default
     results = {"machine": machine(), "device": str(device), "date": time.strftime("%Y-%m-%d")}
+    if args.only and path.is_file():  # the sections of an earlier run stay
+        earlier = json.loads(path.read_text())
+        if earlier.get("device") == results["device"]:
+            results = {**earlier, **results}
+            print(f"--only: the other sections of {portable([path])} are kept")
     log = io.StringIO()
     default_sections = [n for n in SECTIONS if not (args.quick and n == "demo")]
     for name in args.only or default_sections:
@@ -568,14 +573,22 @@ def main(argv: list[str] | None = None) -> None:
         if ctx.seconds_left() < expected:
             results[name] = {"skipped": f"{ctx.seconds_left():.0f} s left before the deadline"}
             print(f"[{name}] skipped: {results[name]['skipped']}", flush=True)
-            continue
-        results[name] = run_section(name, ctx, log)
-    results["seconds"] = round(time.perf_counter() - started, 1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=2) + "\n")
+        else:
+            results[name] = run_section(name, ctx, log)
+        # Saved after every section: a run stopped from outside keeps what it measured.
+        results["seconds"] = round(time.perf_counter() - started, 1)
+        save(results, path, log, args.out)
     print(f"results: {portable([path])} ({results['seconds']:.0f} s)")
-    if args.out:
-        pack(args.out, path, log.getvalue())
+
+
+def save(results: dict, path: Path, log: io.StringIO, out: Path | None) -> None:
+    """The results file, written atomically, and with --out the archive of it and the log."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(results, indent=2) + "\n")
+    temporary.replace(path)
+    if out:
+        pack(out, path, log.getvalue())
 
 
 def run_section(name: str, ctx: SimpleNamespace, log: io.StringIO) -> dict:
@@ -596,13 +609,18 @@ def run_section(name: str, ctx: SimpleNamespace, log: io.StringIO) -> dict:
 def pack(out: Path, results: Path, log: str) -> None:
     """Results and log in one archive (the GPU machine sends back a few files only)."""
     out.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(out / "gpu_results.tar.gz", "w:gz") as archive:
+    # Both replaced whole (rewritten after every section: a stop mid-write keeps the last).
+    packing = out / ".gpu_results.tar.gz.tmp"
+    with tarfile.open(packing, "w:gz") as archive:
         archive.add(results, arcname=results.name)
         data = log.encode()
         info = tarfile.TarInfo("gpu_log.txt")
         info.size = len(data)
         archive.addfile(info, io.BytesIO(data))
-    (out / results.name).write_text(results.read_text())
+    packing.replace(out / "gpu_results.tar.gz")
+    copying = out / f".{results.name}.tmp"
+    copying.write_text(results.read_text())
+    copying.replace(out / results.name)
 
 
 if __name__ == "__main__":

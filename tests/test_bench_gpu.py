@@ -42,6 +42,25 @@ def test_gpu_benchmark_runs_quick_on_the_cpu(tmp_path):
     assert (tmp_path / "out" / "gpu_results.tar.gz").is_file()
 
 
+def test_a_rerun_of_some_sections_keeps_the_others(tmp_path):
+    """A call that ran out of time is completed by a second with --only: the sections of
+    the first stay in the file (the file is also rewritten after every section)."""
+    results = tmp_path / "gpu.json"
+    earlier = {"device": "cpu", "tasks": {"tasks": {"counting": {"full_images_per_sec": 1.0}}}}
+    results.write_text(json.dumps(earlier))
+    argv = [sys.executable, "bench/gpu.py", "--quick", "--device", "cpu", "--only", "decode"]
+    argv += ["--results", str(results), "--out", str(tmp_path / "out")]
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    figures = json.loads(results.read_text())
+    assert figures["tasks"] == earlier["tasks"] and figures["decode"]["pil_workers_images_per_sec"]
+    assert json.loads((tmp_path / "out" / "gpu.json").read_text()) == figures
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "gpu.json",
+        "gpu_results.tar.gz",
+    ]
+
+
 def bench_module(name: str):
     sys.path.insert(0, str(ROOT / "bench"))
     return __import__(name)
