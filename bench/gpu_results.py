@@ -27,8 +27,9 @@ launches, so `--parallel K` runs K rows at a time, each in its own processes wit
 threads shared out: K rows take about the wall-clock of one, and a lent GPU's few minutes
 fill K rows instead of one. Each row then trains `--minutes` of wall-clock beside the others,
 its trial run measuring the rate they leave it, so it gets a share of the GPU: its epochs say
-how much, and the table marks it. Rows sharing a run should be alike in cost (the single tasks
-at 32 px, say); the SimCLR rows, sized in epochs, run alone. `--deadline S` starts no
+how much, and the table marks it. Rows that a claim compares (the single tasks and the
+four-task trunk, say) belong in one run, so they shared the GPU alike; the SimCLR rows,
+sized in epochs, run alone. `--deadline S` starts no
 budgeted row that could not end within S seconds of the start (its minutes plus
 ROW_OVERHEAD_SECONDS), so a run fits the command's time limit. A row that fails is reported
 and the others go on; the run then exits non-zero.
