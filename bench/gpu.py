@@ -73,6 +73,7 @@ from perfkit.stepper import LoopStepper  # noqa: E402
 from run import RESULTS, ROOT, WORK, data_dir, machine, portable  # noqa: E402
 
 from selfsup import train as loop  # noqa: E402
+from selfsup.outputs import written_atomically  # noqa: E402
 from selfsup.runtime import resolve_device, resolve_precision  # noqa: E402
 
 SECTIONS = (
@@ -479,19 +480,6 @@ def cuda_tests_section(ctx: SimpleNamespace) -> dict:
     return row
 
 
-RUNNERS: dict[str, Callable[[SimpleNamespace], dict]] = {
-    "hardware": hardware_section,
-    "tasks": tasks_section,
-    "peer": peer_section,
-    "counting_paper": counting_paper_section,
-    "demo": demo_section,
-    "decode": decode_section,
-    "cuda_tests": cuda_tests_section,
-    "compile": compile_section,
-}
-
-
-# Rough seconds each section takes on an H200, to skip what would overrun the deadline.
 def verdicts_so_far(output: str | bytes) -> dict:
     """Counts from `pytest -v` lines ("tests/x.py::test_y[z] PASSED [ 10%]") printed so far."""
     text = output.decode(errors="replace") if isinstance(output, bytes) else output
@@ -505,6 +493,19 @@ def verdicts_so_far(output: str | bytes) -> dict:
     }
 
 
+RUNNERS: dict[str, Callable[[SimpleNamespace], dict]] = {
+    "hardware": hardware_section,
+    "tasks": tasks_section,
+    "peer": peer_section,
+    "counting_paper": counting_paper_section,
+    "demo": demo_section,
+    "decode": decode_section,
+    "cuda_tests": cuda_tests_section,
+    "compile": compile_section,
+}
+
+
+# Rough seconds each section takes on an H200, to skip what would overrun the deadline.
 EXPECTED_SECONDS = {
     "hardware": 5, "tasks": 90, "peer": 60, "counting_paper": 60, "demo": 60, "decode": 40,
     "cuda_tests": 60, "compile": 150,
@@ -583,10 +584,8 @@ def main(argv: list[str] | None = None) -> None:
 
 def save(results: dict, path: Path, log: io.StringIO, out: Path | None) -> None:
     """The results file, written atomically, and with --out the archive of it and the log."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(results, indent=2) + "\n")
-    temporary.replace(path)
+    with written_atomically(path) as temporary:
+        temporary.write_text(json.dumps(results, indent=2) + "\n")
     if out:
         pack(out, path, log.getvalue())
 
@@ -610,17 +609,15 @@ def pack(out: Path, results: Path, log: str) -> None:
     """Results and log in one archive (the GPU machine sends back a few files only)."""
     out.mkdir(parents=True, exist_ok=True)
     # Both replaced whole (rewritten after every section: a stop mid-write keeps the last).
-    packing = out / ".gpu_results.tar.gz.tmp"
-    with tarfile.open(packing, "w:gz") as archive:
+    archive_path = out / "gpu_results.tar.gz"
+    with written_atomically(archive_path) as packing, tarfile.open(packing, "w:gz") as archive:
         archive.add(results, arcname=results.name)
         data = log.encode()
         info = tarfile.TarInfo("gpu_log.txt")
         info.size = len(data)
         archive.addfile(info, io.BytesIO(data))
-    packing.replace(out / "gpu_results.tar.gz")
-    copying = out / f".{results.name}.tmp"
-    copying.write_text(results.read_text())
-    copying.replace(out / results.name)
+    with written_atomically(out / results.name) as copying:
+        copying.write_text(results.read_text())
 
 
 if __name__ == "__main__":

@@ -22,14 +22,14 @@ each undone alone) train 100 epochs beside the whole recipe at 100. Every other 
 same GPU time, `--minutes` of training (default 6): a 40-step trial run
 measures the step's rate and the schedule is sized to end when the time does.
 
-Rows at once. One small model at 32 px leaves most of an H200 idle between its kernel
-launches, so `--parallel K` runs K rows at a time, each in its own processes with the CPU's
-threads shared out: K rows take about the wall-clock of one, and a lent GPU's few minutes
-fill K rows instead of one. Each row then trains `--minutes` of wall-clock beside the others,
-its trial run measuring the rate they leave it, so it gets a share of the GPU: its epochs say
-how much, and the table marks it. Rows that a claim compares (the single tasks and the
-four-task trunk, say) belong in one run, so they shared the GPU alike; the SimCLR rows,
-sized in epochs, run alone. `--deadline S` starts no
+Rows at once. One small model at 32 px may leave much of an H200 idle between its kernel
+launches (not yet measured), so `--parallel K` runs K rows at a time, each in its own
+processes with the CPU's threads shared out: K rows take about the wall-clock of one, and a
+lent GPU's few minutes fill K rows instead of one. Each row then trains `--minutes` of
+wall-clock beside the others, its trial run measuring the rate they leave it, so it gets a
+share of the GPU: its epochs say how much, and the table marks it. Rows that a claim
+compares (the single tasks and the four-task trunk, say) belong in one run, so they shared
+the GPU alike; the SimCLR rows, sized in epochs, run alone. `--deadline S` starts no
 budgeted row that could not end within S seconds of the start (its minutes plus
 ROW_OVERHEAD_SECONDS), so a run fits the command's time limit. A row that fails is reported
 and the others go on; the run then exits non-zero.
@@ -39,10 +39,11 @@ transitive makes it: `--prepare` mines tracked patches from the DAVIS clips and 
 `selfsup video patches` (OpenCV's trackers need opencv-contrib, so this runs where the data
 is), carried as small .npz files; on the GPU machine the runner merges them with the CIFAR-10
 training images (each its own track), embeds them with the relative-position row's run (or
-trains one for the shared budget) and builds the graph once for the three edge ablations. A
-run with the relative-position row can keep that graph (`--keep-graph DIR`) for a later run
-on a bare machine (`--prepare --graph DIR/graph.npz` carries it), which then trains no
-embedder of its own.
+trains one for the shared budget) and builds one graph per set of patches (the default
+masks' for the three edge ablations, the residual masks' for transitive-residual-masks). A
+run with the relative-position row can keep those graphs (`--keep-graph DIR` writes
+`<set>-graph.npz`) for a later run on a bare machine (`--prepare --graph FILE` carries each),
+which then trains no embedder of its own.
 
 Results are appended, row by row, to bench/results/gpu_results.json (written atomically), and
 rows already there are skipped, so the table fills over several runs of a few rows each. Each
@@ -601,10 +602,10 @@ def load_results(path: Path) -> dict:
 
 def save_results(results: dict, path: Path) -> None:
     """Atomically: a run killed while writing leaves the previous file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(results, indent=2) + "\n")
-    temporary.replace(path)
+    from selfsup.outputs import written_atomically
+
+    with written_atomically(path) as temporary:
+        temporary.write_text(json.dumps(results, indent=2) + "\n")
 
 
 def best_linear(row: dict) -> float:
