@@ -459,6 +459,32 @@ def test_results_pages_render_what_exists(tmp_path):
     assert "50.0 (final)" in block and "12.5 (final)" in block
 
 
+def test_video_page_shows_the_stress_sets(tmp_path):
+    """The masks' stress sets reach the video page: mean J per set beside the earlier
+    method and the centre box, the worst clip's margin over its centre box, and the still
+    scene's share of empty frames."""
+    import json
+
+    results = tmp_path / "results"
+    results.mkdir()
+    clips = {"a": {"J": 0.5, "J_centre_box": 0.2}, "b": {"J": 0.3, "J_centre_box": 0.25}}
+    still = {"clip": "kitchen", "frames": 200, "empty_frames": 0.935, "mean_area": 0.0018,
+             "largest_area": 0.04, "frames_per_s": 17.9}  # fmt: skip
+    video = {
+        "motion_masks": {"per_video": clips, "mean_J": 0.4, "mean_J_centre_box": 0.225},
+        "stress": {
+            "fast": {"per_video": clips, "mean_J": 0.4, "mean_J_residual": 0.35,
+                     "mean_J_centre_box": 0.225},
+            "static_scene": {"object": still, "residual": {**still, "empty_frames": 0.665}},
+        },
+    }  # fmt: skip
+    (results / "video.json").write_text(json.dumps(video))
+    page = gen_docs().results_pages(results)["results/video.md"]
+    assert "| every second frame (fast motion) | 0.4 | 0.35 | 0.225 | 0.05 |" in page
+    assert "| object | 0.935 | 0.0018 | 0.04 | 17.9 |" in page
+    assert "| residual | 0.665 |" in page and "`kitchen` (200 frames" in page
+
+
 def test_hand_written_notes_end_their_results_page(tmp_path):
     results = tmp_path / "results"
     (results / "readings").mkdir(parents=True)

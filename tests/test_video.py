@@ -167,6 +167,39 @@ def test_static_and_panning_videos_yield_no_proposals(method):
         assert all(proposals(m) == [] for m in masks), pan
 
 
+def test_full_resolution_flow_follows_a_small_object_the_medium_preset_blurs():
+    """The object masks' flow (dis-fine) against DIS's medium preset on a 28 px square
+    moving (4, 2) px a frame over a background panning (-2, -1): the medium preset stops at
+    half resolution and smears the background's flow over the square (error ~2 px, the
+    size of the motion); at full resolution the square's own flow is found (measured ~0.4)."""
+    from selfsup.video.motion import FlowEstimator, to_gray
+
+    clip, truth = synthetic_clip()
+    errors = {}
+    for method in ("dis", "dis-fine"):
+        flow_of = FlowEstimator(method)
+        per_frame = []
+        for t in range(len(clip) - 1):
+            flow = flow_of(to_gray(clip[t]), to_gray(clip[t + 1]))
+            true = np.where(truth[t][..., None], [4.0, 2.0], [-2.0, -1.0])
+            per_frame.append(np.linalg.norm(flow - true, axis=-1)[truth[t]].mean())
+        errors[method] = float(np.mean(per_frame))
+    assert errors["dis-fine"] < 1.0 and errors["dis-fine"] < 0.5 * errors["dis"], errors
+
+
+def test_auto_flow_keeps_the_residual_masks_as_they_were():
+    """`flow=auto` means dis-fine for the object masks only: method=residual still makes
+    the masks earlier models were trained on (the medium preset's)."""
+    from selfsup.video.motion import flow_method
+
+    clip, _ = synthetic_clip()
+    residual = replace(SMALL, method="residual")
+    assert (flow_method(SMALL), flow_method(residual)) == ("dis-fine", "dis")
+    same = motion_masks(clip, replace(residual, flow="dis"))
+    assert np.array_equal(motion_masks(clip, residual), same)
+    assert not np.array_equal(motion_masks(clip, replace(residual, flow="dis-fine")), same)
+
+
 def test_object_the_camera_follows_is_found_whole():
     """The camel case: the residual method takes the large still object for the camera's
     motion and masks nothing of it (J ~0); the object method measures motion against the
@@ -359,7 +392,7 @@ def test_video_masks_command_writes_masks_scores_and_overlay(tmp_path, capsys):
 
 def test_video_masks_command_names_a_bad_setting(tmp_path, capsys):
     assert main(["video", "masks", str(tmp_path), "--out", str(tmp_path), "flow=lk"]) == 2
-    assert "flow: 'lk' is not one of dis, farneback" in capsys.readouterr().err
+    assert "flow: 'lk' is not one of auto, dis-fine, dis, farneback" in capsys.readouterr().err
     assert main(["video", "masks", str(tmp_path), "--out", str(tmp_path), "method=fst"]) == 2
     assert "method: 'fst' is not one of object, residual" in capsys.readouterr().err
 

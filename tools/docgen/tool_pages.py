@@ -32,14 +32,20 @@ def video_page(results: dict[str, dict], images: dict[str, bytes], folder: Path)
     per_video = masks.get("per_video", {})
     if per_video:
         rows = [
-            [f"`{v}`", r.get("J"), r.get("J_centre_box"), r.get("frames_per_s")]
+            [f"`{v}`", r.get("J"), r.get("J_residual", ""), r.get("J_centre_box"),
+             r.get("frames_per_s")]
             for v, r in per_video.items()
-        ]
-        rows.append(["**mean**", masks.get("mean_J"), masks.get("mean_J_centre_box"), ""])
+        ]  # fmt: skip
+        rows.append(
+            ["**mean**", masks.get("mean_J"), masks.get("mean_J_residual", ""),
+             masks.get("mean_J_centre_box"), masks.get("mean_frames_per_s", "")]
+        )  # fmt: skip
+        header = ["video", "J", "J residual (earlier)", "J centre box", "frames / s"]
         parts += [
             f"## Motion masks ({data.get('resolution', '')})",
-            md_table(["video", "J", "J centre box", "frames / s"], rows, "lrrr"),
+            md_table(header, rows, "lrrrr"),
         ]
+    parts += stress_tables(data.get("stress", {}))
     tracking = data.get("tracking", {})
     if tracking:
         seeded = [
@@ -79,6 +85,43 @@ def video_page(results: dict[str, dict], images: dict[str, bytes], folder: Path)
         parts.append(block)
     parts.append(f"Reproduce: `{how}`.")
     return "\n\n".join(parts) + "\n"
+
+
+STRESS_SETS = {
+    "followed": "followed (the camera pans with the object)",
+    "half_resolution": "half resolution (slow motion)",
+    "fast": "every second frame (fast motion)",
+}
+
+
+def stress_tables(stress: dict) -> list[str]:
+    """The masks on clips made harder (docs/video.md): mean J per set, and the share of
+    frames left empty where nothing moves."""
+    rows = [
+        [label, stress[name].get("mean_J"), stress[name].get("mean_J_residual", ""),
+         stress[name].get("mean_J_centre_box"),
+         round(min(r["J"] - r["J_centre_box"] for r in stress[name]["per_video"].values()), 3)]
+        for name, label in STRESS_SETS.items() if name in stress
+    ]  # fmt: skip
+    parts = []
+    if rows:
+        header = ["stress set (the clips made harder)", "mean J", "J residual", "J centre box"]
+        header.append("worst clip's J - its centre box")
+        parts += ["## Stress sets", md_table(header, rows, "lrrrr")]
+    still = stress.get("static_scene")
+    if still:
+        rows = [
+            [method, r["empty_frames"], r["mean_area"], r["largest_area"], r["frames_per_s"]]
+            for method, r in still.items()
+        ]
+        clip = next(iter(still.values()))
+        parts.append(
+            f"Nothing moves in `{clip['clip']}` ({clip['frames']} frames of a hand-held camera "
+            "in a still room): the right mask is empty in every frame."
+        )
+        header = ["method", "frames left empty", "mean share masked", "largest", "frames / s"]
+        parts.append(md_table(header, rows, "lrrrr"))
+    return parts
 
 
 def tool_page(

@@ -60,7 +60,7 @@ def motion_mask_data(spec: str, size: int = 240) -> tuple[np.ndarray, np.ndarray
     comma-separated videos / folders of them."""
     from selfsup.outputs import default_cache_dir, fill_folder_once
     from selfsup.video.masks import write_masks
-    from selfsup.video.motion import MotionMaskConfig
+    from selfsup.video.motion import MotionMaskConfig, flow_method
 
     paths = [p for p in spec.split(",") if p]
     if len(paths) == 1 and (Path(paths[0]) / "motion_masks.npz").is_file():
@@ -72,7 +72,9 @@ def motion_mask_data(spec: str, size: int = 240) -> tuple[np.ndarray, np.ndarray
             return load_mask_npz(Path(paths[0]))
     videos = find_videos(paths)
     cfg, options = MotionMaskConfig(), ReadOptions(size=size)
-    folder = default_cache_dir() / "motion_masks" / cache_key(videos, asdict(cfg))
+    # The flow `auto` stands for, not the word: masks made with another flow are not reused.
+    settings = {**asdict(cfg), "flow": flow_method(cfg)}
+    folder = default_cache_dir() / "motion_masks" / cache_key(videos, settings)
     if not (folder / "motion_masks.npz").is_file():
         print(f"computing motion masks of {len(videos)} videos (cached in {folder})")
 

@@ -1,6 +1,7 @@
 """Masks of whole moving objects (`method=object`, the default): motion finds the object,
 appearance completes it, time carries it through frames where motion fails.
 
+0. **Flow** to both neighbouring frames: DIS at full `flow_size` resolution (`flow=auto`).
 1. **Motion against the background.** The camera's motion is a homography fitted (RANSAC)
    to the flow in a band along the frame border (`camera_border`), where objects rarely are.
    Fitted to the whole frame instead, it follows a large object, or one the camera pans
@@ -29,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 
 from selfsup.video.appearance import complete_with_appearance
-from selfsup.video.motion import FlowEstimator, camera_flow
+from selfsup.video.motion import FlowEstimator, camera_flow, flow_method
 from selfsup.video.propagate import Warper, align_neighbours, recursive_filter
 
 PRIOR_SLOPE = 2.0  # motion prior = sigmoid(PRIOR_SLOPE * log score): 0.5 at the threshold,
@@ -64,7 +65,7 @@ def flows(gray: list, cfg) -> tuple[list, list]:
     """Flows to both neighbours: forward[t] t -> t+1, backward[t] t+1 -> t (lists of T-1).
     Propagation needs them to the end, so they are kept as float16: a 1000-frame clip's at
     240 px take 0.8 GB so, 1.6 GB as float32."""
-    flow_of = FlowEstimator(cfg.flow)
+    flow_of = FlowEstimator(flow_method(cfg))
     forward = [flow_of(gray[t], gray[t + 1]).astype(np.float16) for t in range(len(gray) - 1)]
     backward = [flow_of(gray[t + 1], gray[t]).astype(np.float16) for t in range(len(gray) - 1)]
     return forward, backward
