@@ -187,6 +187,31 @@ def test_full_resolution_flow_follows_a_small_object_the_medium_preset_blurs():
     assert errors["dis-fine"] < 1.0 and errors["dis-fine"] < 0.5 * errors["dis"], errors
 
 
+def test_flow_that_leads_nowhere_is_trusted_less():
+    """The forward-backward check on real flow: where a scene shifts rigidly, the reverse
+    flow brings every pixel back (trust 1); where the texture is redrawn between frames
+    (what rippling water does to flow), it cannot, and a residual there counts for less
+    (measured 0.64; LEAST_TRUST is 0.5)."""
+    from selfsup.video.motion import FlowEstimator, to_gray
+    from selfsup.video.objects import LEAST_TRUST, flow_trust
+
+    scene = texture((H + 20, W + 20), 0)
+    before, after = scene[:H, :W].copy(), scene[3 : H + 3, 2 : W + 2].copy()
+    redrawn = np.zeros((H, W), bool)
+    redrawn[30:70, 40:90] = True
+    after[redrawn] = texture((40, 50), 7).reshape(-1, 3)
+    flow_of = FlowEstimator("dis-fine")
+    forward = flow_of(to_gray(before), to_gray(after))
+    reverse = flow_of(to_gray(after), to_gray(before))
+    trust = flow_trust(forward, reverse, Warper(H, W))
+    rigid = np.zeros((H, W), bool)
+    rigid[10:-10, 10:-10] = True
+    rigid &= ~cv2.dilate(redrawn.astype(np.uint8), np.ones((21, 21), np.uint8)).astype(bool)
+    assert trust.min() >= LEAST_TRUST and trust.max() <= 1
+    assert np.percentile(trust[rigid], 5) > 0.95, np.percentile(trust[rigid], 5)
+    assert trust[redrawn].mean() < 0.75, trust[redrawn].mean()
+
+
 def test_auto_flow_keeps_the_residual_masks_as_they_were():
     """`flow=auto` means dis-fine for the object masks only: method=residual still makes
     the masks earlier models were trained on (the medium preset's)."""

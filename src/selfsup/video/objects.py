@@ -7,7 +7,9 @@ appearance completes it, time carries it through frames where motion fails.
    Fitted to the whole frame instead, it follows a large object, or one the camera pans
    with, and only the object's limbs stay "moving" (a camel whose legs alone were masked).
    The residual |flow - camera flow| is taken against both neighbouring frames and the
-   smaller kept, which drops the smear flow leaves on one side of an object.
+   smaller kept, which drops the smear flow leaves on one side of an object. Each residual
+   is weighed by how far the flow passes a forward-backward check (`flow_trust`): the
+   flow of rippling water or flickering light rarely leads back to where it started.
 2. **A threshold from the frame, a floor from the clip.** Per frame, Otsu's threshold on
    the log residual separates the moving layer from the still one whatever its share of the
    frame (a robust spread over the frame is inflated by a large object). A floor keeps
@@ -33,6 +35,11 @@ from selfsup.video.appearance import complete_with_appearance
 from selfsup.video.motion import FlowEstimator, camera_flow, flow_method
 from selfsup.video.propagate import Warper, align_neighbours, recursive_filter
 
+# Forward-backward check of Sundaram, Brox and Keutzer 2010: following the flow and then the
+# reverse flow should come back to the start, within RELATIVE_SLACK of the squared motion
+# plus ABSOLUTE_SLACK px^2.
+RELATIVE_SLACK, ABSOLUTE_SLACK = 0.01, 0.5
+LEAST_TRUST = 0.5  # a residual where the check fails counts half: it may still be the object
 PRIOR_SLOPE = 2.0  # motion prior = sigmoid(PRIOR_SLOPE * log score): 0.5 at the threshold,
 #                    0.8 at twice it; gentle, so colour can overrule weak motion
 FASTEST = 99  # percentile of the residual that measures a clip's fastest motion
@@ -75,7 +82,7 @@ def residual(flow: np.ndarray, cfg, points: np.ndarray) -> np.ndarray:
     """|flow - camera flow|, the camera's motion fitted to the flow at `points`."""
     flow = flow.astype(np.float32)
     camera = camera_flow(flow, cfg.grid_step, cfg.ransac_threshold, points)
-    return np.linalg.norm(flow - camera, axis=-1)
+    return np.sqrt(squared_length(flow - camera))
 
 
 def clip_floor(forward_residuals: list, cfg) -> float:
@@ -85,9 +92,29 @@ def clip_floor(forward_residuals: list, cfg) -> float:
     return float(np.clip(cfg.floor_fraction * fastest, LOWEST_FLOOR, cfg.min_residual))
 
 
-def motion_scores(forward: list, backward: list, cfg, points: np.ndarray) -> np.ndarray:
-    """Per frame, residual over the frame's threshold (> 1: moving), the smaller of the
-    scores against the next and the previous frame."""
+def flow_trust(flow: np.ndarray, reverse: np.ndarray, warp: Warper) -> np.ndarray:
+    """How far each pixel's flow can be trusted (LEAST_TRUST..1) by the forward-backward
+    check: 1 where the reverse flow brings the pixel back, half-way at the slack, towards
+    LEAST_TRUST beyond it. Rippling water, flickering light and flow broken by blur fail the
+    check; a solid object's flow passes it, except where it is occluded."""
+    flow = flow.astype(np.float32)
+    back = warp(reverse.astype(np.float32), flow)  # the reverse flow where the pixel lands
+    error = squared_length(flow + back)
+    slack = RELATIVE_SLACK * (squared_length(flow) + squared_length(back)) + ABSOLUTE_SLACK
+    return LEAST_TRUST + (1 - LEAST_TRUST) * slack / (slack + error)
+
+
+def squared_length(vectors: np.ndarray) -> np.ndarray:
+    """(H, W, 2) -> (H, W): x^2 + y^2 (~4x faster than summing over the last axis)."""
+    squares = vectors * vectors
+    return squares[..., 0] + squares[..., 1]
+
+
+def motion_scores(
+    forward: list, backward: list, cfg, points: np.ndarray, warp: Warper
+) -> np.ndarray:
+    """Per frame, the residual (weighed by the flow's trust) over the frame's threshold
+    (> 1: moving), the smaller of the scores against the next and the previous frame."""
     ahead = [residual(f, cfg, points).astype(np.float16) for f in forward]  # t -> t+1
     floor = clip_floor(ahead, cfg)
     count = len(forward) + 1
@@ -95,9 +122,11 @@ def motion_scores(forward: list, backward: list, cfg, points: np.ndarray) -> np.
     for t in range(count):
         against = []
         if t < count - 1:  # the next frame: flow t -> t+1
-            against.append(ahead[t].astype(np.float32))
+            trust = flow_trust(forward[t], backward[t], warp)
+            against.append(ahead[t].astype(np.float32) * trust)
         if t > 0:  # the previous frame: flow t -> t-1
-            against.append(residual(backward[t - 1], cfg, points))
+            trust = flow_trust(backward[t - 1], forward[t - 1], warp)
+            against.append(residual(backward[t - 1], cfg, points) * trust)
         scores.append(np.minimum.reduce([r / max(floor, otsu_threshold(r)) for r in against]))
     return np.stack(scores).astype(np.float32)
 
@@ -113,7 +142,7 @@ def object_masks(frames: np.ndarray, cfg) -> np.ndarray:
     forward, backward = flows([to_gray(f) for f in small], cfg)
     warp = Warper(*small[0].shape[:2])
     border = border_points(*small[0].shape[:2], cfg.camera_border)
-    scores = motion_scores(forward, backward, cfg, border)
+    scores = motion_scores(forward, backward, cfg, border, warp)
     if cfg.temporal_window > 1:
         scores = align_neighbours(scores, forward, backward, cfg.temporal_window, warp)
 
