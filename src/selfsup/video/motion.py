@@ -49,7 +49,7 @@ class MotionMaskConfig:
     flow: str = param(
         "auto",
         "Dense optical flow: dis-fine (DIS at full flow_size resolution), dis (DIS's medium "
-        "preset: half resolution, ~3x faster per flow, blurrier at object edges), farneback; "
+        "preset: half resolution, ~2.5x faster per flow, blurrier at object edges), farneback; "
         "auto: dis-fine for method=object, dis for method=residual (the flow its masks were "
         "made with).",
         choices=("auto", "dis-fine", "dis", "farneback"),
@@ -172,7 +172,7 @@ class FlowEstimator:
             # The medium preset stops at half resolution, so flow is blurred over ~2x its
             # patches at object edges and slips on large or blurred motion. Estimated at full
             # resolution instead, the variational refinement only smooths the flow across
-            # motion boundaries (and costs a third of the time): on the shared DAVIS clips
+            # motion boundaries (and costs a quarter of the time): on the shared DAVIS clips
             # this gave J 0.657 -> 0.723 (0.451 -> 0.553 at twice the motion) at ~1.4x the
             # object masks' time.
             self.dis.setFinestScale(0)
