@@ -139,8 +139,9 @@ def main() -> None:
     out = WORK / "video"
     followed, followed_truth = write_followed_clips(frames, truth, out / "followed")
 
-    def masks(name, source, gt, *extra):
-        return [*selfsup, "masks", str(source), "--eval", str(gt), "--out", str(out / name),
+    def masks(name, source, gt, *extra):  # gt None: no ground truth to score against
+        scored = ["--eval", str(gt)] if gt is not None else []
+        return [*selfsup, "masks", str(source), *scored, "--out", str(out / name),
                 "--quiet", *extra]  # fmt: skip
 
     commands = {
@@ -155,11 +156,8 @@ def main() -> None:
         "masks_fast": masks("masks_fast", frames, truth, "--stride", "2"),
         "masks_fast_residual": masks("masks_fast_residual", frames, truth, "--stride", "2",
                                      "method=residual"),
-        "static_scene": [*selfsup, "masks", str(still), "--out", str(out / "static_scene"),
-                         "--quiet"],
-        "static_scene_residual": [*selfsup, "masks", str(still), "--out",
-                                  str(out / "static_scene_residual"), "--quiet",
-                                  "method=residual"],
+        "static_scene": masks("static_scene", still, None),
+        "static_scene_residual": masks("static_scene_residual", still, None, "method=residual"),
         "track": [*selfsup, "track", str(frames), "--eval", str(truth), "--out",
                   str(out / "track"), "--quiet"],
         # Pedestrians at 10 fps move ~1 px per frame at 240 px: a static camera needs a
