@@ -190,13 +190,16 @@ def test_a_kept_graph_spares_the_transitive_rows_their_embedder_run(tmp_path, mo
 
 
 def test_the_runner_runs_selfsup_from_the_checkout_where_nothing_is_installed(monkeypatch):
-    """The GPU machine gets a checkout and a Python with PyTorch: no selfsup installed. The
-    base interpreter of this environment stands in for it (`--version` needs no torch)."""
+    """The GPU machine gets a checkout and a Python with PyTorch and NumPy: no selfsup
+    installed. The base interpreter of this environment stands in for it (`--version` needs
+    no torch, but the command line imports NumPy)."""
     module = bench_module("gpu_results")
     bare = Path(sys.base_prefix) / "bin" / "python3"
     check = subprocess.run([bare, "-c", "import selfsup"], capture_output=True, cwd="/")
     if check.returncode == 0:
         pytest.skip("selfsup is importable from the base interpreter too")
+    if subprocess.run([bare, "-c", "import numpy"], capture_output=True).returncode != 0:
+        pytest.skip("the base interpreter has no NumPy, which the GPU machine's Python has")
     monkeypatch.setattr(module.sys, "executable", str(bare))
     assert module.selfsup("--version", quiet=False) > 0
 

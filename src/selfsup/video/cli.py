@@ -58,8 +58,9 @@ def add_video_parser(commands: argparse._SubParsersAction) -> None:
     masks = sub.add_parser(
         "masks",
         help="unsupervised motion masks (PNG, .npz, overlay)",
-        description="Masks of the moving objects of every frame (method=residual: of the "
-        "pixels the camera's motion does not explain). "
+        description="Masks of the moving objects of every frame: whole objects, from motion "
+        "completed by appearance (method=object, the default), or only the pixels the "
+        "camera's motion does not explain (method=residual). "
         "Writes OUT/<video>/masks/*.png, masks.npz and overlay.jpg, "
         "OUT/motion_masks.npz (all videos, centre squares: the data of "
         "the motion-segmentation task) and OUT/scores.json. Training reads OUT itself: "
