@@ -225,6 +225,21 @@ def test_auto_flow_keeps_the_residual_masks_as_they_were():
     assert not np.array_equal(motion_masks(clip, replace(residual, flow="dis-fine")), same)
 
 
+def test_cached_masks_of_an_earlier_revision_are_not_reused(monkeypatch):
+    """The mask cache keys on the object masks' revision: when the method changes what the
+    same settings give, masks cached before are computed afresh. method=residual has not
+    changed, so its cached masks stay valid."""
+    from selfsup.video import objects
+    from selfsup.video.cache import mask_settings
+
+    residual = MotionMaskConfig(method="residual")
+    before = mask_settings(MotionMaskConfig()), mask_settings(residual)
+    assert before[0]["flow"] == "dis-fine" and before[1]["flow"] == "dis"
+    monkeypatch.setattr(objects, "REVISION", objects.REVISION + 1)
+    assert mask_settings(MotionMaskConfig()) != before[0]
+    assert mask_settings(residual) == before[1]
+
+
 def test_object_the_camera_follows_is_found_whole():
     """The camel case: the residual method takes the large still object for the camera's
     motion and masks nothing of it (J ~0); the object method measures motion against the
@@ -234,6 +249,42 @@ def test_object_the_camera_follows_is_found_whole():
     new = jaccard(motion_masks(clip, SMALL), truth).mean()
     old = jaccard(motion_masks(clip, replace(SMALL, method="residual")), truth).mean()
     assert new > 0.8 > 0.2 > old, (new, old)
+
+
+def two_speeds_clip(frames=10):
+    """A still camera, a square moving 8 px a frame and one below it moving 2 px a frame
+    (walkers of different speeds before a fixed camera): frames, and the true masks of the
+    fast and of the slow square."""
+    background = texture((H, W), 0)
+    fast_square, slow_square = texture((SIDE, SIDE), 1), texture((SIDE, SIDE), 2)
+    clip, fast, slow = [], np.zeros((frames, H, W), bool), np.zeros((frames, H, W), bool)
+    for t in range(frames):
+        frame = background.copy()
+        fast[t, 16 : 16 + SIDE, 14 + 8 * t : 14 + 8 * t + SIDE] = True
+        slow[t, 50 : 50 + SIDE, 70 + 2 * t : 70 + 2 * t + SIDE] = True
+        frame[fast[t]] = fast_square.reshape(-1, 3)
+        frame[slow[t]] = slow_square.reshape(-1, 3)
+        clip.append(frame)
+    return np.stack(clip), fast, slow
+
+
+def test_a_slow_object_beside_a_fast_one_is_found_at_a_still_camera(monkeypatch):
+    """With the floor at a fraction of the clip's fastest motion alone (0.6 x 8 px, capped
+    at min_residual = 3), the square moving 2 px a frame stays under it and is lost. The
+    still background's residual is near 0, so the floor drops to LOWEST_FLOOR and both
+    squares are found (the slow square's IoU measured 0.93), with little of the background:
+    the flow of a square moving 8 px spills a few px beyond it."""
+    from selfsup.video import objects
+
+    clip, fast, slow = two_speeds_clip()
+    cfg = replace(SMALL, min_residual=3.0)
+    masks = motion_masks(clip, cfg)
+    below = slice(46, None)  # the rows of the slow square, away from the fast one
+    assert jaccard(masks[:, below], slow[:, below]).mean() > 0.8
+    assert (masks & fast).sum() > 0.8 * fast.sum()
+    assert (masks & ~(fast | slow)).mean() < 0.03  # the still background (measured 0.015)
+    monkeypatch.setattr(objects, "NOISE_MULTIPLE", float("inf"))  # the fastest motion alone
+    assert not (motion_masks(clip, cfg) & slow).any()
 
 
 def test_appearance_completes_an_object_motion_saw_only_in_part():

@@ -54,13 +54,26 @@ def load_mask_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return images, (masks > 0).astype(np.uint8)
 
 
+def mask_settings(cfg) -> dict:
+    """What cached masks are keyed on: the settings, the flow `auto` stands for (not the
+    word), and the object masks' revision, so masks made with another flow or by an earlier
+    version of the method are not reused."""
+    from selfsup.video import objects
+    from selfsup.video.motion import flow_method
+
+    settings = {**asdict(cfg), "flow": flow_method(cfg)}
+    if cfg.method == "object":
+        settings["revision"] = objects.REVISION
+    return settings
+
+
 def motion_mask_data(spec: str, size: int = 240) -> tuple[np.ndarray, np.ndarray]:
     """(N, S, S, 3) uint8 frames and (N, S, S) {0, 1} masks from `spec`: the folder
     `selfsup video masks` wrote, an .npz with `images` + `masks` (its motion_masks.npz), or
     comma-separated videos / folders of them."""
     from selfsup.outputs import default_cache_dir, fill_folder_once
     from selfsup.video.masks import write_masks
-    from selfsup.video.motion import MotionMaskConfig, flow_method
+    from selfsup.video.motion import MotionMaskConfig
 
     paths = [p for p in spec.split(",") if p]
     if len(paths) == 1 and (Path(paths[0]) / "motion_masks.npz").is_file():
@@ -72,9 +85,7 @@ def motion_mask_data(spec: str, size: int = 240) -> tuple[np.ndarray, np.ndarray
             return load_mask_npz(Path(paths[0]))
     videos = find_videos(paths)
     cfg, options = MotionMaskConfig(), ReadOptions(size=size)
-    # The flow `auto` stands for, not the word: masks made with another flow are not reused.
-    settings = {**asdict(cfg), "flow": flow_method(cfg)}
-    folder = default_cache_dir() / "motion_masks" / cache_key(videos, settings)
+    folder = default_cache_dir() / "motion_masks" / cache_key(videos, mask_settings(cfg))
     if not (folder / "motion_masks.npz").is_file():
         print(f"computing motion masks of {len(videos)} videos (cached in {folder})")
 

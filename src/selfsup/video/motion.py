@@ -100,7 +100,8 @@ class MotionMaskConfig:
     floor_fraction: float = param(
         0.6,
         "object: in a slow clip the floor drops below min_residual to this fraction of the "
-        "clip's fastest motion (99th percentile residual), never below 1 px.",
+        "clip's fastest motion (99th percentile residual); over a still background, to 4x "
+        "its noise; never below 0.5 px.",
         low=0.0,
     )
     appearance_band: int = param(
