@@ -158,6 +158,29 @@ def test_moving_object_on_panning_background_is_segmented(method):
     assert (masks & ~truth).mean() < 0.02  # the background that only the camera moves
 
 
+def test_repeated_frames_get_the_mask_of_the_frame_they_repeat(monkeypatch):
+    """A video converted to twice its frame rate shows every frame twice. Against its
+    repeat a frame's flow is zero, so the object masks, which keep the smaller residual of
+    the two neighbours, would find nothing in any frame (checked by turning the repeat
+    test off). The repeats are found, even through a little noise (a re-encoded repeat),
+    and the masks are those of the clip at its own rate."""
+    from selfsup.video import motion
+    from selfsup.video.motion import new_frames
+
+    clip, truth = synthetic_clip()
+    noisy = np.repeat(clip, 2, axis=0)
+    noisy[1::2] = np.clip(
+        noisy[1::2] + np.random.default_rng(0).integers(-3, 4, clip.shape), 0, 255
+    )
+    assert np.array_equal(new_frames(noisy), np.tile([True, False], len(clip)))
+    once = motion_masks(clip, SMALL)
+    twice = motion_masks(noisy, SMALL)
+    assert np.array_equal(twice, np.repeat(once, 2, axis=0))
+    assert jaccard(twice, np.repeat(truth, 2, axis=0)).mean() > 0.6
+    monkeypatch.setattr(motion, "REPEAT_SHARE", 0.0)  # every frame new: the repeats' zero flow
+    assert not motion_masks(noisy, SMALL).any()
+
+
 @pytest.mark.parametrize("method", ["object", "residual"])
 def test_static_and_panning_videos_yield_no_proposals(method):
     for pan in ((0, 0), (3, 1)):

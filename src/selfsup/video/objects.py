@@ -42,8 +42,8 @@ from selfsup.video.propagate import Warper, align_neighbours, recursive_filter
 
 # Bumped whenever the same settings start to give other masks, so masks cached by an earlier
 # version are not reused: 2 weighs residuals by the flow's trust, 3 lowers the floor over a
-# still background.
-REVISION = 3
+# still background, 4 gives repeated frames the mask of the frame they repeat.
+REVISION = 4
 # Forward-backward check of Sundaram, Brox and Keutzer 2010: following the flow and then the
 # reverse flow should come back to the start, within RELATIVE_SLACK of the squared motion
 # plus ABSOLUTE_SLACK px^2.
