@@ -181,6 +181,26 @@ def test_repeated_frames_get_the_mask_of_the_frame_they_repeat(monkeypatch):
     assert not motion_masks(noisy, SMALL).any()
 
 
+def test_bars_around_the_picture_are_left_out(monkeypatch):
+    """Letterbox and pillarbox bars: the camera's motion is measured along the frame's
+    border, where a bar's flow is zero however the camera pans, so the panning background
+    would seem to move (measured J 0.72 with the bars taken for picture). Left out, the
+    masks are those of the picture alone, and nothing is masked on the bars."""
+    from selfsup.video import motion
+    from selfsup.video.motion import picture_box
+
+    clip, truth = synthetic_clip()
+    boxed = np.pad(clip, ((0, 0), (12, 12), (30, 30), (0, 0)))
+    boxed_truth = np.pad(truth, ((0, 0), (12, 12), (30, 30)))
+    assert picture_box(boxed) == (slice(12, 12 + H), slice(30, 30 + W))
+    assert picture_box(clip) == (slice(0, H), slice(0, W))
+    masks = motion_masks(boxed, SMALL)
+    assert np.array_equal(masks[:, 12 : 12 + H, 30 : 30 + W], motion_masks(clip, SMALL))
+    assert masks.sum() == masks[:, 12 : 12 + H, 30 : 30 + W].sum()
+    monkeypatch.setattr(motion, "BAR_LEVEL", -1)  # every row and column taken for picture
+    assert jaccard(motion_masks(boxed, SMALL), boxed_truth).mean() < 0.8
+
+
 @pytest.mark.parametrize("method", ["object", "residual"])
 def test_static_and_panning_videos_yield_no_proposals(method):
     for pan in ((0, 0), (3, 1)):

@@ -42,7 +42,7 @@ from selfsup.video.propagate import Warper, align_neighbours, recursive_filter
 
 # Bumped whenever the same settings start to give other masks, so masks cached by an earlier
 # version are not reused: 2 weighs residuals by the flow's trust, 3 lowers the floor over a
-# still background, 4 gives repeated frames the mask of the frame they repeat.
+# still background, 4 sets repeated frames and bars along the frame's edges aside.
 REVISION = 4
 # Forward-backward check of Sundaram, Brox and Keutzer 2010: following the flow and then the
 # reverse flow should come back to the start, within RELATIVE_SLACK of the squared motion
