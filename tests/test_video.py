@@ -201,6 +201,28 @@ def test_bars_around_the_picture_are_left_out(monkeypatch):
     assert jaccard(motion_masks(boxed, SMALL), boxed_truth).mean() < 0.8
 
 
+def test_each_shot_of_an_edited_video_is_masked_on_its_own(monkeypatch):
+    """Two clips cut together, the second in other colours: the cut is found (nowhere
+    else), and the masks are those of each clip alone. Taken for one shot, the frames at the
+    cut are judged against flow to the other shot and get masks carried over from it
+    (measured J 0.70 against 0.86)."""
+    from selfsup.video import objects
+    from selfsup.video.motion import to_gray
+
+    first, first_truth = synthetic_clip()
+    second, second_truth = synthetic_clip(pan=(1, 2), step=(3, -2), seed=5)
+    second = (second * np.array([1.0, 0.6, 0.3])).astype(np.uint8)
+    edited = np.concatenate([first, second])
+    truth = np.concatenate([first_truth, second_truth])
+    forward, backward = objects.flows([to_gray(f) for f in edited], SMALL)
+    assert objects.shot_starts(list(edited), forward, backward, Warper(H, W)) == [0, 10]
+    masks = motion_masks(edited, SMALL)
+    alone = np.concatenate([motion_masks(first, SMALL), motion_masks(second, SMALL)])
+    assert np.array_equal(masks, alone)
+    monkeypatch.setattr(objects, "CUT_COLOUR", 2.0)  # over any distance: no cut is found
+    assert jaccard(motion_masks(edited, SMALL), truth).mean() < jaccard(masks, truth).mean() - 0.1
+
+
 @pytest.mark.parametrize("method", ["object", "residual"])
 def test_static_and_panning_videos_yield_no_proposals(method):
     for pan in ((0, 0), (3, 1)):

@@ -1,5 +1,6 @@
 """Masks of whole moving objects (`method=object`, the default): motion finds the object,
-appearance completes it, time carries it through frames where motion fails.
+appearance completes it, time carries it through frames where motion fails. Each shot of an
+edited video is masked on its own (`shot_starts`).
 
 0. **Flow** to both neighbouring frames: DIS at full `flow_size` resolution (`flow=auto`).
 1. **Motion against the background.** The camera's motion is a homography fitted (RANSAC)
@@ -31,8 +32,8 @@ appearance completes it, time carries it through frames where motion fails.
 
 from __future__ import annotations
 
+import itertools
 from concurrent.futures import ThreadPoolExecutor
-from itertools import pairwise
 
 import numpy as np
 
@@ -42,7 +43,8 @@ from selfsup.video.propagate import Warper, align_neighbours, recursive_filter
 
 # Bumped whenever the same settings start to give other masks, so masks cached by an earlier
 # version are not reused: 2 weighs residuals by the flow's trust, 3 lowers the floor over a
-# still background, 4 sets repeated frames and bars along the frame's edges aside.
+# still background, 4 sets repeated frames and bars along the frame's edges aside and
+# makes each shot's masks on its own.
 REVISION = 4
 # Forward-backward check of Sundaram, Brox and Keutzer 2010: following the flow and then the
 # reverse flow should come back to the start, within RELATIVE_SLACK of the squared motion
@@ -56,6 +58,11 @@ LOWEST_FLOOR = 0.5  # px at flow_size: DIS's sub-pixel accuracy on a still, text
 NOISE_MULTIPLE = 4.0  # a floor this many times the background's noise keeps the noise out
 NOISE = 90  # percentile of the border band's residual that measures the noise
 MAX_BORDER_COVER = 0.5  # share of the border band a usable motion mask may cover
+# A cut: colour histograms this far apart (Bhattacharyya; within the shared clips at most 0.30,
+# even at every third frame, but 0.42 in the 7-Scenes frames; between clips at least 0.39)
+# and under this share of pixels passing the forward-backward check (between clips at most
+# 0.12; within them at least 0.33, but 0.06 at every second frame of motocross-jump).
+CUT_COLOUR, CUT_CONSISTENT = 0.33, 0.2
 
 
 def border_points(height: int, width: int, border: float) -> np.ndarray:
@@ -91,7 +98,7 @@ def flows(gray: list, cfg) -> tuple[list, list]:
 
     # OpenCV releases the GIL, and DIS leaves cores idle between its parallel stages: the two
     # directions side by side take ~15 % less time than one after the other (2 cores).
-    ahead = list(pairwise(gray))
+    ahead = list(itertools.pairwise(gray))
     behind = [(b, a) for a, b in ahead]
     with ThreadPoolExecutor(2) as pool:
         forward, backward = pool.map(flow_list, (ahead, behind))
@@ -144,9 +151,38 @@ def motion_scores(
     return np.stack(scores).astype(np.float32)
 
 
+def colour_histogram(frame: np.ndarray) -> np.ndarray:
+    import cv2
+
+    histogram = cv2.calcHist([frame], [0, 1, 2], None, [8, 8, 8], [0, 256] * 3)
+    return cv2.normalize(histogram, histogram).flatten()
+
+
+def shot_starts(small: list, forward: list, backward: list, warp: Warper) -> list[int]:
+    """The frames that begin a shot: the first, and each frame after a cut. Across a cut
+    the flow is meaningless; the residuals against it, the floor measured over both shots
+    and masks carried over it would all be wrong. A cut changes the colours (Bhattacharyya
+    distance of 8x8x8 colour histograms over CUT_COLOUR) and leaves flow that fails the
+    forward-backward check nearly everywhere (under CUT_CONSISTENT of the pixels pass it);
+    fast motion in one shot does one or the other, not both."""
+    import cv2
+
+    starts = [0]
+    colours = [colour_histogram(frame) for frame in small]
+    for t in range(1, len(small)):
+        change = cv2.compareHist(colours[t - 1], colours[t], cv2.HISTCMP_BHATTACHARYYA)
+        if change <= CUT_COLOUR:
+            continue
+        trust = flow_trust(forward[t - 1], backward[t - 1], warp)
+        if (trust >= (1 + LEAST_TRUST) / 2).mean() < CUT_CONSISTENT:  # error under the slack
+            starts.append(t)
+    return starts
+
+
 def object_masks(frames: np.ndarray, cfg) -> np.ndarray:
-    """(T, H, W, 3) uint8 -> (T, h, w) bool masks at flow_size (see the module docstring)."""
-    from selfsup.video.motion import clean_mask, to_gray
+    """(T, H, W, 3) uint8 -> (T, h, w) bool masks at flow_size (see the module docstring),
+    each shot of the clip on its own."""
+    from selfsup.video.motion import to_gray
     from selfsup.video.reader import resize_frame
 
     small = [resize_frame(f, cfg.flow_size) for f in frames]
@@ -154,6 +190,19 @@ def object_masks(frames: np.ndarray, cfg) -> np.ndarray:
         return np.zeros((len(small), *small[0].shape[:2]), bool)
     forward, backward = flows([to_gray(f) for f in small], cfg)
     warp = Warper(*small[0].shape[:2])
+    bounds = [*shot_starts(small, forward, backward, warp), len(small)]
+    return np.concatenate([
+        shot_masks(small[a:b], forward[a : b - 1], backward[a : b - 1], cfg, warp)
+        for a, b in itertools.pairwise(bounds)
+    ])  # fmt: skip
+
+
+def shot_masks(small: list, forward: list, backward: list, cfg, warp: Warper) -> np.ndarray:
+    """The masks of one shot's frames, from their flows to both neighbours."""
+    from selfsup.video.motion import clean_mask
+
+    if len(small) < 2:  # a one-frame shot: nothing can be seen to move
+        return np.zeros((len(small), *small[0].shape[:2]), bool)
     border = border_points(*small[0].shape[:2], cfg.camera_border)
     scores = motion_scores(forward, backward, cfg, border, warp)
     if cfg.temporal_window > 1:
