@@ -17,7 +17,8 @@ the right mask is empty in every frame; scored by the share of frames left empty
 **walkers** (vtest: a fixed camera, a dozen walkers at a time at different speeds, against a
 pseudo-truth: a fixed camera's background is the median of its frames, and a pixel far from
 it in colour is a walker's or its shadow's; not DAVIS's hand-drawn truth, but it measures
-whether slow walkers beside fast ones are found).
+whether slow walkers beside fast ones are found). And **compressed** (the clips written
+through OpenCV's mp4v encoder at its default quality, as users' own videos come).
 
 Data comes from `$SELFSUP_DATA` (default: `../shared/data` beside the repository). Results go
 to `bench/results/video.json` with the commands and the machine.
@@ -77,6 +78,30 @@ def write_followed_clips(frames_root: Path, truth_root: Path, out: Path) -> tupl
             cv2.imwrite(str(images / clip.name / f"{t:05d}.png"), crop[..., ::-1])
             cv2.imwrite(str(masks / clip.name / f"{t:05d}.png"), mask)
     return images, masks
+
+
+def write_compressed_clips(frames_root: Path, out: Path) -> Path:
+    """Each clip at 240 px written through OpenCV's MPEG-4 Part 2 encoder (mp4v, at its
+    default quality, 15 frames/s): video as users' own is, blockier than DAVIS's JPEG frames.
+    Returns the folder of .mp4 files, named as the clips."""
+    import cv2
+
+    from selfsup.video.reader import ReadOptions, read_video
+
+    if out.is_dir():
+        return out
+    staging = out.with_name(out.name + ".part")
+    staging.mkdir(parents=True, exist_ok=True)
+    for clip in sorted(p for p in frames_root.iterdir() if p.is_dir()):
+        frames = read_video(clip, ReadOptions(size=240))
+        height, width = frames.shape[1:3]
+        fourcc = cv2.VideoWriter_fourcc(*"mp4v")
+        writer = cv2.VideoWriter(str(staging / f"{clip.name}.mp4"), fourcc, 15, (width, height))
+        for frame in frames:
+            writer.write(np.ascontiguousarray(frame[..., ::-1]))
+        writer.release()
+    staging.rename(out)
+    return out
 
 
 def write_walker_truth(video: Path, out: Path) -> Path:
@@ -168,6 +193,7 @@ def main() -> None:
     followed, followed_truth = write_followed_clips(frames, truth, out / "followed")
     walkers = data_dir() / "video" / "opencv_vtest" / "vtest.avi"
     walker_truth = write_walker_truth(walkers, out / "walker_truth")
+    compressed = write_compressed_clips(frames, out / "compressed")
 
     def masks(name, source, gt, *extra):  # gt None: no ground truth to score against
         scored = ["--eval", str(gt)] if gt is not None else []
@@ -186,6 +212,9 @@ def main() -> None:
         "masks_fast": masks("masks_fast", frames, truth, "--stride", "2"),
         "masks_fast_residual": masks("masks_fast_residual", frames, truth, "--stride", "2",
                                      "method=residual"),
+        "masks_compressed": masks("masks_compressed", compressed, truth),
+        "masks_compressed_residual": masks("masks_compressed_residual", compressed, truth,
+                                           "method=residual"),
         "masks_walkers": masks("masks_walkers", walkers, walker_truth),
         "masks_walkers_residual": masks("masks_walkers_residual", walkers, walker_truth,
                                         "method=residual"),
@@ -224,6 +253,7 @@ def main() -> None:
             "followed": scored["masks_followed"],
             "half_resolution": scored["masks_half"],
             "fast": scored["masks_fast"],
+            "compressed": scored["masks_compressed"],
             "walkers": scored["masks_walkers"],
             "static_scene": {
                 "object": empty_frame_scores(out / "static_scene"),

@@ -91,6 +91,7 @@ STRESS_SETS = {
     "followed": "followed (the camera pans with the object)",
     "half_resolution": "half resolution (slow motion)",
     "fast": "every second frame (fast motion)",
+    "compressed": "through a video codec (mp4v, default quality)",
     "walkers": "walkers at a fixed camera (vtest, pseudo-truth)",
 }
 
