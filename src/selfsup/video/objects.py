@@ -10,7 +10,8 @@ edited video is masked on its own (`shot_starts`).
    The residual |flow - camera flow| is taken against both neighbouring frames and the
    smaller kept, which drops the smear flow leaves on one side of an object. Each residual
    is weighed by how far the flow passes a forward-backward check (`flow_trust`): the
-   flow of rippling water or flickering light rarely leads back to where it started.
+   flow of rippling water or flickering light rarely leads back to where it started; and,
+   once thresholded, by how far the image there shows the flow at all (`structure`).
 2. **A threshold from the frame, a floor from the clip.** Per frame, Otsu's threshold on
    the log residual separates the moving layer from the still one whatever its share of the
    frame (a robust spread over the frame is inflated by a large object). A floor keeps
@@ -44,8 +45,8 @@ from selfsup.video.propagate import Warper, align_neighbours, recursive_filter
 # Bumped whenever the same settings start to give other masks, so masks cached by an earlier
 # version are not reused: 2 weighs residuals by the flow's trust, 3 lowers the floor over a
 # still background, 4 sets repeated frames and bars along the frame's edges aside and
-# makes each shot's masks on its own.
-REVISION = 4
+# makes each shot's masks on its own, 5 weighs residuals by the image's structure.
+REVISION = 5
 # Forward-backward check of Sundaram, Brox and Keutzer 2010: following the flow and then the
 # reverse flow should come back to the start, within RELATIVE_SLACK of the squared motion
 # plus ABSOLUTE_SLACK px^2.
@@ -63,6 +64,10 @@ MAX_BORDER_COVER = 0.5  # share of the border band a usable motion mask may cove
 # and under this share of pixels passing the forward-backward check (between clips at most
 # 0.12; within them at least 0.33, but 0.06 at every second frame of motocross-jump).
 CUT_COLOUR, CUT_CONSISTENT = 0.33, 0.2
+# The structure (smaller eigenvalue of the structure tensor over 5 px blocks of the grey image,
+# 0..255, 3 px Sobel) at which a residual counts half. The fine grain of asphalt measures ~4,
+# the same road through a video codec ~0.7, a textured object hundreds.
+STRUCTURE_HALF = 1.0
 
 
 def border_points(height: int, width: int, border: float) -> np.ndarray:
@@ -128,6 +133,18 @@ def flow_trust(flow: np.ndarray, reverse: np.ndarray, warp: Warper) -> np.ndarra
     error = squared_length(flow + back)
     slack = RELATIVE_SLACK * (squared_length(flow) + squared_length(back)) + ABSOLUTE_SLACK
     return LEAST_TRUST + (1 - LEAST_TRUST) * slack / (slack + error)
+
+
+def structure(gray: np.ndarray) -> np.ndarray:
+    """How far the flow at each pixel is seen rather than guessed (0..1): the smaller
+    eigenvalue of the image's structure tensor, e, as e / (e + STRUCTURE_HALF). Where the
+    image is flat in some direction, flow along it is not observed, only carried in from
+    the surroundings (the aperture problem), and a residual there is no evidence of
+    motion: still water and the swan's dark reflection, sky, a road a codec has smoothed."""
+    import cv2
+
+    eigenvalue = np.maximum(cv2.cornerMinEigenVal(gray.astype(np.float32), 5, 3), 0)
+    return eigenvalue / (eigenvalue + STRUCTURE_HALF)
 
 
 def motion_scores(
@@ -199,12 +216,13 @@ def object_masks(frames: np.ndarray, cfg) -> np.ndarray:
 
 def shot_masks(small: list, forward: list, backward: list, cfg, warp: Warper) -> np.ndarray:
     """The masks of one shot's frames, from their flows to both neighbours."""
-    from selfsup.video.motion import clean_mask
+    from selfsup.video.motion import clean_mask, to_gray
 
     if len(small) < 2:  # a one-frame shot: nothing can be seen to move
         return np.zeros((len(small), *small[0].shape[:2]), bool)
     border = border_points(*small[0].shape[:2], cfg.camera_border)
     scores = motion_scores(forward, backward, cfg, border, warp)
+    scores *= np.stack([structure(to_gray(frame)) for frame in small])
     if cfg.temporal_window > 1:
         scores = align_neighbours(scores, forward, backward, cfg.temporal_window, warp)
 
