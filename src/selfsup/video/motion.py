@@ -364,7 +364,6 @@ def motion_masks(frames: np.ndarray, cfg: MotionMaskConfig | None = None) -> np.
             picture = np.ascontiguousarray(frames[:, rows, columns])
             masks[:, rows, columns] = motion_masks(picture, cfg)
             return masks
-    if cfg.method == "object":
         from selfsup.video.objects import object_masks
 
         small_masks = object_masks(frames, cfg)

@@ -205,24 +205,28 @@ def object_masks(frames: np.ndarray, cfg) -> np.ndarray:
     small = [resize_frame(f, cfg.flow_size) for f in frames]
     if len(small) < 2:  # a single frame: nothing can be seen to move
         return np.zeros((len(small), *small[0].shape[:2]), bool)
-    forward, backward = flows([to_gray(f) for f in small], cfg)
+    gray = [to_gray(f) for f in small]
+    forward, backward = flows(gray, cfg)
     warp = Warper(*small[0].shape[:2])
     bounds = [*shot_starts(small, forward, backward, warp), len(small)]
     return np.concatenate([
-        shot_masks(small[a:b], forward[a : b - 1], backward[a : b - 1], cfg, warp)
+        shot_masks(small[a:b], gray[a:b], forward[a : b - 1], backward[a : b - 1], cfg, warp)
         for a, b in itertools.pairwise(bounds)
     ])  # fmt: skip
 
 
-def shot_masks(small: list, forward: list, backward: list, cfg, warp: Warper) -> np.ndarray:
-    """The masks of one shot's frames, from their flows to both neighbours."""
-    from selfsup.video.motion import clean_mask, to_gray
+def shot_masks(
+    small: list, gray: list, forward: list, backward: list, cfg, warp: Warper
+) -> np.ndarray:
+    """The masks of one shot's frames (and their grey images), from their flows to both
+    neighbours."""
+    from selfsup.video.motion import clean_mask
 
     if len(small) < 2:  # a one-frame shot: nothing can be seen to move
         return np.zeros((len(small), *small[0].shape[:2]), bool)
     border = border_points(*small[0].shape[:2], cfg.camera_border)
     scores = motion_scores(forward, backward, cfg, border, warp)
-    scores *= np.stack([structure(to_gray(frame)) for frame in small])
+    scores *= np.stack([structure(g) for g in gray])
     if cfg.temporal_window > 1:
         scores = align_neighbours(scores, forward, backward, cfg.temporal_window, warp)
 
