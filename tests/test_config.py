@@ -68,6 +68,28 @@ def test_bad_values_are_errors_naming_the_key(override, key):
         resolve_overrides(override)
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("counting.hflip_prob=1.01", r"counting\.hflip_prob: must be <= 1\.0, got 1\.01"),
+        ("counting.crop_scale=[0.5,1.2]", r"counting\.crop_scale\[1\]: must be <= 1\.0"),
+        ("counting.crop_scale=[0,1]", r"counting\.crop_scale\[0\]: must be > 0\.0"),
+        ("counting.crop_scale=[0.9,0.5]", r"counting\.crop_scale: values must not decrease"),
+        ("counting.crop_scale=[0.5]", r"counting\.crop_scale: expected 2 values, got 1"),
+        ("counting.downsample_kernels=[area,box]", r"downsample_kernels\[1\]: 'box' is not one"),
+        ("counting.downsample_kernels=[]", r"downsample_kernels: expected at least 1 value"),
+        ("exemplar.hue_jitter=0.6", r"exemplar\.hue_jitter: must be <= 0\.5"),
+        ("supervised.label_smoothing=1", r"supervised\.label_smoothing: must be < 1\.0"),
+    ],
+)
+def test_declared_bounds_hold_for_numbers_and_each_list_item(override, message):
+    """`param`'s high bound, and its bounds, choices and length on lists, replace the checks
+    each task once copied: one rule, one message shape."""
+    task = override.split(".")[0]
+    with pytest.raises(ConfigError, match=message):
+        resolve({"task": task, **parse_overrides([override])}, task_config_class)
+
+
 def test_malformed_override():
     with pytest.raises(ConfigError, match=r"key\.sub=value"):
         parse_overrides(["optim.lr"])

@@ -9,11 +9,11 @@ from selfsup.checkpoint import CheckpointError
 from selfsup.cli import main
 from selfsup.data import DataFormatError
 from selfsup.eval import linear
-from selfsup.eval.features import cached_features, extract_features, pooled_grid
 from selfsup.eval.knn import KnnSettings, knn_votes, weighted_knn
 from selfsup.eval.linear import ProbeSettings, accuracy, train_linear_probe
 from selfsup.eval.protocol import EvalOptions, LabelledImages, knn_eval, linear_eval, load_labelled
 from selfsup.eval.report import table, write_report
+from selfsup.features import cached_features, extract_features, pooled_grid
 from selfsup.runs import load_backbone
 from selfsup.train import train
 from tests.helpers import tiny_config

@@ -15,7 +15,7 @@ from selfsup.backbones.lasso import LassoAlpha, LassoTrunk
 from selfsup.cli import main
 from selfsup.config import ConfigError, parse_overrides, resolve
 from selfsup.data import views as V
-from selfsup.eval.features import extract_features
+from selfsup.features import extract_features
 from selfsup.runs import load_backbone
 from selfsup.tasks import MEAN, STD, task_config_class
 from selfsup.tasks.multitask import ranks_per_task, tasks_of_rank, uses_lasso

@@ -13,11 +13,12 @@ from selfsup.cli import main
 from selfsup.config import ConfigError, validate
 from selfsup.video.appearance import complete_with_appearance
 from selfsup.video.evaluate import centre_box_masks, jaccard, score_masks, score_track
-from selfsup.video.motion import MotionMaskConfig, motion_masks
+from selfsup.video.motion import MotionMaskConfig
 from selfsup.video.patches import PatchConfig, extract_patches
 from selfsup.video.propagate import Warper, recursive_filter
 from selfsup.video.proposals import box_iou, box_of_mask, proposals, square_box
 from selfsup.video.reader import ReadOptions, VideoError, find_videos, read_video
+from selfsup.video.segment import motion_masks
 from selfsup.video.smoother import fast_global_smoother
 from selfsup.video.track import OPENCV_TRACKERS, TrackConfig, track, tracker_available
 from tests.helpers import TRACKER
@@ -164,8 +165,8 @@ def test_repeated_frames_get_the_mask_of_the_frame_they_repeat(monkeypatch):
     the two neighbours, would find nothing in any frame (checked by turning the repeat
     test off). The repeats are found, even through a little noise (a re-encoded repeat),
     and the masks are those of the clip at its own rate."""
-    from selfsup.video import motion
-    from selfsup.video.motion import new_frames
+    from selfsup.video import segment
+    from selfsup.video.segment import new_frames
 
     clip, truth = synthetic_clip()
     noisy = np.repeat(clip, 2, axis=0)
@@ -177,7 +178,7 @@ def test_repeated_frames_get_the_mask_of_the_frame_they_repeat(monkeypatch):
     twice = motion_masks(noisy, SMALL)
     assert np.array_equal(twice, np.repeat(once, 2, axis=0))
     assert jaccard(twice, np.repeat(truth, 2, axis=0)).mean() > 0.6
-    monkeypatch.setattr(motion, "REPEAT_SHARE", 0.0)  # every frame new: the repeats' zero flow
+    monkeypatch.setattr(segment, "REPEAT_SHARE", 0.0)  # every frame new: the repeats' zero flow
     assert not motion_masks(noisy, SMALL).any()
 
 
@@ -186,8 +187,8 @@ def test_bars_around_the_picture_are_left_out(monkeypatch):
     border, where a bar's flow is zero however the camera pans, so the panning background
     would seem to move (measured J 0.72 with the bars taken for picture). Left out, the
     masks are those of the picture alone, and nothing is masked on the bars."""
-    from selfsup.video import motion
-    from selfsup.video.motion import picture_box
+    from selfsup.video import segment
+    from selfsup.video.segment import picture_box
 
     clip, truth = synthetic_clip()
     boxed = np.pad(clip, ((0, 0), (12, 12), (30, 30), (0, 0)))
@@ -197,7 +198,7 @@ def test_bars_around_the_picture_are_left_out(monkeypatch):
     masks = motion_masks(boxed, SMALL)
     assert np.array_equal(masks[:, 12 : 12 + H, 30 : 30 + W], motion_masks(clip, SMALL))
     assert masks.sum() == masks[:, 12 : 12 + H, 30 : 30 + W].sum()
-    monkeypatch.setattr(motion, "BAR_LEVEL", -1)  # every row and column taken for picture
+    monkeypatch.setattr(segment, "BAR_LEVEL", -1)  # every row and column taken for picture
     assert jaccard(motion_masks(boxed, SMALL), boxed_truth).mean() < 0.8
 
 

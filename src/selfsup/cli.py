@@ -242,8 +242,8 @@ def user_errors() -> tuple[type[Exception], ...]:
     from selfsup.data import BadImageError, DataFormatError
     from selfsup.data.patch_graph import GraphError
     from selfsup.export.formats import ExportError
+    from selfsup.metrics import NonFiniteLossError
     from selfsup.outputs import FolderBusy
-    from selfsup.train import NonFiniteLossError
     from selfsup.video.reader import VideoError
 
     return (

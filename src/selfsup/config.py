@@ -11,6 +11,7 @@ task); its dataclass comes from the task registry, so adding a task never edits 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import types
 import typing
 from dataclasses import dataclass, field
@@ -31,24 +32,46 @@ def param(
     choices: tuple | None = None,
     low: float | None = None,
     low_exclusive: bool = False,
+    high: float | None = None,
+    high_exclusive: bool = False,
+    length: int | None = None,
+    min_items: int | None = None,
+    ascending: bool = False,
     bool_means: tuple[str, str] | None = None,
 ) -> Any:
     """A dataclass field with help text and the constraints `validate` checks.
 
-    `low` is a lower bound (`low_exclusive=True` makes it strict). `bool_means` lets a
-    string setting that grew out of a yes/no one keep taking `false` / `true`, read as its
-    two strings. Mutable defaults (lists) are copied per instance.
+    `choices`, `low` and `high` constrain a value, or every item of a list (`*_exclusive=True`
+    makes a bound strict); `length` fixes a list's length, `min_items` bounds it below, and
+    `ascending` asks its items never to decrease. `bool_means` lets a string setting that
+    grew out of a yes/no one keep taking `false` / `true`, read as its two strings. Mutable
+    defaults (lists) are copied per instance.
     """
     meta = {
         "help": help,
         "choices": choices,
         "low": low,
         "low_exclusive": low_exclusive,
+        "high": high,
+        "high_exclusive": high_exclusive,
+        "length": length,
+        "min_items": min_items,
+        "ascending": ascending,
         "bool_means": bool_means,
     }
     if isinstance(default, list | dict):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
+
+
+def probability(default: float, help: str) -> Any:
+    """A setting in [0, 1]."""
+    return param(default, help, low=0.0, high=1.0)
+
+
+def fraction_range(default: list[float], help: str) -> Any:
+    """A [low, high] setting with 0 < low <= high <= 1 (a crop's share of the image area)."""
+    return param(default, help, low=0.0, low_exclusive=True, high=1.0, length=2, ascending=True)
 
 
 @dataclass
@@ -291,6 +314,13 @@ def from_dict(cls: type, values: dict | None, prefix: str = "") -> Any:
     return cls(**kwargs)
 
 
+def build(cls: type, values: dict | None, prefix: str = "") -> Any:
+    """Dataclass `cls` from `values`, validated: every error names its key."""
+    cfg = from_dict(cls, values, prefix)
+    validate(cfg, prefix)
+    return cfg
+
+
 def to_dict(cfg: Any) -> dict:
     """Plain nested dict of a config (tuples become lists, so it round-trips through YAML)."""
     out = {}
@@ -304,6 +334,47 @@ def to_dict(cfg: Any) -> dict:
     return out
 
 
+def check_bounds(value: Any, meta: Any, key: str) -> None:
+    """The `low` / `high` bounds of `param` on a number, or on each item of a list."""
+    if isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            check_bounds(item, meta, f"{key}[{i}]")
+        return
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return
+    low, high = meta.get("low"), meta.get("high")
+    if low is not None and (value <= low if meta.get("low_exclusive") else value < low):
+        bound = f"> {low}" if meta.get("low_exclusive") else f">= {low}"
+        raise ConfigError(f"{key}: must be {bound}, got {value!r}")
+    if high is not None and (value >= high if meta.get("high_exclusive") else value > high):
+        bound = f"< {high}" if meta.get("high_exclusive") else f"<= {high}"
+        raise ConfigError(f"{key}: must be {bound}, got {value!r}")
+
+
+def check_choices(value: Any, choices: tuple | None, key: str) -> None:
+    """The `choices` of `param`: the value, or each item of a list, is one of them."""
+    if choices is None:
+        return
+    items = value if isinstance(value, list | tuple) else [value]
+    for i, item in enumerate(items):
+        if item not in choices:
+            where = f"{key}[{i}]" if items is value else key
+            raise ConfigError(f"{where}: {item!r} is not one of {', '.join(map(str, choices))}")
+
+
+def check_list(value: Any, meta: Any, key: str) -> None:
+    """The `length`, `min_items` and `ascending` constraints of `param` on a list."""
+    if not isinstance(value, list | tuple):
+        return
+    length, min_items = meta.get("length"), meta.get("min_items")
+    if length is not None and len(value) != length:
+        raise ConfigError(f"{key}: expected {length} values, got {len(value)}: {list(value)}")
+    if min_items is not None and len(value) < min_items:
+        raise ConfigError(f"{key}: expected at least {min_items} values, got {list(value)}")
+    if meta.get("ascending") and any(a > b for a, b in itertools.pairwise(value)):
+        raise ConfigError(f"{key}: values must not decrease, got {list(value)}")
+
+
 def validate(cfg: Any, prefix: str = "") -> None:
     """Check choices and bounds declared with `param`, recursively; raise naming the key."""
     for f in dataclasses.fields(cfg):
@@ -314,14 +385,9 @@ def validate(cfg: Any, prefix: str = "") -> None:
         if dataclasses.is_dataclass(value):
             validate(value, key)
             continue
-        choices, low = f.metadata.get("choices"), f.metadata.get("low")
-        if choices is not None and value not in choices:
-            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(str, choices))}")
-        if low is not None and isinstance(value, int | float):
-            too_low = value <= low if f.metadata.get("low_exclusive") else value < low
-            if too_low:
-                bound = f"> {low}" if f.metadata.get("low_exclusive") else f">= {low}"
-                raise ConfigError(f"{key}: must be {bound}, got {value!r}")
+        check_choices(value, f.metadata.get("choices"), key)
+        check_list(value, f.metadata, key)
+        check_bounds(value, f.metadata, key)
     check = getattr(cfg, "check", None)
     if callable(check):
         check(prefix)

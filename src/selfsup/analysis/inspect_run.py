@@ -23,7 +23,7 @@ from selfsup.analysis.settings import InspectSettings
 from selfsup.config import resolve
 from selfsup.data import decode_all, open_source
 from selfsup.data.selections import sample_source
-from selfsup.eval.features import extract_features
+from selfsup.features import extract_features
 from selfsup.runs import (
     LoadedBackbone,
     backbone_from_config,

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from selfsup.data.decode import open_image
-from selfsup.data.sources import DataFormatError, ImageSource
+from selfsup.data.sources import DataFormatError, FilesSource, ImageSource
 
 
 class SubsetSource(ImageSource):
@@ -52,7 +51,7 @@ def sample_source(source: ImageSource, max_images: int, seed: int = 0) -> ImageS
     return SubsetSource(source, np.sort(chosen))
 
 
-class FileListSource(ImageSource):
+class FileListSource(FilesSource):
     """Image files named one by one (no labels); names are the paths as given."""
 
     def __init__(self, files: Sequence[str | Path]):
@@ -60,15 +59,6 @@ class FileListSource(ImageSource):
         if not self.files:
             raise DataFormatError("no image files given")
         self.path = self.files[0].parent
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def name(self, index: int) -> str:
-        return str(self.files[index])
-
-    def load(self, index: int, min_size: int | None = None) -> np.ndarray:
-        return open_image(self.files[index], self.name(index), min_size)
 
 
 class ConcatSource(ImageSource):

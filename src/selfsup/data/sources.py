@@ -76,33 +76,10 @@ class ImageSource:
         return f"{type(self).__name__} {self.path} ({len(self)} images{labels})"
 
 
-class FolderSource(ImageSource):
-    """An ImageFolder tree or a flat folder of image files."""
+class FilesSource(ImageSource):
+    """Images stored one per file; names are the files' paths."""
 
-    def __init__(self, path: Path):
-        self.path = path
-        class_dirs = sorted(d for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
-        flat = sorted(f for f in path.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
-        if class_dirs and not flat:
-            files, labels = [], []
-            for label, class_dir in enumerate(class_dirs):
-                found = sorted(
-                    f
-                    for f in class_dir.rglob("*")
-                    if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()
-                )
-                files += found
-                labels += [label] * len(found)
-            self.class_names = [d.name for d in class_dirs]
-            self.labels = np.asarray(labels, dtype=np.int64)
-        else:
-            files = [f for f in flat if f.is_file()]
-        if not files:
-            raise DataFormatError(
-                f"{path}: no images found (looked for {', '.join(IMAGE_SUFFIXES)} files, "
-                "either directly in the folder or in one sub-folder per class)"
-            )
-        self.files = files
+    files: list[Path]
 
     def __len__(self) -> int:
         return len(self.files)
@@ -118,6 +95,46 @@ class FolderSource(ImageSource):
             return self.files[index].read_bytes()
         except OSError:
             return None
+
+
+class FolderSource(FilesSource):
+    """An ImageFolder tree or a flat folder of image files."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        class_dirs = class_folders(path)
+        if class_dirs:
+            files, labels = [], []
+            for label, class_dir in enumerate(class_dirs):
+                found = sorted(
+                    f
+                    for f in class_dir.rglob("*")
+                    if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()
+                )
+                files += found
+                labels += [label] * len(found)
+            self.class_names = [d.name for d in class_dirs]
+            self.labels = np.asarray(labels, dtype=np.int64)
+        else:
+            files = [f for f in image_files(path) if f.is_file()]
+        if not files:
+            raise DataFormatError(
+                f"{path}: no images found (looked for {', '.join(IMAGE_SUFFIXES)} files, "
+                "either directly in the folder or in one sub-folder per class)"
+            )
+        self.files = files
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The image files directly in `folder`, sorted."""
+    return sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def class_folders(folder: Path) -> list[Path]:
+    """The class sub-folders of an ImageFolder tree, sorted (their order gives the labels);
+    none for a flat folder (one with images directly in it)."""
+    subfolders = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    return [] if image_files(folder) else subfolders
 
 
 class NpzSource(ImageSource):
@@ -244,3 +261,27 @@ def open_source(path: str | Path) -> ImageSource:
         f"{path}: not a recognised dataset; expected a folder of images "
         "(flat or one sub-folder per class) or an .npz file"
     )
+
+
+def class_count(path: str | Path) -> int | None:
+    """The number of classes of the dataset at `path`, read from its header (the class
+    folders, or an .npz's `class_names` or `labels`) without decoding an image; None when it
+    has no labels. The same count `open_source(path)` gives its labels."""
+    path = Path(path)
+    if path.is_dir():
+        inner = next((path / n for n in OUTPUT_DATASETS if (path / n).is_file()), None)
+        if inner is None:
+            return len(class_folders(path)) or None
+        path = inner
+    if path.suffix.lower() != ".npz" or not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            if "labels" not in archive.files or archive["labels"].size == 0:
+                return None
+            if "class_names" in archive.files:
+                return len(archive["class_names"])
+            return int(archive["labels"].max()) + 1
+    except Exception as err:  # zipfile/pickle errors: the file is not a usable npz
+        raise DataFormatError(f"{path}: cannot be read as an .npz archive ({err})") from err
+    return None

@@ -26,9 +26,9 @@ from selfsup.dense.detection_data import DetectionSet, decode
 from selfsup.dense.detector import faster_rcnn
 from selfsup.dense.metrics import mean_and_std
 from selfsup.dense.settings import DetectSettings
+from selfsup.metrics import NonFiniteLossError
 from selfsup.runs import LoadedBackbone
 from selfsup.runtime import resolve_device
-from selfsup.train import NonFiniteLossError
 
 REPORTED = ("map", "map_50", "map_75", "mar_100")
 

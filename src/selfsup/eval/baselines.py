@@ -19,9 +19,9 @@ from pathlib import Path
 
 from selfsup.checkpoint import CheckpointError
 from selfsup.config import BackboneConfig, ConfigError, from_dict, to_dict
-from selfsup.eval.features import weights_fingerprint
 from selfsup.eval.finetune import FinetuneSettings, run_supervised, supervised_config
 from selfsup.eval.protocol import EvalOptions, LabelledImages, check_compatible
+from selfsup.features import weights_fingerprint
 from selfsup.runs import LoadedBackbone, checkpoint_path, load_backbone
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import torch
 
 from selfsup.data import DataFormatError, decode_all, open_source
-from selfsup.eval.features import cached_features, fingerprint
 from selfsup.eval.knn import KnnSettings, weighted_knn
 from selfsup.eval.linear import ProbeSettings, train_linear_probe
+from selfsup.features import cached_features, fingerprint
 from selfsup.outputs import default_cache_dir
 from selfsup.runs import LoadedBackbone
 from selfsup.runtime import resolve_device, resolve_precision
@@ -131,6 +131,43 @@ def describe(loaded: LoadedBackbone, train: LabelledImages, test: LabelledImages
     }
 
 
+def probe_layers(
+    protocol: str,
+    probe,
+    loaded: LoadedBackbone,
+    train: LabelledImages,
+    test: LabelledImages,
+    layers: list[str],
+    settings,
+    max_dims: int,
+    options: EvalOptions,
+) -> dict:
+    """Fit `probe(train_x, train_y, test_x, test_y, num_classes, settings)` on the frozen
+    features of each layer; the protocol's results with one row per layer."""
+    started = time.perf_counter()
+    train_f, test_f = frozen_features(loaded, train, test, layers, max_dims, options)
+    extracted = time.perf_counter()
+    rows = []
+    for layer in layers:
+        result = probe(
+            train_f[layer], train.labels, test_f[layer], test.labels, train.num_classes, settings
+        )
+        rows.append({"layer": layer, **asdict(result)})
+        if options.progress:
+            label = {"knn": "kNN"}.get(protocol, protocol)
+            print(f"  {loaded.name} {layer}: {label} top-1 {100 * result.top1:.1f}%", flush=True)
+    return {
+        "protocol": protocol,
+        **describe(loaded, train, test),
+        "settings": asdict(settings),
+        "max_dims": max_dims,
+        "feature_seconds": round(extracted - started, 1),
+        "probe_seconds": round(time.perf_counter() - extracted, 1),
+        "seconds": round(time.perf_counter() - started, 1),
+        "layers": rows,
+    }
+
+
 def linear_eval(
     loaded: LoadedBackbone,
     train: LabelledImages,
@@ -142,28 +179,12 @@ def linear_eval(
     options: EvalOptions | None = None,
 ) -> dict:
     """Per-layer linear probe of a frozen backbone."""
-    options, settings = options or EvalOptions(), settings or ProbeSettings()
     layers = layers or list(loaded.backbone.probe_layers)
-    started = time.perf_counter()
-    train_f, test_f = frozen_features(loaded, train, test, layers, max_dims, options)
-    extracted = time.perf_counter()
-    rows = []
-    for layer in layers:
-        result = train_linear_probe(
-            train_f[layer], train.labels, test_f[layer], test.labels, train.num_classes, settings
-        )
-        rows.append({"layer": layer, **asdict(result)})
-        if options.progress:
-            print(f"  {loaded.name} {layer}: linear top-1 {100 * result.top1:.1f}%", flush=True)
-    return {
-        "protocol": "linear",
-        **describe(loaded, train, test),
-        "settings": asdict(settings),
-        "max_dims": max_dims,
-        "feature_seconds": round(extracted - started, 1),
-        "probe_seconds": round(time.perf_counter() - extracted, 1),
-        "layers": rows,
-    }
+    settings = settings or ProbeSettings()
+    return probe_layers(
+        "linear", train_linear_probe, loaded, train, test, layers, settings, max_dims,
+        options or EvalOptions(),
+    )  # fmt: skip
 
 
 def knn_eval(
@@ -176,22 +197,8 @@ def knn_eval(
     options: EvalOptions | None = None,
 ) -> dict:
     """Weighted kNN on globally pooled features of each layer (default: the final one)."""
-    options, settings = options or EvalOptions(), settings or KnnSettings()
     layers = layers or [loaded.backbone.layer_names[-1]]
-    started = time.perf_counter()
-    train_f, test_f = frozen_features(loaded, train, test, layers, 0, options)
-    rows = []
-    for layer in layers:
-        result = weighted_knn(
-            train_f[layer], train.labels, test_f[layer], test.labels, train.num_classes, settings
-        )
-        rows.append({"layer": layer, **asdict(result)})
-        if options.progress:
-            print(f"  {loaded.name} {layer}: kNN top-1 {100 * result.top1:.1f}%", flush=True)
-    return {
-        "protocol": "knn",
-        **describe(loaded, train, test),
-        "settings": asdict(settings),
-        "seconds": round(time.perf_counter() - started, 1),
-        "layers": rows,
-    }
+    settings = settings or KnnSettings()
+    return probe_layers(
+        "knn", weighted_knn, loaded, train, test, layers, settings, 0, options or EvalOptions()
+    )

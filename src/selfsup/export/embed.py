@@ -24,7 +24,7 @@ from selfsup.data.selections import ConcatSource, FileListSource
 from selfsup.data.sources import IMAGE_SUFFIXES
 from selfsup.data.views import MEAN, STD, normalize, to_float
 from selfsup.data.worker_errors import load_batches
-from selfsup.eval.features import pooled_grid
+from selfsup.features import pooled_grid
 
 
 def open_images(paths: list[str]) -> ImageSource:
@@ -97,7 +97,7 @@ def embed_source(
     """Pooled `layer` features of every image of `source`, in source order.
 
     `max_dims=0`: global average pooling (one value per channel, what kNN reads); larger
-    values keep a small spatial grid as the linear probes do (see `eval.features`).
+    values keep a small spatial grid as the linear probes do (see `selfsup.features`).
     """
     device = device or torch.device("cpu")
     backbone.eval().to(device)

@@ -108,7 +108,7 @@ def embed(run: str, images: np.ndarray, layer: str, progress: bool = True) -> np
     """Globally pooled features of `layer` (final if empty) of a run's backbone."""
     import torch
 
-    from selfsup.eval.features import extract_features
+    from selfsup.features import extract_features
     from selfsup.runs import load_backbone
     from selfsup.runtime import resolve_device
 

@@ -67,12 +67,11 @@ def add_graph_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def command_build(args: argparse.Namespace) -> None:
-    from selfsup.config import from_dict, parse_overrides, validate
+    from selfsup.config import build, parse_overrides
     from selfsup.data.patch_graph import load_patches
     from selfsup.graph.build import GraphConfig, build_graph, embed, graph_stats, save_graph
 
-    cfg = from_dict(GraphConfig, parse_overrides(args.overrides))
-    validate(cfg)
+    cfg = build(GraphConfig, parse_overrides(args.overrides))
     patches = load_patches(args.patches)
     features = embed(args.embed, patches.images, cfg.layer, progress=not args.quiet)
     graph = build_graph(patches, features, cfg)

@@ -1,43 +1,13 @@
-"""Pretext tasks, found by name through a registry (one file per task)."""
+"""Pretext tasks, found by name through a registry (one file per task).
+
+Each task file registers itself (`selfsup.tasks.registry`) when imported; importing this
+package imports them all.
+"""
 
 from __future__ import annotations
 
-from typing import Any
-
-from selfsup.backbones import Backbone
-from selfsup.config import ConfigError
 from selfsup.data.views import MEAN, STD
-from selfsup.tasks.base import PretextTask
-
-_TASKS: dict[str, type[PretextTask]] = {}
-
-
-def register_task(cls: type[PretextTask]) -> type[PretextTask]:
-    """Class decorator: make a task available to `selfsup train <name>` and configs."""
-    _TASKS[cls.name] = cls
-    return cls
-
-
-def list_tasks() -> list[str]:
-    return sorted(_TASKS)
-
-
-def get_task_class(name: str) -> type[PretextTask]:
-    if name not in _TASKS:
-        raise ConfigError(f"task: unknown task {name!r}; available: {', '.join(list_tasks())}")
-    return _TASKS[name]
-
-
-def task_config_class(name: str) -> type:
-    return get_task_class(name).config_class
-
-
-def build_task(name: str, config: Any, backbone: Backbone) -> PretextTask:
-    return get_task_class(name)(config, backbone)
-
-
-# Registration happens on import; keep this list in step with the files in this folder.
-from selfsup.tasks import (  # noqa: E402, F401
+from selfsup.tasks import (  # noqa: F401  (imported to register them; keep in step with the folder)
     colorization,
     counting,
     exemplar,
@@ -48,6 +18,14 @@ from selfsup.tasks import (  # noqa: E402, F401
     rotation,
     supervised,
     transitive,
+)
+from selfsup.tasks.base import PretextTask
+from selfsup.tasks.registry import (
+    build_task,
+    get_task_class,
+    list_tasks,
+    register_task,
+    task_config_class,
 )
 
 __all__ = [

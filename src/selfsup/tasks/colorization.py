@@ -34,12 +34,12 @@ import torch
 import torch.nn.functional as F
 
 from selfsup.backbones import Backbone
-from selfsup.config import ConfigError, param
+from selfsup.config import fraction_range, param, probability
 from selfsup.data import views as V
 from selfsup.data.views import MEAN, STD
-from selfsup.tasks import register_task
 from selfsup.tasks.base import PretextTask
 from selfsup.tasks.heads import DenseHead, feature_layer
+from selfsup.tasks.registry import register_task
 
 AB_STEP = 10.0  # grid size of the ab quantisation (Zhang et al.)
 PRIOR_SIGMA = 5.0  # smoothing of the empirical prior in ab units (Zhang et al.)
@@ -47,12 +47,12 @@ PRIOR_SIGMA = 5.0  # smoothing of the empirical prior in ab units (Zhang et al.)
 
 @dataclass
 class ColorizationConfig:
-    crop_scale: list[float] = param(
+    crop_scale: list[float] = fraction_range(
         [0.5, 1.0],
         "Area fraction range of the random-resized crop (resized to the image size); "
         "[1, 1] keeps whole images.",
     )
-    hflip_prob: float = param(0.5, "Probability of mirroring an image.", low=0.0)
+    hflip_prob: float = probability(0.5, "Probability of mirroring an image.")
     output_stride: int = param(
         4, "Predictions and targets are at 1/output_stride of the input side (paper: 4).", low=1
     )
@@ -72,21 +72,12 @@ class ColorizationConfig:
         "Weight pixels by the inverse (smoothed, mixed) prior of their bin (paper: on); the "
         "prior is a running count of the training targets.",
     )
-    rebalance_lambda: float = param(
-        0.5, "Mix of the prior with a uniform distribution in the weights (paper: 0.5).", low=0.0
+    rebalance_lambda: float = probability(
+        0.5, "Mix of the prior with a uniform distribution in the weights (paper: 0.5)."
     )
     decode_temperature: float = param(
         0.38, "Annealed-mean temperature of `decode` (paper: 0.38); 0 takes the mode.", low=0.0
     )
-
-    def check(self, prefix: str) -> None:
-        if len(self.crop_scale) != 2 or not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
-            raise ConfigError(
-                f"{prefix}.crop_scale: expected [low, high] with 0 < low <= high <= 1, got "
-                f"{self.crop_scale}"
-            )
-        if self.hflip_prob > 1 or self.rebalance_lambda > 1:
-            raise ConfigError(f"{prefix}: hflip_prob and rebalance_lambda must be <= 1")
 
 
 @lru_cache(maxsize=1)

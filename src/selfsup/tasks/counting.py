@@ -24,11 +24,11 @@ import torch
 from torch import nn
 
 from selfsup.backbones import Backbone
-from selfsup.config import ConfigError, param
+from selfsup.config import ConfigError, fraction_range, param, probability
 from selfsup.data import views as V
 from selfsup.data.views import MEAN, STD
-from selfsup.tasks import register_task
 from selfsup.tasks.base import PretextTask
+from selfsup.tasks.registry import register_task
 
 
 @dataclass
@@ -38,7 +38,7 @@ class CountingConfig:
     crop_size: int = param(
         32, "Side 2s of the crop x; tiles and D(x) are s x s (paper: 228).", low=4
     )
-    crop_scale: list[float] = param(
+    crop_scale: list[float] = fraction_range(
         [0.3, 1.0],
         "Area fraction range of a random crop that is resized to crop_size; [1, 1] takes plain "
         "crop_size crops (the paper's 228 px crops of 256 px images). On 32 px images, "
@@ -47,9 +47,11 @@ class CountingConfig:
     downsample_kernels: list[str] = param(
         list(V.RESIZE_KERNELS),
         "Kernels D draws from per sample (nearest, bilinear, bicubic, area, lanczos).",
+        choices=V.RESIZE_KERNELS,
+        min_items=1,
     )
-    grayscale_prob: float = param(0.67, "Probability of converting x to grayscale.", low=0.0)
-    hflip_prob: float = param(0.5, "Probability of mirroring x.", low=0.0)
+    grayscale_prob: float = probability(0.67, "Probability of converting x to grayscale.")
+    hflip_prob: float = probability(0.5, "Probability of mirroring x.")
     color_jitter: float = param(
         0.0,
         "Brightness/contrast/saturation jitter strength (0: off; the paper uses none).",
@@ -70,20 +72,6 @@ class CountingConfig:
     def check(self, prefix: str) -> None:
         if self.crop_size % 2:
             raise ConfigError(f"{prefix}.crop_size: must be even (2s), got {self.crop_size}")
-        if len(self.crop_scale) != 2 or not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
-            raise ConfigError(
-                f"{prefix}.crop_scale: expected [low, high] with 0 < low <= high "
-                f"<= 1, got {self.crop_scale}"
-            )
-        unknown = [k for k in self.downsample_kernels if k not in V.RESIZE_KERNELS]
-        if unknown or not self.downsample_kernels:
-            raise ConfigError(
-                f"{prefix}.downsample_kernels: {unknown or 'empty'}; choose from "
-                f"{', '.join(V.RESIZE_KERNELS)}"
-            )
-        for key in ("grayscale_prob", "hflip_prob"):
-            if getattr(self, key) > 1:
-                raise ConfigError(f"{prefix}.{key}: a probability must be <= 1")
 
 
 def counting_loss(

@@ -26,12 +26,12 @@ import torch
 import torch.nn.functional as F
 
 from selfsup.backbones import Backbone
-from selfsup.config import ConfigError, param
+from selfsup.config import ConfigError, fraction_range, param, probability
 from selfsup.data import views as V
 from selfsup.data.views import MEAN, STD
-from selfsup.tasks import register_task
 from selfsup.tasks.base import PretextTask
 from selfsup.tasks.heads import mlp, pooled
+from selfsup.tasks.registry import register_task
 
 LOSSES = ("triplet", "infonce")
 
@@ -47,35 +47,25 @@ class ExemplarConfig:
     temperature: float = param(
         0.1, "InfoNCE temperature tau (SimCLR: 0.1-0.5).", low=0.0, low_exclusive=True
     )
-    crop_scale: list[float] = param(
+    crop_scale: list[float] = fraction_range(
         [0.2, 1.0], "Area fraction range of each view's random-resized crop (SimCLR: 0.08-1)."
     )
-    hflip_prob: float = param(0.5, "Probability of mirroring a view.", low=0.0)
+    hflip_prob: float = probability(0.5, "Probability of mirroring a view.")
     color_jitter: float = param(
         0.4, "Brightness/contrast/saturation jitter strength (SimCLR: 0.8 x 0.5 = 0.4).", low=0.0
     )
     hue_jitter: float = param(
         0.0,
         "Hue shift of a jittered view, up to this fraction of the colour wheel either way "
-        "(SimCLR: 0.2 x 0.5 = 0.1; 0 draws nothing, so earlier runs replay exactly).",
+        "(SimCLR: 0.2 x 0.5 = 0.1; 0 draws nothing, so earlier runs replay exactly); at most "
+        "0.5, half the wheel.",
         low=0.0,
+        high=0.5,
     )
-    jitter_prob: float = param(0.8, "Probability of colour-jittering a view.", low=0.0)
-    grayscale_prob: float = param(0.2, "Probability of making a view grayscale.", low=0.0)
+    jitter_prob: float = probability(0.8, "Probability of colour-jittering a view.")
+    grayscale_prob: float = probability(0.2, "Probability of making a view grayscale.")
     embedding_dim: int = param(128, "Size of the L2-normalised embedding.", low=1)
     head_hidden: list[int] = param([512], "Hidden widths of the projection MLP.")
-
-    def check(self, prefix: str) -> None:
-        if len(self.crop_scale) != 2 or not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
-            raise ConfigError(
-                f"{prefix}.crop_scale: expected [low, high] with 0 < low <= high <= 1, got "
-                f"{self.crop_scale}"
-            )
-        if self.hue_jitter > 0.5:
-            raise ConfigError(f"{prefix}.hue_jitter: at most 0.5 (half the colour wheel)")
-        for key in ("hflip_prob", "jitter_prob", "grayscale_prob"):
-            if getattr(self, key) > 1:
-                raise ConfigError(f"{prefix}.{key}: a probability must be <= 1")
 
 
 def triplet_loss(anchor: torch.Tensor, positive: torch.Tensor, margin: float) -> torch.Tensor:

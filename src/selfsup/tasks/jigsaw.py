@@ -35,12 +35,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from selfsup.backbones import Backbone
-from selfsup.config import ConfigError, param
+from selfsup.config import ConfigError, param, probability
 from selfsup.data import views as V
 from selfsup.data.views import MEAN, STD
-from selfsup.tasks import register_task
 from selfsup.tasks.base import PretextTask
 from selfsup.tasks.heads import mlp, pooled
+from selfsup.tasks.registry import register_task
 
 NUM_TILES = 9
 MAX_PERMUTATIONS = 362_880  # 9!
@@ -66,8 +66,8 @@ class JigsawConfig:
         "Normalise each tile to zero mean, unit std per channel, instead of the fixed ImageNet "
         "statistics (paper: on).",
     )
-    grayscale_prob: float = param(
-        0.3, "Probability of making an image grayscale (common jigsaw setting: 0.3).", low=0.0
+    grayscale_prob: float = probability(
+        0.3, "Probability of making an image grayscale (common jigsaw setting: 0.3)."
     )
     head_pool: int = param(1, "Each tile's final map is average-pooled to head_pool^2.", low=1)
     tile_features: int = param(256, "Width of the shared per-tile layer (paper fc6: 1024).", low=1)
@@ -78,8 +78,6 @@ class JigsawConfig:
     def check(self, prefix: str) -> None:
         if self.num_permutations > MAX_PERMUTATIONS:
             raise ConfigError(f"{prefix}.num_permutations: at most 9! = {MAX_PERMUTATIONS}")
-        if self.grayscale_prob > 1:
-            raise ConfigError(f"{prefix}.grayscale_prob: a probability must be <= 1")
 
 
 def lexicographic_permutations(n: int) -> np.ndarray:

@@ -23,23 +23,23 @@ import torch
 import torch.nn.functional as F
 
 from selfsup.backbones import Backbone
-from selfsup.config import ConfigError, param
+from selfsup.config import fraction_range, param, probability
 from selfsup.data import views as V
 from selfsup.data.views import MEAN, STD
-from selfsup.tasks import register_task
 from selfsup.tasks.base import PretextTask
 from selfsup.tasks.heads import DenseHead, feature_layer
+from selfsup.tasks.registry import register_task
 
 
 @dataclass
 class MotionSegmentationConfig:
-    crop_scale: list[float] = param(
+    crop_scale: list[float] = fraction_range(
         [0.5, 1.0],
         "Area fraction range of the random-resized crop (resized to the image size); "
         "[1, 1] keeps whole frames.",
     )
-    hflip_prob: float = param(0.5, "Probability of mirroring a frame and its mask.", low=0.0)
-    grayscale_prob: float = param(0.0, "Probability of making a frame grayscale.", low=0.0)
+    hflip_prob: float = probability(0.5, "Probability of mirroring a frame and its mask.")
+    grayscale_prob: float = probability(0.0, "Probability of making a frame grayscale.")
     output_stride: int = param(
         4, "Predictions and targets are at 1/output_stride of the input side.", low=1
     )
@@ -54,16 +54,6 @@ class MotionSegmentationConfig:
         low=0.0,
         low_exclusive=True,
     )
-
-    def check(self, prefix: str) -> None:
-        if len(self.crop_scale) != 2 or not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
-            raise ConfigError(
-                f"{prefix}.crop_scale: expected [low, high] with 0 < low <= high <= 1, got "
-                f"{self.crop_scale}"
-            )
-        for key in ("hflip_prob", "grayscale_prob"):
-            if getattr(self, key) > 1:
-                raise ConfigError(f"{prefix}.{key}: a probability must be <= 1")
 
 
 def crop_and_flip_with_masks(

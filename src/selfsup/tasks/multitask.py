@@ -39,8 +39,8 @@ from selfsup.backbones import Backbone
 from selfsup.backbones.lasso import LassoAlpha, LassoTrunk
 from selfsup.config import ConfigError, from_dict, param, validate
 from selfsup.data import views as V
-from selfsup.tasks import build_task, list_tasks, register_task, task_config_class
 from selfsup.tasks.base import PretextTask
+from selfsup.tasks.registry import build_task, list_tasks, register_task, task_config_class
 
 PAPER_TASKS = ["relative-position", "colorization", "exemplar", "motion-segmentation"]
 MOTION_TASK = "motion-segmentation"

@@ -35,9 +35,9 @@ from selfsup.backbones import Backbone
 from selfsup.config import ConfigError, param
 from selfsup.data import views as V
 from selfsup.data.views import MEAN, STD
-from selfsup.tasks import register_task
 from selfsup.tasks.base import PretextTask
 from selfsup.tasks.heads import mlp, pooled
+from selfsup.tasks.registry import register_task
 
 CENTRE = 4  # row-major index of the centre cell in the 3x3 grid
 NEIGHBOURS = (0, 1, 2, 3, 5, 6, 7, 8)  # grid cell of each of the 8 labels

@@ -20,38 +20,29 @@ import torch
 import torch.nn.functional as F
 
 from selfsup.backbones import Backbone
-from selfsup.config import ConfigError, param
+from selfsup.config import fraction_range, param, probability
 from selfsup.data import views as V
 from selfsup.data.views import MEAN, STD
-from selfsup.tasks import register_task
 from selfsup.tasks.base import PretextTask
 from selfsup.tasks.heads import mlp, pooled
+from selfsup.tasks.registry import register_task
 
 NUM_ROTATIONS = 4
 
 
 @dataclass
 class RotationConfig:
-    crop_scale: list[float] = param(
+    crop_scale: list[float] = fraction_range(
         [1.0, 1.0],
         "Area fraction range of a random-resized crop before rotating; [1, 1] keeps whole images.",
     )
-    hflip_prob: float = param(0.5, "Probability of mirroring an image before rotating.", low=0.0)
+    hflip_prob: float = probability(0.5, "Probability of mirroring an image before rotating.")
     head_pool: int = param(
         1, "The final map is average-pooled to head_pool x head_pool for the head.", low=1
     )
     head_hidden: list[int] = param(
         [], "Hidden widths of the classifier (empty: linear; the paper uses conv blocks)."
     )
-
-    def check(self, prefix: str) -> None:
-        if len(self.crop_scale) != 2 or not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
-            raise ConfigError(
-                f"{prefix}.crop_scale: expected [low, high] with 0 < low <= high <= 1, got "
-                f"{self.crop_scale}"
-            )
-        if self.hflip_prob > 1:
-            raise ConfigError(f"{prefix}.hflip_prob: a probability must be <= 1")
 
 
 def all_rotations(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -15,33 +15,26 @@ import torch.nn.functional as F
 from torch import nn
 
 from selfsup.backbones import Backbone
-from selfsup.config import ConfigError, param
+from selfsup.config import ConfigError, fraction_range, param, probability
 from selfsup.data import views as V
 from selfsup.data.views import MEAN, STD
-from selfsup.tasks import register_task
 from selfsup.tasks.base import PretextTask
+from selfsup.tasks.registry import register_task
 
 
 @dataclass
 class SupervisedConfig:
     num_classes: int = param(0, "Classes of the linear head; 0 takes them from the data.", low=0)
-    crop_scale: list[float] = param(
+    crop_scale: list[float] = fraction_range(
         [0.35, 1.0], "Area fraction range of the random-resized crop (resized to the image size)."
     )
-    hflip_prob: float = param(0.5, "Probability of mirroring an image.", low=0.0)
+    hflip_prob: float = probability(0.5, "Probability of mirroring an image.")
     backbone_lr_scale: float = param(
         1.0, "Backbone learning rate relative to the head (fine-tuning: 0.1).", low=0.0
     )
-    label_smoothing: float = param(0.0, "Cross-entropy label smoothing.", low=0.0)
-
-    def check(self, prefix: str) -> None:
-        if len(self.crop_scale) != 2 or not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
-            raise ConfigError(
-                f"{prefix}.crop_scale: expected [low, high] with 0 < low <= high <= 1, got "
-                f"{self.crop_scale}"
-            )
-        if self.hflip_prob > 1 or self.label_smoothing >= 1:
-            raise ConfigError(f"{prefix}: hflip_prob must be <= 1 and label_smoothing < 1")
+    label_smoothing: float = param(
+        0.0, "Cross-entropy label smoothing.", low=0.0, high=1.0, high_exclusive=True
+    )
 
 
 def classify(backbone: Backbone, head: nn.Module, images: torch.Tensor) -> torch.Tensor:

@@ -27,11 +27,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from selfsup.backbones import Backbone
-from selfsup.config import ConfigError, param
+from selfsup.config import ConfigError, fraction_range, param, probability
 from selfsup.data import views as V
 from selfsup.data.views import MEAN, STD
-from selfsup.tasks import register_task
 from selfsup.tasks.base import PretextTask
+from selfsup.tasks.registry import register_task
 
 EDGE_CHOICES = ("transitive", "inter", "intra")
 
@@ -50,23 +50,15 @@ class TransitiveConfig:
     )
     pairs_per_batch: int = param(64, "Anchor-positive pairs per step.", low=2)
     negatives: int = param(4, "Negatives per pair (predecessor code: 4).", low=1)
-    hard_fraction: float = param(
-        0.5, "Share of the negatives hard-mined in the batch (predecessor code: half).", low=0.0
+    hard_fraction: float = probability(
+        0.5, "Share of the negatives hard-mined in the batch (predecessor code: half)."
     )
     margin: float = param(0.5, "Ranking margin on cosine distance (paper: 0.5).", low=0.0)
     embedding_dim: int = param(128, "Size of the L2-normalised embedding.", low=1)
     crop_size: int = param(32, "Side the patches are cropped and resized to (paper: 227).", low=8)
-    crop_scale: list[float] = param([0.6, 1.0], "Area range of the random patch crop.")
-    hflip_prob: float = param(0.5, "Probability of mirroring a patch.", low=0.0)
-    grayscale_prob: float = param(0.2, "Probability of a grayscale patch.", low=0.0)
-
-    def check(self, prefix: str) -> None:
-        # No check that `graph` is set: a config without one is still printable and
-        # writable (`selfsup config transitive`); training asks for it (`attach_data`).
-        if self.hard_fraction > 1:
-            raise ConfigError(f"{prefix}.hard_fraction: must be <= 1")
-        if len(self.crop_scale) != 2 or not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
-            raise ConfigError(f"{prefix}.crop_scale: expected [low, high] in (0, 1]")
+    crop_scale: list[float] = fraction_range([0.6, 1.0], "Area range of the random patch crop.")
+    hflip_prob: float = probability(0.5, "Probability of mirroring a patch.")
+    grayscale_prob: float = probability(0.2, "Probability of a grayscale patch.")
 
 
 def ranking_loss(

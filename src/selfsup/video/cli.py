@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from selfsup.config import ConfigError, from_dict, parse_overrides, validate
+from selfsup.config import ConfigError, build, merge, parse_overrides
 from selfsup.outputs import nothing_half_written, output_folder
 
 EXAMPLES = """examples:
@@ -103,10 +103,9 @@ def add_video_parser(commands: argparse._SubParsersAction) -> None:
         )
 
 
-def settings(cls: type, overrides: list[str]):
-    cfg = from_dict(cls, parse_overrides(overrides))
-    validate(cfg)
-    return cfg
+def settings(cls: type, overrides: list[str], flags: dict | None = None):
+    """`cls` from the typed values of command-line flags, then `key=value` overrides."""
+    return build(cls, merge(flags or {}, parse_overrides(overrides)))
 
 
 def reading(args: argparse.Namespace):
@@ -162,10 +161,10 @@ def command_masks(args: argparse.Namespace) -> None:
 def patch_settings(args: argparse.Namespace):
     from selfsup.video.patches import PatchConfig
 
-    base = [f"size={args.size}", f"stride={args.stride}"]
+    flags = {"size": args.size, "stride": args.stride}
     if args.max_frames:
-        base.append(f"max_frames={args.max_frames}")
-    return settings(PatchConfig, [*base, *args.overrides])
+        flags["max_frames"] = args.max_frames
+    return settings(PatchConfig, args.overrides, flags)
 
 
 def command_patches(args: argparse.Namespace) -> None:
@@ -187,9 +186,9 @@ def command_patches(args: argparse.Namespace) -> None:
 def command_track(args: argparse.Namespace) -> None:
     from selfsup.video.evaluate import read_masks, score_tracking
     from selfsup.video.masks import ground_truth_for
-    from selfsup.video.motion import motion_masks
     from selfsup.video.patches import seed_tracks
     from selfsup.video.reader import VideoError, find_videos, read_video, video_name
+    from selfsup.video.segment import motion_masks
 
     cfg = patch_settings(args)
     options = reading(args)

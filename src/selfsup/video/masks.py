@@ -11,9 +11,10 @@ import numpy as np
 from tqdm import tqdm
 
 from selfsup.video.evaluate import read_masks, score_masks
-from selfsup.video.motion import MotionMaskConfig, motion_masks
+from selfsup.video.motion import MotionMaskConfig
 from selfsup.video.patches import write_npz_atomic
 from selfsup.video.reader import ReadOptions, frame_files, read_video, video_name
+from selfsup.video.segment import motion_masks
 
 
 def ground_truth_for(gt_root: Path, name: str, single: bool) -> Path:

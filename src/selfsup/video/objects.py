@@ -39,7 +39,14 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from selfsup.video.appearance import complete_with_appearance
-from selfsup.video.motion import FlowEstimator, flow_method, residual_flow, squared_length
+from selfsup.video.motion import (
+    FlowEstimator,
+    clean_mask,
+    flow_method,
+    residual_flow,
+    squared_length,
+    to_gray,
+)
 from selfsup.video.propagate import Warper, align_neighbours, recursive_filter
 
 # Bumped whenever the same settings start to give other masks, so masks cached by an earlier
@@ -199,7 +206,6 @@ def shot_starts(small: list, forward: list, backward: list, warp: Warper) -> lis
 def object_masks(frames: np.ndarray, cfg) -> np.ndarray:
     """(T, H, W, 3) uint8 -> (T, h, w) bool masks at flow_size (see the module docstring),
     each shot of the clip on its own."""
-    from selfsup.video.motion import to_gray
     from selfsup.video.reader import resize_frame
 
     small = [resize_frame(f, cfg.flow_size) for f in frames]
@@ -220,8 +226,6 @@ def shot_masks(
 ) -> np.ndarray:
     """The masks of one shot's frames (and their grey images), from their flows to both
     neighbours."""
-    from selfsup.video.motion import clean_mask
-
     if len(small) < 2:  # a one-frame shot: nothing can be seen to move
         return np.zeros((len(small), *small[0].shape[:2]), bool)
     border = border_points(*small[0].shape[:2], cfg.camera_border)

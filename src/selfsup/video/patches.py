@@ -32,9 +32,10 @@ from tqdm import tqdm
 
 from selfsup.config import param
 from selfsup.outputs import written_atomically
-from selfsup.video.motion import MotionMaskConfig, motion_masks
+from selfsup.video.motion import MotionMaskConfig
 from selfsup.video.proposals import ProposalConfig, box_iou, proposals, square_box
 from selfsup.video.reader import ReadOptions, read_video, video_name
+from selfsup.video.segment import motion_masks
 from selfsup.video.track import TrackConfig, track
 
 

@@ -1,0 +1,1 @@
+"""The transitive-invariance graph: mining edges among video patches (`selfsup graph`)."""
