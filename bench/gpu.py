@@ -73,6 +73,7 @@ from perfkit.stepper import LoopStepper  # noqa: E402
 from run import RESULTS, ROOT, WORK, data_dir, machine, portable  # noqa: E402
 
 from selfsup import train as loop  # noqa: E402
+from selfsup.data.streams import batch_items  # noqa: E402
 from selfsup.outputs import written_atomically  # noqa: E402
 from selfsup.runtime import resolve_device, resolve_precision  # noqa: E402
 
@@ -165,13 +166,13 @@ class Stepper(LoopStepper):
     device between phases, one read of the metric window every `train.log_every` steps."""
 
     def full(self) -> int:
-        self.step, images, labels, masks = next(self.batches)
-        views = loop.step_views(self.run, self.step, images, labels, masks)
+        self.step, fields = next(self.batches)
+        views = loop.step_views(self.run, self.step, fields)
         out = loop.optimize(self.run, self.trained, views, self.step, self.scaler, self.amp_dtype)
         self.window.add(out, self.step)
         if (self.step + 1) % self.run.cfg.train.log_every == 0:
             self.window.read()
-        return images.shape[0]
+        return batch_items(fields)
 
 
 def measure_step(ctx: SimpleNamespace, argv: list[str]) -> dict:
@@ -183,7 +184,7 @@ def measure_step(ctx: SimpleNamespace, argv: list[str]) -> dict:
         contenders = {"full": stepper.full, "bare": stepper.bare}
         first = warm_up(contenders, ctx.sizes.warmup, ctx.device)
         rates = alternate(contenders, ctx.sizes.windows, ctx.sizes.window_steps, ctx.device)
-        cache = stepper.run.stream.mode
+        cache = stepper.run.data.streams[0].mode
         peak = peak_memory_gib(ctx.device)
     full, bare = rates["full"]["images_per_sec"], rates["bare"]["images_per_sec"]
     return {

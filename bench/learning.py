@@ -196,7 +196,7 @@ def knn_score(features: Callable[[torch.Tensor], torch.Tensor], train, test) -> 
 
 def backbone_features(backbone: torch.nn.Module, bench: Bench) -> tuple[Callable, str]:
     """Pooled final-layer features of `backbone` as a function of images, and the layer."""
-    from selfsup.eval.features import extract_features
+    from selfsup.features import extract_features
 
     layer = backbone.layer_names[-1]
 

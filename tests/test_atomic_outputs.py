@@ -106,8 +106,10 @@ def write_clip(folder: Path, frames: int = 8, size: int = 64) -> None:
 MASK_JOB = """
 import json, sys
 import numpy as np
-from selfsup.video.cache import motion_mask_data
-images, masks = motion_mask_data(sys.argv[1], size=64)
+from selfsup.data import open_source
+from selfsup.video.cache import mask_dataset
+source = open_source(mask_dataset(sys.argv[1], size=64))
+images, masks = source.images, source.masks
 print(json.dumps([list(images.shape), int(masks.sum()), int(images.astype(np.int64).sum())]))
 """
 

@@ -383,7 +383,8 @@ def test_device_jpeg_decode_is_close_to_the_pil_path(tmp_path, device):
     error = (gpu.float() - cpu.float()).abs()
     assert error.mean() < 4 and error.amax() < 48, (error.mean(), error.amax())
     # The PNG (the last file) goes through PIL in both: identical pixels.
-    (png,) = [k for k, i in enumerate(on_device.epoch_order(0).tolist()) if i == len(source) - 1]
+    order = on_device.order.permutation(0).tolist()
+    (png,) = [k for k, i in enumerate(order) if i == len(source) - 1]
     assert torch.equal(gpu[png], cpu[png])
 
 

@@ -25,8 +25,9 @@ WORKER = textwrap.dedent("""
     cfg = resolve(parse_overrides([f"data.path={data}", *overrides]), task_config_class)
     run = train(cfg, out, progress=False)
     state = {k: v.detach().clone() for k, v in run.model.named_parameters()}
-    torch.save({"state": state, "world": dist.world_size(),
-                "batch_rows": run.stream._rows(0).tolist()}, f"{out}/rank{dist.rank()}.pt")
+    rows = run.data.streams[0].stream.order.rows(0).tolist()
+    torch.save({"state": state, "world": dist.world_size(), "batch_rows": rows},
+               f"{out}/rank{dist.rank()}.pt")
     dist.shutdown()
 """)
 

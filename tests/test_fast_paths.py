@@ -41,7 +41,7 @@ def test_cached_epoch_order_gives_the_plain_batches(tiny_npz):
     # Across epoch boundaries, and back to an earlier epoch as a resumed run does.
     steps = [*range(3 * per_epoch + 2), 1, per_epoch + 1, 0, 5 * per_epoch]
     for step in steps:
-        assert torch.equal(stream._rows(step), plain_rows(stream, step)), step
+        assert torch.equal(stream.order.rows(step), plain_rows(stream, step)), step
     batches = stream.batches(per_epoch - 1)
     for _ in range(3):
         step, images, _, _ = next(batches)
@@ -94,11 +94,11 @@ def two_steps(cfg, folder) -> tuple[list[float], dict[str, torch.Tensor]]:
 
     run = loop.prepare(cfg, folder, progress=False)
     trained, scaler, amp_dtype = loop.training_setup(run)
-    batches = run.stream.batches(0)
+    batches = run.data.batches(0)
     losses = []
     for _ in range(2):
-        step, images, labels, masks = next(batches)
-        views = loop.step_views(run, step, images, labels, masks)
+        step, fields = next(batches)
+        views = loop.step_views(run, step, fields)
         out = loop.optimize(run, trained, views, step, scaler, amp_dtype)
         losses.append(float(out["loss"].detach()))
     return losses, {k: v.detach().clone() for k, v in run.model.state_dict().items()}

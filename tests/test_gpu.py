@@ -11,12 +11,18 @@ import torch
 
 from selfsup import train as loop
 from selfsup.config import resolve
+from selfsup.data.streams import Images
 from selfsup.metrics import MetricWindow
 from selfsup.tasks import list_tasks, task_config_class
 from tests.conftest import make_images
-from tests.test_task_contract import BATCH, EXTERNAL_DATA, IMAGE_SIZE, TINY, batch_inputs, build
+from tests.test_task_contract import BATCH, IMAGE_SIZE, TINY, batch_inputs, build
 
-IMAGE_TASKS = [name for name in list_tasks() if name not in EXTERNAL_DATA]
+# Tasks that read only the training images (the others need a graph or motion data besides).
+IMAGE_TASKS = [
+    name
+    for name in list_tasks()
+    if all(isinstance(w, Images) and w.key == "data.path" for w in build(name).inputs())
+]
 
 
 @pytest.fixture(scope="module")
@@ -58,11 +64,11 @@ def test_training_steps_never_wait_for_the_gpu(name, cache, cuda, labelled_maske
     run = loop.prepare(cfg, tmp_path / "run", progress=False)
     trained, scaler, amp_dtype = loop.training_setup(run)
     window = MetricWindow()
-    batches = run.stream.batches(0)
+    batches = run.data.batches(0)
 
     def one_step() -> None:
-        step, images, labels, masks = next(batches)
-        views = loop.step_views(run, step, images, labels, masks)
+        step, fields = next(batches)
+        views = loop.step_views(run, step, fields)
         window.add(loop.optimize(run, trained, views, step, scaler, amp_dtype), step)
 
     for _ in range(2):  # first steps choose cuDNN kernels and fill the allocator's cache
@@ -92,20 +98,16 @@ def test_cudnn_times_its_algorithms_as_train_cudnn_benchmark_says(
         torch.backends.cudnn.benchmark = before
 
 
-@pytest.mark.parametrize("name", IMAGE_TASKS)
+@pytest.mark.parametrize("name", list_tasks())
 def test_views_on_cuda_match_the_cpu(name, cuda):
     """The same (seed, step) gives the same views on both devices: random parameters are
     drawn on the host. Resampling kernels may round differently: within 1e-3 on [0, 1] pixel
     values (a quarter of one 8-bit level)."""
     task = build(name)
-    inputs = batch_inputs(task, seed=3)
-    images, labels = inputs.pop("images"), inputs.pop("labels", None)
-    on_cpu = task.make_views(images, torch.Generator().manual_seed(7), labels, **inputs)
+    fields = batch_inputs(task, seed=3)
+    on_cpu = task.make_views(**fields, generator=torch.Generator().manual_seed(7))
     on_gpu = task.make_views(
-        images.to(cuda),
-        torch.Generator().manual_seed(7),
-        None if labels is None else labels.to(cuda),
-        **{k: v.to(cuda) for k, v in inputs.items()},
+        **{k: v.to(cuda) for k, v in fields.items()}, generator=torch.Generator().manual_seed(7)
     )
     for key, expected in flatten(on_cpu).items():
         actual = flatten(on_gpu)[key].cpu()
@@ -116,14 +118,13 @@ def test_views_on_cuda_match_the_cpu(name, cuda):
             assert torch.equal(actual, expected), key
 
 
-@pytest.mark.parametrize("name", IMAGE_TASKS)
+@pytest.mark.parametrize("name", list_tasks())
 def test_losses_on_cuda_match_the_cpu(name, cuda):
     """The same weights on the same views give the same loss in fp32, with TF32 off on both
     matrix paths: within 1e-4 relative."""
     task = build(name).eval()  # eval: batch statistics are not updated, dropout is off
-    inputs = batch_inputs(task, seed=5)
-    images, labels = inputs.pop("images"), inputs.pop("labels", None)
-    views = task.make_views(images, torch.Generator().manual_seed(2), labels, **inputs)
+    fields = batch_inputs(task, seed=5)
+    views = task.make_views(**fields, generator=torch.Generator().manual_seed(2))
     tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     try:

@@ -10,8 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 # The layers of the README's layout, lowest first. A unit (a package or a top-level module)
@@ -104,7 +102,6 @@ def test_no_module_imports_itself_through_others():
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 
-@pytest.mark.xfail(strict=True, reason="multi-task motion data still comes in through video.cache")
 def test_units_import_only_their_own_layer_or_below():
     upward = sorted(
         f"{source} -> {target}"

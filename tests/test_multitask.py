@@ -109,9 +109,9 @@ def test_harmonized_run_trains_and_evaluates_on_grayscale(tiny_npz, tmp_path):
 
 def test_multitask_command_with_motion_masks(tiny_npz, tmp_path):
     rng = np.random.default_rng(0)
-    masks = np.zeros((6, 24, 24), np.uint8)
+    masks = np.zeros((12, 24, 24), np.uint8)  # at least one batch (8) of frames
     masks[:, 6:18, 4:14] = 255
-    np.savez(tmp_path / "motion.npz", images=rng.integers(0, 256, (6, 24, 24, 3), np.uint8),
+    np.savez(tmp_path / "motion.npz", images=rng.integers(0, 256, (12, 24, 24, 3), np.uint8),
              masks=masks)  # fmt: skip
     out = tmp_path / "mt"
     args = ["train", "multitask", "--data", str(tiny_npz), "--out", str(out), "--steps", "2",

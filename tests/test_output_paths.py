@@ -110,7 +110,8 @@ def test_paths_that_name_nothing_usable_are_errors_that_say_what_was_expected(
 
 def test_video_outputs_read_back_as_typed(work, tmp_path, monkeypatch):
     pytest.importorskip("cv2")
-    from selfsup.video.cache import motion_mask_data
+    from selfsup.data import open_source
+    from selfsup.video.cache import mask_dataset
     from tests.test_video import synthetic_clip, write_frames
 
     monkeypatch.chdir(tmp_path)
@@ -118,7 +119,8 @@ def test_video_outputs_read_back_as_typed(work, tmp_path, monkeypatch):
         write_frames(tmp_path / "videos" / f"v{i}", synthetic_clip(frames=8, seed=10 * i)[0])
     masks = ["--size", "96", "--quiet", "flow_size=96", "min_residual=1", "morph_kernel=3"]
     run("video", "masks", "videos", "--out", "masks", *masks)
-    frames, motion = motion_mask_data("masks")  # what `train multitask --videos masks` reads
+    source = open_source(mask_dataset("masks"))  # what `train multitask --videos masks` reads
+    frames, motion = source.images, source.masks
     assert frames.shape[:3] == motion.shape and motion.any()
     run("train", "motion-segmentation", "--data", "masks", "--out", "ms", "--steps", "1",
         "--quiet", *COMMON, "data.image_size=32")  # fmt: skip

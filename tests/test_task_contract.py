@@ -4,9 +4,9 @@ on one fixed batch lower the loss; `selfsup train NAME` runs 2 steps from the co
 `selfsup config NAME` prints a config that reads back; and the defaults train, given only the
 task's required inputs.
 
-A new task is covered automatically (with its default config); add its tiny settings to TINY
-to keep the test fast, or to EXTERNAL_DATA, with the reason, if it cannot train on images, and
-the inputs it requires besides images to `required_inputs`.
+A new task is covered automatically (with its default config), whatever inputs it declares;
+add its tiny settings to TINY to keep the test fast, and the inputs it requires besides
+images to `required_inputs`.
 """
 
 import json
@@ -19,6 +19,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from selfsup.cli import main
 from selfsup.config import resolve
+from selfsup.data.streams import GraphPairs
 from selfsup.tasks import list_tasks, task_config_class
 from selfsup.train import build_model
 from tests.conftest import make_images
@@ -43,19 +44,13 @@ TINY: dict[str, dict] = {
         "head_hidden": [32],
     },
     "motion-segmentation": {"head_hidden": 16},
+    "transitive": {"crop_size": 16, "embedding_dim": 16, "negatives": 2},
 }
-# Tasks that draw their own data besides the loop's images; their own tests cover them.
-EXTERNAL_DATA = {
-    "transitive": "needs a patch graph (tests/test_graph.py)",
-    "multitask": "reads motion data from videos (its own tests)",
+TINY["multitask"] = {
+    "tasks": ["rotation", "exemplar", "motion-segmentation"],
+    "settings": {name: TINY[name] for name in ("exemplar", "motion-segmentation")},
 }
 IMAGE_SIZE, BATCH = 16, 4
-
-
-def task_or_skip(name: str) -> str:
-    if name in EXTERNAL_DATA:
-        pytest.skip(EXTERNAL_DATA[name])
-    return name
 
 
 def build(name: str):
@@ -64,30 +59,39 @@ def build(name: str):
 
 
 def batch_inputs(task, seed: int = 0, batch: int = BATCH) -> dict:
-    """What the loop would give the task: images, and labels / masks when it needs them."""
+    """What the loop would give the task: the fields of the inputs it declares."""
     g = torch.Generator().manual_seed(seed)
     size = max(IMAGE_SIZE, task.min_image_size())
-    inputs = {
-        "images": torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, generator=g)
-    }
-    if task.needs_labels:
-        inputs["labels"] = torch.arange(batch) % 4
-    if task.needs_masks:
-        inputs["masks"] = (torch.rand(batch, size, size, generator=g) > 0.7).to(torch.uint8)
-    return inputs
+
+    def images(count: int) -> torch.Tensor:
+        return torch.randint(0, 256, (count, 3, size, size), dtype=torch.uint8, generator=g)
+
+    fields = {}
+    for wanted in task.inputs():
+        if isinstance(wanted, GraphPairs):  # B pairs: anchors, then positives of their tracks
+            fields["patches"] = images(2 * batch)
+            fields["tracks"] = torch.arange(batch).repeat(2)
+            continue
+        fields[f"{wanted.prefix}images"] = images(batch)
+        if wanted.labels:
+            fields[f"{wanted.prefix}labels"] = torch.arange(batch) % 4
+        if wanted.masks:
+            masks = torch.rand(batch, size, size, generator=g) > 0.7
+            fields[f"{wanted.prefix}masks"] = masks.to(torch.uint8)
+    return fields
 
 
 def views_on(task, device: torch.device, seed: int = 0) -> dict:
-    """The task's views built from inputs on `device`, as the loop builds them there."""
-    inputs = {k: v.to(device) for k, v in batch_inputs(task, seed).items()}
-    images, labels = inputs.pop("images"), inputs.pop("labels", None)
-    return task.make_views(images, torch.Generator().manual_seed(seed), labels, **inputs)
+    """The task's views built from inputs on `device`, as the loop builds them there (track
+    ids stay on the host, as the pair stream gives them)."""
+    fields = {k: v if k == "tracks" else v.to(device) for k, v in batch_inputs(task, seed).items()}
+    return task.make_views(**fields, generator=torch.Generator().manual_seed(seed))
 
 
 @pytest.mark.parametrize("name", list_tasks())
 def test_finite_scalar_outputs_and_a_few_steps_lower_the_loss(name, device):
     torch.manual_seed(0)
-    task = build(task_or_skip(name)).to(device)
+    task = build(name).to(device)
     views = views_on(task, device)
     optimizer = torch.optim.Adam(task.parameters(), lr=1e-3)
     losses = []
@@ -123,13 +127,12 @@ def test_views_are_batched_operations_whatever_the_batch(name):
     """A task builds its views with a fixed number of tensor operations, whatever the batch
     size: no per-image Python loop, so on a GPU the launches do not grow with the batch.
     (Batches of 32 and 64 draw every random choice, e.g. each resize kernel, at least once.)"""
-    task = build(task_or_skip(name))
+    task = build(name)
     counts = []
     for batch in (32, 64):
-        inputs = batch_inputs(task, batch=batch)
-        images, labels = inputs.pop("images"), inputs.pop("labels", None)
+        fields = batch_inputs(task, batch=batch)
         with CountOperations() as counter:
-            task.make_views(images, torch.Generator().manual_seed(0), labels, **inputs)
+            task.make_views(**fields, generator=torch.Generator().manual_seed(0))
         counts.append(counter.count)
     assert counts[0] == counts[1], f"{name}: {counts[0]} operations at batch 32, {counts[1]} at 64"
 
@@ -146,11 +149,13 @@ def npz_with_everything(tmp_path_factory):
 
 @pytest.mark.parametrize("name", list_tasks())
 def test_train_from_the_command_line(name, npz_with_everything, tmp_path):
-    task_or_skip(name)
+    if name == "transitive":
+        pytest.skip("trains on a patch graph: test_default_settings_train and test_graph.py")
     settings = [f"{name}.{key}={json.dumps(value)}" for key, value in TINY.get(name, {}).items()]
     out = tmp_path / "run"
     argv = [
         "train", name, "--data", str(npz_with_everything), "--out", str(out), "--steps", "2",
+        *(["--videos", str(npz_with_everything)] if name == "multitask" else []),
         "--quiet", "backbone.name=alexnet_small", f"data.image_size={IMAGE_SIZE}",
         f"data.batch_size={BATCH}", "data.workers=0",
         "train.log_every=1", "optim.warmup_steps=1", *settings,

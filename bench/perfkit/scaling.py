@@ -67,9 +67,9 @@ def ddp_throughput(bench: Bench, processes: int, data: Path) -> dict:
 def eval_scaling(bench: Bench) -> list[dict]:
     """Feature extraction (every probe layer of a random-init counting backbone, as `selfsup
     eval linear` reads them) and one layer's linear probe, against the number of images."""
-    from selfsup.eval.features import extract_features
     from selfsup.eval.linear import train_linear_probe
     from selfsup.eval.protocol import load_labelled
+    from selfsup.features import extract_features
     from selfsup.runs import backbone_from_config
 
     sizes = bench.sizes

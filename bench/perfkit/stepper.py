@@ -12,6 +12,7 @@ import torch
 
 from selfsup import train as loop
 from selfsup.config import ExperimentConfig
+from selfsup.data.streams import batch_items
 from selfsup.metrics import MetricWindow
 from selfsup.runtime import autocast
 
@@ -33,7 +34,7 @@ class LoopStepper:
         self.run = loop.prepare(cfg, folder, progress=False)
         self.prepare_seconds = round(time.perf_counter() - started, 2)
         self.trained, self.scaler, self.amp_dtype = loop.training_setup(self.run)
-        self.batches = self.run.stream.batches(0)
+        self.batches = self.run.data.batches(0)
         self.window = MetricWindow()
         self.phase_seconds = dict.fromkeys(PHASES, 0.0)
         self.step = 0
@@ -56,21 +57,21 @@ class LoopStepper:
         self.phase_seconds[name] += time.perf_counter() - started
 
     def next_views(self) -> tuple[int, dict]:
-        self.step, images, labels, masks = next(self.batches)
-        return images.shape[0], loop.step_views(self.run, self.step, images, labels, masks)
+        self.step, fields = next(self.batches)
+        return batch_items(fields), loop.step_views(self.run, self.step, fields)
 
     def full(self) -> int:
         with self.phase("data"):
-            self.step, images, labels, masks = next(self.batches)
+            self.step, fields = next(self.batches)
         with self.phase("views"):
-            views = loop.step_views(self.run, self.step, images, labels, masks)
+            views = loop.step_views(self.run, self.step, fields)
         with self.phase("model"):
             out = loop.optimize(
                 self.run, self.trained, views, self.step, self.scaler, self.amp_dtype
             )
         with self.phase("log"):
             self.window.add(out, self.step)
-        return images.shape[0]
+        return batch_items(fields)
 
     def bare(self) -> int:
         if self.views is None:

@@ -164,6 +164,18 @@ def multitask_settings(args: argparse.Namespace) -> dict:
     return {"multitask": section}
 
 
+def with_motion_data(values: dict) -> dict:
+    """Multi-task motion data given as videos or frame folders: their motion masks, computed
+    once and cached, become the data training reads (`multitask.videos` then names them)."""
+    videos = values.get("multitask", {}).get("videos") if values.get("task") == "multitask" else ""
+    if not videos or not isinstance(videos, str):
+        return values
+    from selfsup.config import merge
+    from selfsup.video.cache import mask_dataset
+
+    return merge(values, {"multitask": {"videos": mask_dataset(videos)}})
+
+
 def train_config(args: argparse.Namespace) -> ExperimentConfig:
     """The resolved ExperimentConfig of a parsed `selfsup train` command line."""
     from selfsup.config import ConfigError, load_yaml, merge, parse_overrides, resolve
@@ -185,6 +197,7 @@ def train_config(args: argparse.Namespace) -> ExperimentConfig:
     if args.tasks or args.videos:
         values = merge(values, multitask_settings(args))
     values = merge(values, parse_overrides(args.overrides))
+    values = with_motion_data(values)
     cfg = resolve(values, task_config_class)
     if not cfg.data.path:
         raise ConfigError("data.path: no training data given (use --data PATH)")

@@ -38,6 +38,9 @@ def param(
     min_items: int | None = None,
     ascending: bool = False,
     bool_means: tuple[str, str] | None = None,
+    same_as: str | None = None,
+    from_data: typing.Callable[[str], Any] | None = None,
+    sections_for: str | None = None,
 ) -> Any:
     """A dataclass field with help text and the constraints `validate` checks.
 
@@ -46,6 +49,12 @@ def param(
     `ascending` asks its items never to decrease. `bool_means` lets a string setting that
     grew out of a yes/no one keep taking `false` / `true`, read as its two strings. Mutable
     defaults (lists) are copied per instance.
+
+    Settings `resolve` completes before anything is built from the config: `same_as` names
+    the dotted key an empty string stands for (`transitive.patches` is `data.path` unless
+    set); `from_data(data.path)` reads what 0 stands for from the data's header (the number
+    of classes); `sections_for` names the list of tasks whose settings sections a
+    {task name: settings} mapping holds (multi-task's `settings`).
     """
     meta = {
         "help": help,
@@ -58,6 +67,9 @@ def param(
         "min_items": min_items,
         "ascending": ascending,
         "bool_means": bool_means,
+        "same_as": same_as,
+        "from_data": from_data,
+        "sections_for": sections_for,
     }
     if isinstance(default, list | dict):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
@@ -330,6 +342,8 @@ def to_dict(cfg: Any) -> dict:
             value = to_dict(value)
         elif isinstance(value, tuple):
             value = list(value)
+        elif isinstance(value, dict):  # sections keyed by task name
+            value = {k: to_dict(v) if dataclasses.is_dataclass(v) else v for k, v in value.items()}
         out[f.name] = value
     return out
 
@@ -454,10 +468,13 @@ def load_yaml(path: str | Path) -> dict:
 
 
 def resolve(values: dict, task_config_class: typing.Callable[[str], type]) -> ExperimentConfig:
-    """Build and validate an ExperimentConfig from a merged dict.
+    """The complete, validated ExperimentConfig of a merged dict; nothing changes it after.
 
     `task_config_class(name)` returns the config dataclass of task `name` (from the task
-    registry); the section named after the task is parsed into it.
+    registry); the section named after the task is parsed into it, and so is every section a
+    task keeps for other tasks (multi-task's `settings`). Settings that stand for another
+    (`same_as`) or for what the data says (`from_data`: the number of classes, from the
+    data's header) are filled in.
     """
     values = dict(values)
     task = values.get("task", ExperimentConfig.task)
@@ -470,6 +487,47 @@ def resolve(values: dict, task_config_class: typing.Callable[[str], type]) -> Ex
     cfg.task_config = from_dict(task_cls, task_values, task)
     validate(cfg)
     validate(cfg.task_config, task)
+    complete(cfg.task_config, task, cfg, task_config_class)
+    return cfg
+
+
+def complete(section: Any, prefix: str, cfg: ExperimentConfig, task_config_class) -> None:
+    """Fill in a task section's derived settings (see `param`), and its own task sections."""
+    for f in dataclasses.fields(section):
+        key, value, meta = f"{prefix}.{f.name}", getattr(section, f.name), f.metadata
+        if meta.get("sections_for"):
+            setattr(section, f.name, task_sections(section, f.name, key, task_config_class))
+            for name, sub in getattr(section, f.name).items():
+                complete(sub, f"{key}.{name}", cfg, task_config_class)
+        elif meta.get("same_as") and value == "":
+            setattr(section, f.name, lookup(cfg, meta["same_as"]))
+        elif meta.get("from_data") and value == 0 and cfg.data.path:
+            found = meta["from_data"](cfg.data.path)
+            if not found:
+                raise ConfigError(
+                    f"{key}: 0 takes it from the data, but {cfg.data.path} does not say it (no "
+                    f"labels); set {key}"
+                )
+            setattr(section, f.name, found)
+
+
+def task_sections(section: Any, name: str, key: str, task_config_class) -> dict:
+    """{task: its settings dataclass, validated} for every task listed in the field that
+    `sections_for` names; a task without settings gets its defaults."""
+    given = getattr(section, name) or {}
+    sections = {}
+    for task in getattr(section, section.__dataclass_fields__[name].metadata["sections_for"]):
+        values = given.get(task)
+        if dataclasses.is_dataclass(values):
+            values = to_dict(values)
+        sections[task] = build(task_config_class(task), values, f"{key}.{task}")
+    return sections
+
+
+def lookup(cfg: Any, dotted: str) -> Any:
+    """The value of a dotted key (`data.path`) of a config."""
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
     return cfg
 
 

@@ -23,7 +23,9 @@ from tqdm import tqdm
 
 from selfsup import checkpoint, dist
 from selfsup.config import ConfigError, ExperimentConfig, OptimConfig, dump
-from selfsup.data import ImageSource, ImageStream, open_source
+from selfsup.data import ImageStream, open_source
+from selfsup.data.pairs import PairStream
+from selfsup.data.streams import GraphPairs, ImageFields, Images, Streams, batch_items
 from selfsup.metrics import MetricWindow, NonFiniteLossError
 from selfsup.outputs import hold_folder
 from selfsup.runs import backbone_from_config, load_backbone
@@ -45,12 +47,6 @@ def build_model(cfg: ExperimentConfig, load_init: bool = True) -> PretextTask:
             )
         model.backbone.load_state_dict(source.backbone.state_dict())
     return model
-
-
-def fill_from_data(cfg: ExperimentConfig, source: ImageSource) -> None:
-    """Settings that default to 0 meaning "from the data" (the number of classes)."""
-    if getattr(cfg.task_config, "num_classes", None) == 0 and source.labels is not None:
-        cfg.task_config.num_classes = len(source.class_names or []) or int(source.labels.max()) + 1
 
 
 # Per-group settings that are configuration, not state: a resumed run keeps the current
@@ -147,7 +143,7 @@ class Run:
     device: torch.device
     model: PretextTask
     optimizer: torch.optim.Optimizer
-    stream: ImageStream
+    data: Streams  # one stream per input the task declares
     start_step: int = 0
     scaler_state: dict | None = None  # GradScaler state (fp16 autocast only)
     peak_lr: float = 0.0  # optim.lr after optim.lr_scaling for the global batch
@@ -161,51 +157,32 @@ class Run:
 def prepare(
     cfg: ExperimentConfig, folder: str | Path, progress: bool = True, wait_for_folder: bool = False
 ) -> Run:
-    """Process group, data, model, optimizer; the run folder claimed (another process writing
-    it is an error, or, with `wait_for_folder`, waited for); resume from its checkpoint."""
+    """Process group, model, optimizer, the task's inputs; the run folder claimed (another
+    process writing it is an error, or, with `wait_for_folder`, waited for); resume from its
+    checkpoint. `cfg` is complete (`config.resolve`) and stays as it is."""
     folder = Path(folder)
     device = resolve_device(cfg.train.device)
     if cfg.train.heap == "reuse":
         keep_freed_memory()
     dist.init(device, cfg.train.dist_timeout)
-    source = open_source(cfg.data.path)
-    fill_from_data(cfg, source)
     model = build_model(cfg, load_init=not (folder / "checkpoints" / "last.pt").exists())
-    check_data_fits(cfg, model, source.labels is not None, source.masks is not None)
     if cfg.data.image_size < model.min_image_size():
         raise ConfigError(
             f"data.image_size: {cfg.data.image_size} is smaller than the {cfg.task} views "
             f"need ({model.min_image_size()})"
         )
-    model.attach_data(str(cfg.data.path))
     model.to(
         device,
         memory_format=torch.channels_last if cfg.train.channels_last else torch.contiguous_format,
     )
     optimizer = build_optimizer(model, cfg.optim)
-    stream = ImageStream(
-        source,
-        size=cfg.data.image_size,
-        batch_size=cfg.data.batch_size,
-        mode=cfg.data.cache,
-        cache_max_gb=cfg.data.cache_max_gb,
-        device_cache_max_gb=cfg.data.device_cache_max_gb,
-        decode=cfg.data.decode,
-        device=device,
-        workers=cfg.data.workers,
-        seed=cfg.train.seed,
-        rank=dist.rank(),
-        world_size=dist.world_size(),
-        on_bad_image=cfg.data.on_bad_image,
-        small_images=cfg.data.small_images,
-        progress=progress,
-        pin_memory=device.type == "cuda",
-    )
-    run = Run(cfg, folder, device, model, optimizer, stream)
+    data = open_inputs(cfg, model, device, progress)
+    run = Run(cfg, folder, device, model, optimizer, data)
     run.peak_lr = peak_learning_rate(cfg.optim, cfg.data.batch_size * dist.world_size())
     if dist.is_main() and progress:
-        print(f"data: {stream.describe()}")
-    report_skipped(stream.skipped)
+        for line in data.describe():
+            print(f"data: {line}")
+    report_skipped(data.skipped)
     if dist.is_main():  # the folder is made here, once the data and settings passed
         run.claim = hold_folder(folder, wait=wait_for_folder)
     try:
@@ -237,18 +214,74 @@ def resume_or_start(run: Run) -> None:
         (folder / "config.yaml").write_text(yaml.safe_dump(dump(cfg), sort_keys=False))
 
 
-def check_data_fits(cfg: ExperimentConfig, model: PretextTask, labels: bool, masks: bool) -> None:
-    """Refuse data without the labels or masks the task reads."""
-    if model.needs_labels and not labels:
+def open_inputs(cfg: ExperimentConfig, model: PretextTask, device: torch.device, progress: bool):
+    """One step-indexed stream per input the task declares (`PretextTask.inputs`), read in
+    step by the loop: the one door through which training data comes in."""
+    streams = []
+    for wanted in model.inputs():
+        if isinstance(wanted, GraphPairs):
+            streams.append(open_pairs(cfg, wanted, device))
+        else:
+            streams.append(ImageFields(open_images(cfg, wanted, device, progress), wanted))
+    return Streams(streams)
+
+
+def open_images(
+    cfg: ExperimentConfig, wanted: Images, device: torch.device, progress: bool
+) -> ImageStream:
+    """The images of `wanted.path` (data.path by default), with the labels or masks the task
+    reads; refused, naming the setting, when the data has none."""
+    path = wanted.path or (cfg.data.path if wanted.key == "data.path" else "")
+    if not path:
+        raise ConfigError(f"{wanted.key}: the {cfg.task} task needs {wanted.about}")
+    source = open_source(path)
+    if wanted.labels and source.labels is None:
         raise ConfigError(
-            f"data.path: {cfg.data.path} has no labels; the {cfg.task} task needs labelled "
-            "data (an ImageFolder tree or an .npz with `labels`)"
+            f"{wanted.key}: {path} has no labels; the {cfg.task} task needs labelled data "
+            "(an ImageFolder tree or an .npz with `labels`)"
         )
-    if model.needs_masks and not masks:
+    if wanted.masks and source.masks is None:
         raise ConfigError(
-            f"data.path: {cfg.data.path} has no per-pixel masks; the {cfg.task} task needs an "
-            ".npz with `images` and `masks` (e.g. the folder `selfsup video masks` wrote)"
+            f"{wanted.key}: {path} has no per-pixel masks; the {cfg.task} task needs an .npz "
+            "with `images` and `masks` (e.g. the folder `selfsup video masks` wrote)"
         )
+    return ImageStream(
+        source,
+        size=cfg.data.image_size,
+        batch_size=cfg.data.batch_size,
+        mode=cfg.data.cache,
+        cache_max_gb=cfg.data.cache_max_gb,
+        device_cache_max_gb=cfg.data.device_cache_max_gb,
+        decode=cfg.data.decode,
+        device=device,
+        workers=cfg.data.workers,
+        seed=cfg.train.seed,
+        rank=dist.rank(),
+        world_size=dist.world_size(),
+        on_bad_image=cfg.data.on_bad_image,
+        small_images=cfg.data.small_images,
+        progress=progress,
+        pin_memory=device.type == "cuda",
+    )
+
+
+def open_pairs(cfg: ExperimentConfig, wanted: GraphPairs, device: torch.device) -> PairStream:
+    if not wanted.graph:
+        raise ConfigError(
+            f"{cfg.task}.graph: required: the patch graph from `selfsup graph build` "
+            "(pass --graph GRAPH)"
+        )
+    return PairStream(
+        wanted.patches or cfg.data.path,
+        wanted.graph,
+        edges=wanted.edges,
+        pairs_per_batch=wanted.pairs_per_batch,
+        seed=cfg.train.seed,
+        rank=dist.rank(),
+        world_size=dist.world_size(),
+        device=device,
+        device_cache_max_gb=cfg.data.device_cache_max_gb,
+    )
 
 
 def report_skipped(names: list[str]) -> None:
@@ -333,26 +366,13 @@ def training_setup(run: Run) -> tuple[nn.Module, torch.amp.GradScaler, torch.dty
     return trained, scaler, amp_dtype
 
 
-def step_views(
-    run: Run,
-    step: int,
-    images: torch.Tensor,
-    labels: torch.Tensor | None,
-    masks: torch.Tensor | None,
-) -> dict:
-    """One step's batch -> the task's views on the device, in the training memory format
-    (batched tensor ops; the views are a function of (seed, step, rank))."""
-    cfg, model, device = run.cfg, run.model, run.device
-    check_data_fits(cfg, model, labels is not None, masks is not None)
-    # Masks go only to tasks that declare them, so other tasks' signatures stay as they are.
-    extra = {"masks": masks.to(device, non_blocking=True)} if model.needs_masks else {}
-    views = model.make_views(
-        images.to(device, non_blocking=True),
-        view_generator(cfg.train.seed, step, dist.rank()),
-        labels.to(device, non_blocking=True) if model.needs_labels else None,
-        **extra,
-    )
-    return to_device(views, device, cfg.train.channels_last)
+def step_views(run: Run, step: int, fields: dict[str, torch.Tensor]) -> dict:
+    """One step's fields (from `run.data`) -> the task's views on the device, in the training
+    memory format (batched tensor ops; the views are a function of (seed, step, rank))."""
+    cfg = run.cfg
+    generator = view_generator(cfg.train.seed, step, dist.rank())
+    views = run.model.make_views(**fields, generator=generator)
+    return to_device(views, run.device, cfg.train.channels_last)
 
 
 def optimize(
@@ -401,7 +421,7 @@ def log_record(run: Run, window: MetricWindow, done: int, images: int, started: 
     means = window.read()  # waits for the window's last step: time it after
     return {
         "step": done,
-        "epoch": round(done / run.stream.steps_per_epoch, 4),
+        "epoch": round(done / run.data.steps_per_epoch, 4),
         "lr": learning_rate(done - 1, run.cfg.train.steps, run.cfg.optim, run.peak_lr),
         **means,
         "images_per_sec": round(images / (time.perf_counter() - started), 2),
@@ -448,13 +468,13 @@ def train_prepared(run: Run, progress: bool) -> Run:
         # and the DataLoader workers at once.
         batches = iter(())
         if run.start_step < total:
-            batches = stack.enter_context(contextlib.closing(run.stream.batches(run.start_step)))
-        for step, images, labels, masks in batches:
-            views = step_views(run, step, images, labels, masks)
+            batches = stack.enter_context(contextlib.closing(run.data.batches(run.start_step)))
+        for step, fields in batches:
+            views = step_views(run, step, fields)
             out = optimize(run, trained, views, step, scaler, amp_dtype)
             # --- log and checkpoint ----------------------------------------------------------
             window.add(out, step)
-            window_images += images.shape[0] * dist.world_size()
+            window_images += batch_items(fields) * dist.world_size()
             done = step + 1
             # `>=`: in stream mode a step whose images were all skipped as bad is never
             # yielded, so the step count can jump past `total`.
@@ -476,8 +496,8 @@ def train_prepared(run: Run, progress: bool) -> Run:
     bar.close()
     if log:
         log.close()
-    if run.stream.mode == "stream":  # streamed images are only met (and skipped) while training
-        report_skipped(run.stream.skipped)
+    if run.data.streamed:  # streamed images are only met (and skipped) while training
+        report_skipped(run.data.skipped)
     if run.start_step >= total and dist.is_main():
         print(f"already trained to step {run.start_step} (train.steps={total}); nothing to do")
     dist.barrier()

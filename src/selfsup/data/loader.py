@@ -1,8 +1,8 @@
 """Batches of fixed-size uint8 images, indexed by training step.
 
 Batch contents depend only on (seed, step, rank, world size): the data order is a seeded
-permutation per epoch, so a resumed run sees exactly the batches an uninterrupted run would,
-without saving any loader state. Three modes give identical pixels:
+permutation per epoch (`selfsup.data.order`), so a resumed run sees exactly the batches an
+uninterrupted run would, without saving any loader state. Three modes give identical pixels:
 
 - device: every image is decoded once into one (N, 3, S, S) uint8 tensor that lives on the
   training GPU; a batch is an `index_select` there, so no image crosses the PCIe bus after
@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from selfsup.data.decode import BadImageError, fit_mask_to_square, fit_to_square
 from selfsup.data.device_decode import DeviceJpegDecoder, EncodedImages
+from selfsup.data.order import EpochOrder
 from selfsup.data.prefetch import prefetch
 from selfsup.data.sources import DataFormatError, ImageSource
 from selfsup.data.worker_errors import load_batches
@@ -174,8 +175,8 @@ class ImageStream:
     """Step-indexed batches of (B, 3, S, S) uint8 images (and labels, masks when the data has
     them).
 
-    The global batch of step t is the slice [t*B*W, (t+1)*B*W) of the epoch's permutation
-    (W = world size, drop-last); rank r takes its r-th block of B.
+    The rows of step t are those of `EpochOrder`: the slice [t*B*W, (t+1)*B*W) of the
+    epoch's permutation (W = world size, drop-last), rank r taking its r-th block of B.
     """
 
     def __init__(
@@ -236,33 +237,21 @@ class ImageStream:
             self.num_images = len(self.decoded.indices)
         else:
             self.num_images = len(source)
-        self.steps_per_epoch = self.num_images // (batch_size * world_size)
+        self.order = EpochOrder(
+            self.num_images,
+            batch_size,
+            seed=seed,
+            rank=rank,
+            world_size=world_size,
+            device=self.gather_device,
+        )
+        self.steps_per_epoch = self.order.steps_per_epoch
         if self.steps_per_epoch == 0:
             raise DataFormatError(
                 f"{source.path}: {self.num_images} usable images is fewer than one global batch "
                 f"({batch_size} x {world_size} processes); lower data.batch_size"
             )
         self.skipped = list(self.decoded.skipped) if self.decoded else []
-        self._epoch_order: tuple[int, torch.Tensor] | None = None  # (epoch, its permutation)
-
-    def epoch_order(self, epoch: int) -> torch.Tensor:
-        """The seeded permutation of the usable images for `epoch`, on the device batches are
-        gathered on. Drawn once per epoch (drawing it anew every step cost O(N) per step,
-        15 ms for ImageNet's 1.28M images) on the CPU, so every mode gets the same order, and
-        moved to a GPU from page-locked memory without blocking the host."""
-        if self._epoch_order is None or self._epoch_order[0] != epoch:
-            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            order = torch.randperm(self.num_images, generator=generator)
-            if self.gather_device.type == "cuda":
-                order = order.pin_memory().to(self.gather_device, non_blocking=True)
-            self._epoch_order = (epoch, order)
-        return self._epoch_order[1]
-
-    def _rows(self, step: int) -> torch.Tensor:
-        """Rows (into the decoded/usable images) of this rank's batch at `step`."""
-        epoch, position = divmod(step, self.steps_per_epoch)
-        start = (position * self.world_size + self.rank) * self.batch_size
-        return self.epoch_order(epoch)[start : start + self.batch_size]
 
     def batches(self, start_step: int = 0) -> Iterator[tuple]:
         """Yield (step, images uint8 (B, 3, S, S), labels (B,) or None, masks uint8 0/1
@@ -287,7 +276,7 @@ class ImageStream:
         tensors = (self.decoded.images, self.decoded.labels, self.decoded.masks)
         step = start_step
         while True:
-            rows = self._rows(step)  # on the gather device: no host-device traffic per step
+            rows = self.order.rows(step)  # on the gather device: no host-device traffic per step
             yield step, *(None if t is None else t.index_select(0, rows) for t in tensors)
             step += 1
 
@@ -299,7 +288,7 @@ class ImageStream:
         def sampler() -> Iterator[list[int]]:
             step = start_step
             while True:
-                yield self._rows(step).tolist()
+                yield self.order.rows(step).tolist()
                 step += 1
 
         batches = load_batches(

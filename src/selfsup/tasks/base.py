@@ -1,14 +1,17 @@
 """What every pretext task is: a module that owns its views, its heads and its loss.
 
-The training loop knows nothing about any task. Per step it calls
+The training loop knows nothing about any task. It opens the inputs the task declares
+(`inputs()`: images of the training data by default; see `selfsup.data.streams`) and per step
+calls
 
-    views = task.make_views(images, generator, labels)  # batched ops on (B, 3, S, S) uint8
-    out = task(views)                                   # {"loss": scalar, <metric>: scalar}
+    views = task.make_views(**fields, generator=generator)  # batched ops, e.g. images=(B, 3, S, S)
+    out = task(views)                                       # {"loss": scalar, <metric>: scalar}
 
-and back-propagates `out["loss"]`. `labels` is None unless the task sets `needs_labels`. A task
-that sets `needs_masks` is also given `masks=`: (B, S, S) uint8 per-pixel masks (nonzero = on),
-pixel-aligned with `images`. The backbone is `task.backbone`, which is what evaluation and
-export read from a checkpoint.
+and back-propagates `out["loss"]`. The fields are those of the declared inputs: `images`
+(uint8), `labels` with `Images(labels=True)`, `masks` ((B, S, S) uint8 0/1, pixel-aligned with
+the images) with `Images(masks=True)`, `patches` and `tracks` with `GraphPairs`. A task holds
+no data. The backbone is `task.backbone`, which is what evaluation and export read from a
+checkpoint.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import torch
 from torch import nn
 
 from selfsup.backbones import Backbone
+from selfsup.data.streams import Images
 
 
 class PretextTask(nn.Module):
@@ -26,27 +30,24 @@ class PretextTask(nn.Module):
 
     name: ClassVar[str]
     config_class: ClassVar[type]
-    needs_labels: ClassVar[bool] = False  # supervised baselines read the data's labels
-    needs_masks: ClassVar[bool] = False  # dense tasks (motion segmentation) read the data's masks
 
     def __init__(self, config: Any, backbone: Backbone):
         super().__init__()
         self.config = config
         self.backbone = backbone
 
-    def make_views(
-        self, images: torch.Tensor, generator: torch.Generator, labels: torch.Tensor | None = None
-    ) -> dict[str, torch.Tensor]:
-        """(B, 3, S, S) uint8 (and (B,) labels) -> the tensors `forward` needs."""
+    def inputs(self) -> list:
+        """What the task reads, as `selfsup.data.streams` requests: the training images."""
+        return [Images()]
+
+    def make_views(self, images: torch.Tensor, generator: torch.Generator) -> dict:
+        """The fields of one step's inputs ((B, 3, S, S) uint8 images by default) -> the
+        tensors `forward` needs."""
         raise NotImplementedError
 
     def forward(self, views: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The loss (key "loss") and scalar metrics for logging."""
         raise NotImplementedError
-
-    def attach_data(self, data_path: str) -> None:
-        """Load data the task draws itself besides the loop's images (graph pairs, motion
-        masks); called once by the loop with `data.path` before training."""
 
     def min_image_size(self) -> int:
         """Smallest `data.image_size` the task's views can be built from."""

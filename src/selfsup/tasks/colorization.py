@@ -156,7 +156,7 @@ class Colorization(PretextTask):
         return max(self.config.output_stride, self.backbone.min_input_size)
 
     def make_views(
-        self, images: torch.Tensor, generator: torch.Generator, labels: torch.Tensor | None = None
+        self, images: torch.Tensor, generator: torch.Generator
     ) -> dict[str, torch.Tensor]:
         cfg = self.config
         size = images.shape[-1]

@@ -125,7 +125,7 @@ class Counting(PretextTask):
         return self.head(self.backbone(images))
 
     def make_views(
-        self, images: torch.Tensor, generator: torch.Generator, labels: torch.Tensor | None = None
+        self, images: torch.Tensor, generator: torch.Generator
     ) -> dict[str, torch.Tensor]:
         cfg = self.config
         size = cfg.crop_size

@@ -125,7 +125,7 @@ class Exemplar(PretextTask):
         return V.normalize(x, MEAN, STD)
 
     def make_views(
-        self, images: torch.Tensor, generator: torch.Generator, labels: torch.Tensor | None = None
+        self, images: torch.Tensor, generator: torch.Generator
     ) -> dict[str, torch.Tensor]:
         if images.shape[0] < 2:
             raise ConfigError("data.batch_size: exemplar needs >= 2 images per batch (negatives)")

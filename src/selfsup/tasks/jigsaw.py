@@ -159,7 +159,7 @@ class Jigsaw(PretextTask):
         return V.crop_at(images, top, left, cfg.tile_size)
 
     def make_views(
-        self, images: torch.Tensor, generator: torch.Generator, labels: torch.Tensor | None = None
+        self, images: torch.Tensor, generator: torch.Generator
     ) -> dict[str, torch.Tensor]:
         cfg = self.config
         x = V.random_grayscale(V.to_float(images), cfg.grayscale_prob, generator)

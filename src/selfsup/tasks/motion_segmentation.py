@@ -11,8 +11,8 @@ boundaries give soft targets. The masks are unsupervised (optical flow with came
 removed; `selfsup video masks`), never ground truth: the network learns what tends to move.
 
 Data: an .npz with `images` (N, H, W, 3) uint8 and `masks` (N, H, W) (nonzero = moving); the
-task sets `needs_masks`, so the training loop hands it each batch's masks. Crops and flips are
-applied to the image and its mask as one tensor, so they always stay pixel-aligned.
+task declares `Images(masks=True)`, so the training loop hands it each batch's masks. Crops and
+flips are applied to the image and its mask as one tensor, so they always stay pixel-aligned.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from selfsup.backbones import Backbone
 from selfsup.config import fraction_range, param, probability
 from selfsup.data import views as V
+from selfsup.data.streams import Images
 from selfsup.data.views import MEAN, STD
 from selfsup.tasks.base import PretextTask
 from selfsup.tasks.heads import DenseHead, feature_layer
@@ -83,7 +84,6 @@ def binary_iou(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 class MotionSegmentation(PretextTask):
     name = "motion-segmentation"
     config_class = MotionSegmentationConfig
-    needs_masks = True
 
     def __init__(self, config: MotionSegmentationConfig, backbone: Backbone):
         super().__init__(config, backbone)
@@ -94,15 +94,12 @@ class MotionSegmentation(PretextTask):
     def min_image_size(self) -> int:
         return max(self.config.output_stride, self.backbone.min_input_size)
 
+    def inputs(self) -> list:
+        return [Images(masks=True)]
+
     def make_views(
-        self,
-        images: torch.Tensor,
-        generator: torch.Generator,
-        labels: torch.Tensor | None = None,
-        masks: torch.Tensor | None = None,
+        self, images: torch.Tensor, generator: torch.Generator, masks: torch.Tensor
     ) -> dict[str, torch.Tensor]:
-        if masks is None:
-            raise ValueError("motion-segmentation needs the frames' motion masks (masks=...)")
         cfg = self.config
         x, m = crop_and_flip_with_masks(
             images, masks, generator, tuple(cfg.crop_scale), cfg.hflip_prob

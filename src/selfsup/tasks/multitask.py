@@ -20,8 +20,9 @@ weighted sum of theirs:
   averaging its head's gradient is the mean over the ranks that ran it.
 
 Motion segmentation needs frames with motion masks, which the image data does not have: the
-task reads them from `videos` (an .npz from `selfsup video masks`, or videos / frame folders
-whose masks are computed once and cached).
+task declares a second input, the frames and masks of `videos` (what `selfsup video masks`
+wrote; the command line computes and caches them for videos or frame folders), read by the
+loop through the same door as `selfsup train motion-segmentation` reads them.
 
 Sub-task settings go under `settings.<task name>`, e.g. `multitask.settings.exemplar.loss=infonce`.
 """
@@ -37,10 +38,11 @@ from torch import nn
 from selfsup import dist
 from selfsup.backbones import Backbone
 from selfsup.backbones.lasso import LassoAlpha, LassoTrunk
-from selfsup.config import ConfigError, from_dict, param, validate
+from selfsup.config import ConfigError, param
 from selfsup.data import views as V
+from selfsup.data.streams import Images
 from selfsup.tasks.base import PretextTask
-from selfsup.tasks.registry import build_task, list_tasks, register_task, task_config_class
+from selfsup.tasks.registry import build_task, list_tasks, register_task
 
 PAPER_TASKS = ["relative-position", "colorization", "exemplar", "motion-segmentation"]
 MOTION_TASK = "motion-segmentation"
@@ -74,10 +76,15 @@ class MultitaskConfig:
     videos: str = param(
         "",
         "Motion-segmentation data: the folder `selfsup video masks` wrote (or its "
-        "motion_masks.npz, images + masks), or videos / frame folders (masks computed once "
-        "and cached).",
+        "motion_masks.npz, images + masks); on the command line also videos / frame folders "
+        "(masks computed once and cached).",
     )
-    settings: Any = param({}, "Per-task settings: {task name: {key: value}}.")
+    settings: Any = param(
+        {},
+        "Per-task settings: {task name: {key: value}}; resolved to every listed task's full "
+        "settings.",
+        sections_for="tasks",
+    )
 
     def check(self, prefix: str) -> None:
         unknown = [t for t in self.tasks if t not in list_tasks() or t == "multitask"]
@@ -153,36 +160,31 @@ class MultiTask(PretextTask):
             views = [backbone] * len(names)
         self.subtasks = nn.ModuleDict(
             {
-                name: build_task(name, self.sub_config(name), view)
+                name: build_task(name, config.settings[name], view)
                 for name, view in zip(names, views)
             }
         )
         self.weights = list(config.weights) or [1.0] * len(names)
-        self.register_buffer("motion_frames", torch.zeros(0, 3, 1, 1, dtype=torch.uint8), False)
-        self.register_buffer("motion_masks", torch.zeros(0, 1, 1, dtype=torch.uint8), False)
-
-    def sub_config(self, name: str):
-        values = self.config.settings.get(name, {})
-        cfg = from_dict(task_config_class(name), values, f"multitask.settings.{name}")
-        validate(cfg, f"multitask.settings.{name}")
-        return cfg
 
     # -- data -----------------------------------------------------------------------------------
-    def attach_data(self, data_path: str) -> None:
-        for task in self.subtasks.values():
-            task.attach_data(data_path)
+    def inputs(self) -> list:
+        """The training images, and for motion segmentation the frames and masks of `videos`
+        (fields `motion_images`, `motion_masks`)."""
+        wanted = [Images()]
         if MOTION_TASK in self.subtasks:
-            from selfsup.video.cache import motion_mask_data
-
-            if not self.config.videos:
-                raise ConfigError(
-                    f"multitask.videos: {MOTION_TASK} needs frames with motion masks (pass "
-                    "--videos: a `selfsup video masks` .npz, videos or frame folders)"
+            about = (
+                "frames with motion masks: pass --videos, the folder `selfsup video masks` wrote"
+            )
+            wanted.append(
+                Images(
+                    self.config.videos,
+                    "multitask.videos",
+                    masks=True,
+                    prefix="motion_",
+                    about=about,
                 )
-
-            frames, masks = motion_mask_data(self.config.videos)
-            self.motion_frames = torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous()
-            self.motion_masks = torch.from_numpy(masks)
+            )
+        return wanted
 
     def min_image_size(self) -> int:
         return max(task.min_image_size() for task in self.subtasks.values())
@@ -209,36 +211,20 @@ class MultiTask(PretextTask):
             return images
         return V.grayscale(images.float()).round().to(torch.uint8)
 
-    def motion_batch(self, batch: int, size: int, generator: torch.Generator):
-        """`batch` frames and masks drawn from the motion data, resized to `size`."""
-        rows = torch.randint(0, len(self.motion_frames), (batch,), generator=generator)
-        frames = self.motion_frames[V.on_device(rows, self.motion_frames.device)]
-        masks = self.motion_masks[V.on_device(rows, self.motion_masks.device)]
-        if frames.shape[-1] != size:
-            frames = (
-                nn.functional.interpolate(
-                    frames.float(), size=(size, size), mode="bilinear", antialias=True
-                )
-                .round()
-                .clamp(0, 255)
-                .to(torch.uint8)
-            )
-            masks = nn.functional.interpolate(masks[:, None].float(), size=(size, size))[:, 0]
-            masks = masks.to(torch.uint8)
-        return frames, masks
-
     def make_views(
-        self, images: torch.Tensor, generator: torch.Generator, labels: torch.Tensor | None = None
+        self,
+        images: torch.Tensor,
+        generator: torch.Generator,
+        motion_images: torch.Tensor | None = None,
+        motion_masks: torch.Tensor | None = None,
     ) -> dict:
         names = list(self.subtasks)
         views: dict = {}
         for t in self.active_tasks(generator):
             task = self.subtasks[names[t]]
             if names[t] == MOTION_TASK:
-                frames, masks = self.motion_batch(len(images), images.shape[-1], generator)
-                views[names[t]] = task.make_views(
-                    self.harmonized(frames, task), generator, masks=masks
-                )
+                frames = self.harmonized(motion_images, task)
+                views[names[t]] = task.make_views(frames, generator, masks=motion_masks)
             else:
                 views[names[t]] = task.make_views(self.harmonized(images, task), generator)
         return views

@@ -132,7 +132,7 @@ class RelativePosition(PretextTask):
         return x
 
     def make_views(
-        self, images: torch.Tensor, generator: torch.Generator, labels: torch.Tensor | None = None
+        self, images: torch.Tensor, generator: torch.Generator
     ) -> dict[str, torch.Tensor]:
         centre, neighbour, position = sample_patch_pair(images, self.config, generator)
         patches = self.prepare_patches(torch.cat([centre, neighbour]), generator)  # (2B, ...)

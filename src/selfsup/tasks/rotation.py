@@ -67,7 +67,7 @@ class Rotation(PretextTask):
         return self.backbone.min_input_size
 
     def make_views(
-        self, images: torch.Tensor, generator: torch.Generator, labels: torch.Tensor | None = None
+        self, images: torch.Tensor, generator: torch.Generator
     ) -> dict[str, torch.Tensor]:
         cfg = self.config
         if cfg.crop_scale == [1.0, 1.0]:

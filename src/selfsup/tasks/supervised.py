@@ -17,6 +17,8 @@ from torch import nn
 from selfsup.backbones import Backbone
 from selfsup.config import ConfigError, fraction_range, param, probability
 from selfsup.data import views as V
+from selfsup.data.sources import class_count
+from selfsup.data.streams import Images
 from selfsup.data.views import MEAN, STD
 from selfsup.tasks.base import PretextTask
 from selfsup.tasks.registry import register_task
@@ -24,7 +26,12 @@ from selfsup.tasks.registry import register_task
 
 @dataclass
 class SupervisedConfig:
-    num_classes: int = param(0, "Classes of the linear head; 0 takes them from the data.", low=0)
+    num_classes: int = param(
+        0,
+        "Classes of the linear head; 0 takes them from the data (its class folders or labels).",
+        low=0,
+        from_data=class_count,
+    )
     crop_scale: list[float] = fraction_range(
         [0.35, 1.0], "Area fraction range of the random-resized crop (resized to the image size)."
     )
@@ -47,7 +54,6 @@ def classify(backbone: Backbone, head: nn.Module, images: torch.Tensor) -> torch
 class Supervised(PretextTask):
     name = "supervised"
     config_class = SupervisedConfig
-    needs_labels = True
 
     def __init__(self, config: SupervisedConfig, backbone: Backbone):
         super().__init__(config, backbone)
@@ -58,8 +64,11 @@ class Supervised(PretextTask):
     def lr_scales(self) -> dict[str, float]:
         return {"backbone.": self.config.backbone_lr_scale}
 
+    def inputs(self) -> list:
+        return [Images(labels=True)]
+
     def make_views(
-        self, images: torch.Tensor, generator: torch.Generator, labels: torch.Tensor | None = None
+        self, images: torch.Tensor, generator: torch.Generator, labels: torch.Tensor
     ) -> dict[str, torch.Tensor]:
         cfg = self.config
         x = V.random_resized_crop(images, images.shape[-1], generator, scale=tuple(cfg.crop_scale))

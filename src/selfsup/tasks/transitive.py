@@ -12,16 +12,15 @@ D(x, y) = 1 - f(x).f(y), the ranking loss is
 Ablations: `edges=inter` or `edges=intra` train on one edge type; `edges=transitive` (the
 method) on all three. Patches of the anchor's or positive's track are never negatives.
 
-The task draws its pairs itself from the graph (the training loop's image batch is not
-used: a batch here is a set of graph pairs, which the loop does not know about), with the
-loop's per-step generator, so runs stay deterministic and resume exactly.
+The task reads `GraphPairs`: the loop hands it each step's pairs as `patches` (anchors, then
+their positives) with their `tracks`; which pairs a step trains on is fixed by the seed, so
+runs stay deterministic and resume exactly (`selfsup.data.pairs`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -29,6 +28,7 @@ from torch import nn
 from selfsup.backbones import Backbone
 from selfsup.config import ConfigError, fraction_range, param, probability
 from selfsup.data import views as V
+from selfsup.data.streams import GraphPairs
 from selfsup.data.views import MEAN, STD
 from selfsup.tasks.base import PretextTask
 from selfsup.tasks.registry import register_task
@@ -41,7 +41,9 @@ class TransitiveConfig:
     graph: str = param(
         "", "Graph file from `selfsup graph build` (required to train: pass --graph GRAPH)."
     )
-    patches: str = param("", "Patch dataset the graph was built on; empty: data.path.")
+    patches: str = param(
+        "", "Patch dataset the graph was built on; empty: data.path.", same_as="data.path"
+    )
     edges: str = param(
         "transitive",
         "Positive pairs: transitive (inter + intra + transitive, the method), inter or intra "
@@ -102,34 +104,10 @@ class Transitive(PretextTask):
             nn.Flatten(),
             nn.Linear(backbone.num_features, config.embedding_dim),
         )
-        self.pairs: np.ndarray | None = None  # filled by `attach_data`
-        self.register_buffer("patches", torch.zeros(0, 3, 1, 1, dtype=torch.uint8), False)
-        self.register_buffer("track", torch.zeros(0, dtype=torch.long), False)
 
-    def attach_data(self, patches_path: str) -> None:
-        """Load the graph and its patches (the loop calls this with data.path)."""
-        from selfsup.data.patch_graph import EDGE_TYPES, load_graph, load_patches
-
+    def inputs(self) -> list:
         cfg = self.config
-        if not cfg.graph:
-            raise ConfigError(
-                "transitive.graph: required: the patch graph from `selfsup graph build` "
-                "(pass --graph GRAPH)"
-            )
-        patches = load_patches(cfg.patches or patches_path)
-        graph = load_graph(cfg.graph, patches)
-        types = graph["pair_type"]
-        if cfg.edges != "transitive":
-            types_kept = types == EDGE_TYPES.index(cfg.edges)
-        else:
-            types_kept = np.ones(len(types), bool)
-        self.pairs = graph["pairs"][types_kept]
-        if len(self.pairs) == 0:
-            raise ConfigError(
-                f"transitive.edges={cfg.edges}: the graph {cfg.graph} has no such pairs"
-            )
-        self.patches = torch.from_numpy(patches.images).permute(0, 3, 1, 2).contiguous()
-        self.track = torch.from_numpy(patches.track)
+        return [GraphPairs(cfg.graph, cfg.patches, cfg.edges, cfg.pairs_per_batch)]
 
     def min_image_size(self) -> int:
         return 1
@@ -142,22 +120,15 @@ class Transitive(PretextTask):
         return V.normalize(x, MEAN, STD)
 
     def make_views(
-        self, images: torch.Tensor, generator: torch.Generator, labels: torch.Tensor | None = None
+        self, patches: torch.Tensor, tracks: torch.Tensor, generator: torch.Generator
     ) -> dict[str, torch.Tensor]:
-        if self.pairs is None:
-            raise RuntimeError("Transitive.attach_data was not called")
-        chosen = torch.randint(
-            0, len(self.pairs), (self.config.pairs_per_batch,), generator=generator
-        )
-        pairs = torch.from_numpy(self.pairs[chosen.numpy()])  # (B, 2)
-        swap = torch.rand(len(pairs), generator=generator) < 0.5  # either end can be the anchor
-        pairs = torch.where(swap[:, None], pairs.flip(1), pairs)
-        ids = pairs.T.reshape(-1)  # anchors then positives
-        crops = self.augment(self.patches[V.on_device(ids, self.patches.device)], generator)
+        """patches (2B, 3, P, P) uint8, anchors then their positives, and their (2B,) track
+        ids (on the host) -> crops, which patches may be each anchor's negatives, and how many."""
+        crops = self.augment(patches, generator)
         # Which items may be negatives, and how many each anchor gets, are decided here from
         # the host's track ids, so the step never reads a count back from the GPU.
-        tracks = self.track[ids]  # (2B,)
-        batch = len(pairs)
+        tracks = tracks.cpu()
+        batch = len(tracks) // 2
         # Anything of the anchor's or positive's track is the same object: not a negative.
         same = (tracks[None, :] == tracks[:batch, None]) | (tracks[None, :] == tracks[batch:, None])
         count = min(self.config.negatives, int((~same).sum(1).min()))

@@ -1,0 +1,96 @@
+"""The input a trained trunk expects, recorded once and read through one function.
+
+Training decides it from the run's settings (`input_of_config`): colour images, or grayscale
+for a multi-task run that harmonizes its inputs, or the CIE lightness L for colorization (its
+trunk never sees colour). The record is written into every checkpoint and every export;
+evaluation, export, embedding, inspection and the dense protocols all feed a trunk through
+`TrunkInput.prepare`, so they cannot disagree about what it saw.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+from selfsup.data import views as V
+from selfsup.data.views import LUMA, MEAN, STD
+
+COLOURS = ("rgb", "grayscale", "lightness")
+
+# What each colour mode does to an RGB image in [0, 1], for the exported description.
+FORMULAS = {
+    "rgb": "x",
+    "grayscale": "luma(x) = 0.299 R + 0.587 G + 0.114 B, replicated to the 3 channels",
+    "lightness": "CIE L*(x) / 100 (sRGB, D65), replicated to the 3 channels",
+}
+
+
+@dataclass(frozen=True)
+class TrunkInput:
+    """How images become a trunk's input: colour mode, side, and per-channel mean and std."""
+
+    colour: str = "rgb"
+    size: int = 32
+    mean: tuple[float, ...] = MEAN
+    std: tuple[float, ...] = STD
+
+    def __post_init__(self):
+        if self.colour not in COLOURS:
+            raise ValueError(f"input colour {self.colour!r} is not one of {', '.join(COLOURS)}")
+
+    def convert(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) RGB float in [0, 1] -> the colour mode's 3 channels, in [0, 1]."""
+        if self.colour == "grayscale":
+            return V.grayscale(images)
+        if self.colour == "lightness":
+            return (V.rgb_to_lab(images)[:, :1] / 100).expand(-1, 3, -1, -1)
+        return images
+
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) uint8 (or float in [0, 1]) -> the normalised float input."""
+        x = V.to_float(images) if images.dtype == torch.uint8 else images
+        return V.normalize(self.convert(x), self.mean, self.std)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "mean": list(self.mean), "std": list(self.std)}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrunkInput:
+        return cls(
+            colour=values.get("colour", "rgb"),
+            size=int(values.get("size", 32)),
+            mean=tuple(values.get("mean", MEAN)),
+            std=tuple(values.get("std", STD)),
+        )
+
+    def describe(self) -> dict:
+        """The exported description: everything needed to feed the trunk without selfsup."""
+        return {
+            "layout": "NCHW float32",
+            "channels": "RGB",
+            "size": self.size,
+            "resize": "shorter side to `size`, then centre crop to size x size",
+            "scale": "pixel / 255, to [0, 1]",
+            "colour": self.colour,
+            "colour_formula": FORMULAS[self.colour],
+            # Kept for readers of earlier exports: grayscale = luma replicated.
+            "grayscale": self.colour == "grayscale",
+            "grayscale_weights": list(LUMA) if self.colour == "grayscale" else None,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "formula": "(colour(x / 255) - mean) / std, per channel",
+        }
+
+
+def input_of_config(config: dict) -> TrunkInput:
+    """The input a run's trunk trained on, from its resolved config (a plain dict as saved in
+    checkpoints): grayscale for a harmonized multi-task run, lightness for colorization, else
+    colour; at the run's `data.image_size`."""
+    size = int(config.get("data", {}).get("image_size", TrunkInput.size))
+    task = config.get("task")
+    if task == "multitask" and config.get("multitask", {}).get("harmonize", False):
+        return TrunkInput("grayscale", size)
+    if task == "colorization":
+        return TrunkInput("lightness", size)
+    return TrunkInput("rgb", size)
