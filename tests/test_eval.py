@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from selfsup.checkpoint import CheckpointError
 from selfsup.cli import main
 from selfsup.data import DataFormatError
+from selfsup.data.trunk_input import TrunkInput
 from selfsup.eval import linear
 from selfsup.eval.knn import KnnSettings, knn_votes, weighted_knn
 from selfsup.eval.linear import ProbeSettings, accuracy, train_linear_probe
@@ -18,12 +19,17 @@ from selfsup.runs import load_backbone
 from selfsup.train import train
 from tests.helpers import tiny_config
 
-CPU = {"device": torch.device("cpu"), "amp_dtype": None, "progress": False}
+CPU = {
+    "device": torch.device("cpu"),
+    "amp_dtype": None,
+    "progress": False,
+    "trunk_input": TrunkInput(),
+}
 
 
 def fp32_on(device: torch.device) -> dict:
     """extract_features keywords: fp32 on `device`, quiet."""
-    return {"device": device, "amp_dtype": None, "progress": False}
+    return {"device": device, "amp_dtype": None, "progress": False, "trunk_input": TrunkInput()}
 
 
 def clusters(n: int, classes: int, dims: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -197,7 +203,7 @@ def test_features_on_cuda_match_cpu(cuda, monkeypatch):
     layers = list(loaded.backbone.probe_layers)
     on_cpu = extract_features(loaded.backbone, images, layers, max_dims=1024, **CPU)
     on_cuda = extract_features(loaded.backbone, images, layers, max_dims=1024, **fp32_on(cuda))
-    common = {"device": cuda, "amp_dtype": torch.bfloat16, "progress": False}
+    common = {**fp32_on(cuda), "amp_dtype": torch.bfloat16}
     in_bf16 = extract_features(loaded.backbone, images, layers, max_dims=1024, **common)
     for layer in layers:
         expected = on_cpu[layer].float()

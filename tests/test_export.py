@@ -12,9 +12,12 @@ import torch
 from PIL import Image
 
 from selfsup.cli import main
+from selfsup.config import resolve
+from selfsup.data import views as V
+from selfsup.data.trunk_input import COLOURS, TrunkInput, input_of_config
 from selfsup.data.views import MEAN, STD, normalize, to_float
-from selfsup.export.preprocessing import is_grayscale
 from selfsup.runs import load_backbone, load_safetensors_backbone
+from selfsup.tasks import task_config_class
 from selfsup.train import train
 from tests.conftest import make_images
 from tests.helpers import tiny_config
@@ -87,11 +90,54 @@ def test_exported_safetensors_is_a_model_for_eval(run, tmp_path, capsys):
     assert "backbone" in capsys.readouterr().out  # the table names the model by file stem
 
 
-def test_grayscale_comes_from_harmonize_wherever_it_is():
-    assert is_grayscale({"multitask": {"harmonize": True}})
-    assert is_grayscale({"data": {"harmonize": "grayscale"}})
-    assert not is_grayscale({"multitask": {"harmonize": "none"}})
-    assert not is_grayscale({"data": {"image_size": 32}})
+def test_the_input_record_follows_the_run_and_reads_back_from_its_description():
+    """One rule decides what a trunk is fed; an export's description reads back to the same
+    record, and an earlier export (only `grayscale`) still reads as grayscale."""
+    harmonized = {"task": "multitask", "multitask": {"harmonize": True}, "data": {"image_size": 48}}
+    assert input_of_config(harmonized) == TrunkInput("grayscale", 48)
+    assert input_of_config({"task": "colorization"}).colour == "lightness"
+    assert input_of_config({"task": "multitask", "multitask": {"harmonize": False}}).colour == "rgb"
+    for colour in COLOURS:
+        record = TrunkInput(colour, 32)
+        assert TrunkInput.from_dict(record.describe()) == record
+        assert TrunkInput.from_dict(record.to_dict()) == record
+    assert TrunkInput.from_dict({"grayscale": True, "size": 32}).colour == "grayscale"
+
+
+def test_each_colour_mode_feeds_the_trunk_as_its_task_saw_images():
+    images = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
+    x = to_float(images)
+    torch.testing.assert_close(TrunkInput("rgb").prepare(images), normalize(x, MEAN, STD))
+    gray = TrunkInput("grayscale").prepare(images)
+    torch.testing.assert_close(gray, normalize(V.grayscale(x), MEAN, STD))
+    lightness = (V.rgb_to_lab(x)[:, :1] / 100).expand(-1, 3, -1, -1)  # colorization's input
+    torch.testing.assert_close(
+        TrunkInput("lightness").prepare(images), normalize(lightness, MEAN, STD)
+    )
+
+
+def test_a_colorization_trunk_is_exported_and_evaluated_on_lightness(tmp_path):
+    """The record is written into the checkpoint at training and into the export, and both
+    read back the same: evaluation, export and embedding all feed the trunk lightness."""
+    images, labels = make_images(16)
+    np.savez(tmp_path / "train.npz", images=images, labels=labels)
+    values = {
+        "task": "colorization",
+        "colorization": {"head_hidden": 8},
+        "backbone": {"name": "alexnet_small"},
+        "data": {"path": str(tmp_path / "train.npz"), "batch_size": 8, "workers": 0},
+        "train": {"steps": 1},
+    }
+    train(resolve(values, task_config_class), tmp_path / "run", progress=False)
+    from_run = load_backbone(str(tmp_path / "run"))
+    assert from_run.input == TrunkInput("lightness", 32)
+    out = tmp_path / "color.safetensors"
+    assert (
+        main(["export", str(tmp_path / "run"), "--format", "safetensors", "--out", str(out)]) == 0
+    )
+    sidecar = json.loads((tmp_path / "color.safetensors.json").read_text())
+    assert sidecar["input"]["colour"] == "lightness" and sidecar["input"]["size"] == 32
+    assert load_backbone(str(out)).input == from_run.input
 
 
 def test_export_torchvision_format_refuses_other_architectures(run, tmp_path, capsys):

@@ -12,6 +12,7 @@ import torch
 
 from selfsup.backbones import build_backbone
 from selfsup.backbones.lasso import LassoAlpha, LassoTrunk
+from selfsup.checkpoint import load as load_checkpoint
 from selfsup.cli import main
 from selfsup.config import ConfigError, parse_overrides, resolve
 from selfsup.data import views as V
@@ -97,9 +98,12 @@ def test_harmonized_run_trains_and_evaluates_on_grayscale(tiny_npz, tmp_path):
     gray = run.model.harmonized(images, run.model.subtasks["rotation"])
     assert torch.equal(gray[:, 0], gray[:, 1]) and torch.equal(gray[:, 1], gray[:, 2])
     loaded = load_backbone(str(tmp_path / "harmonized"))
-    assert loaded.backbone.input_grayscale
-    features = extract_features(loaded.backbone, images, ["final"], device=torch.device("cpu"),
-                                amp_dtype=None, max_dims=0, progress=False)["final"]  # fmt: skip
+    assert loaded.input.colour == "grayscale"  # the record the checkpoint carries
+    state = load_checkpoint(tmp_path / "harmonized" / "checkpoints" / "last.pt")
+    assert state["input"]["colour"] == "grayscale"
+    features = extract_features(loaded.backbone, images, ["final"], trunk_input=loaded.input,
+                                device=torch.device("cpu"), amp_dtype=None, max_dims=0,
+                                progress=False)["final"]  # fmt: skip
     with torch.no_grad():  # the same images through an explicit grayscale path
         x = V.normalize(V.grayscale(V.to_float(images)), MEAN, STD)
         fmap = loaded.backbone.eval().forward_layers(x, ["final"])["final"]

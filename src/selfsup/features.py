@@ -21,8 +21,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from selfsup.backbones import Backbone
-from selfsup.data import views as V
-from selfsup.data.views import MEAN, STD
+from selfsup.data.trunk_input import TrunkInput
 from selfsup.outputs import written_atomically
 from selfsup.runtime import autocast
 
@@ -66,6 +65,7 @@ def extract_features(
     images: torch.Tensor,
     layers: list[str],
     *,
+    trunk_input: TrunkInput,
     device: torch.device,
     amp_dtype: torch.dtype | None,
     max_dims: int = 4096,
@@ -74,7 +74,8 @@ def extract_features(
     desc: str = "features",
     keep_on_device: bool = False,
 ) -> dict[str, torch.Tensor]:
-    """(N, 3, S, S) uint8 -> {layer: (N, D) float16} pooled, flattened features.
+    """(N, 3, S, S) uint8 -> {layer: (N, D) float16} pooled, flattened features, the images
+    fed as the run's record says (`trunk_input`: colour, grayscale or lightness).
 
     One forward per batch serves every layer. Stored as float16 to halve memory; the probes
     standardise them in float32. `batch_size` None: `default_batch_size(device)`. The features
@@ -102,10 +103,7 @@ def extract_features(
         leave=False,
     )
     for start, batch in batches:
-        x = V.to_float(batch)
-        if getattr(backbone, "input_grayscale", False):  # a harmonized multi-task run
-            x = V.grayscale(x)
-        x = V.normalize(x, MEAN, STD).contiguous(memory_format=torch.channels_last)
+        x = trunk_input.prepare(batch).contiguous(memory_format=torch.channels_last)
         with autocast(device, amp_dtype):
             maps = backbone.forward_layers(x, layers)
         for layer, fmap in maps.items():
@@ -147,7 +145,8 @@ def cached_features(
 ) -> dict[str, torch.Tensor]:
     """`extract_features`, reading and writing `cache_dir` (None: no cache).
 
-    `data_key` identifies the images (their fingerprint); the weights are hashed here. Files
+    `data_key` identifies the images (their fingerprint); the weights and the way images are
+    fed (`trunk_input`) are hashed here. Files
     hold float16 features in host memory whatever device computed them, so a cached and a fresh
     evaluation read the same numbers.
     """
@@ -155,8 +154,9 @@ def cached_features(
         return extract_features(backbone, images, layers, **kwargs)
     model_key = weights_fingerprint(backbone)
     pooling = kwargs.get("max_dims", 4096)
+    fed = kwargs["trunk_input"].colour
     paths = {
-        layer: cache_dir / "features" / f"{model_key}-{data_key}-{layer}-d{pooling}.pt"
+        layer: cache_dir / "features" / f"{model_key}-{data_key}-{layer}-d{pooling}-{fed}.pt"
         for layer in layers
     }
     home = kwargs["device"] if kwargs.get("keep_on_device") else torch.device("cpu")

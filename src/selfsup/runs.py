@@ -16,6 +16,7 @@ from pathlib import Path
 from selfsup import checkpoint
 from selfsup.backbones import Backbone, build_backbone
 from selfsup.config import BackboneConfig, ConfigError, from_dict
+from selfsup.data.trunk_input import TrunkInput, input_of_checkpoint
 from selfsup.outputs import input_file
 
 EXPORTED_NAME = "backbone.safetensors"  # what `selfsup export --out FOLDER/` writes there
@@ -37,6 +38,7 @@ class LoadedBackbone:
     config: dict  # the resolved training config ({} for random:<arch>)
     step: int  # training steps behind the weights (0 for random init)
     source: str  # the checkpoint path, or "random init"
+    input: TrunkInput  # what the trunk is fed: the run's record (a random init: its run's)
 
 
 def checkpoint_path(spec: str | Path) -> Path:
@@ -91,7 +93,7 @@ def load_backbone(spec: str, random_init: bool = False, seed: int = 0) -> Loaded
         arch = spec.split(":", 1)[1]
         cfg = from_dict(BackboneConfig, {"name": arch}, "backbone")
         torch.manual_seed(seed)
-        return LoadedBackbone(backbone_from_config(cfg), spec, {}, 0, "random init")
+        return LoadedBackbone(backbone_from_config(cfg), spec, {}, 0, "random init", TrunkInput())
     path = checkpoint_path(spec)
     if is_safetensors(path):
         return load_exported_backbone(path, random_init, seed)
@@ -105,14 +107,15 @@ def load_backbone(spec: str, random_init: bool = False, seed: int = 0) -> Loaded
     torch.manual_seed(seed)
     backbone = backbone_from_config(backbone_cfg)
     name = path.parent.parent.name if path.parent.name == "checkpoints" else path.stem
+    trunk_input = input_of_checkpoint(state)
     if random_init:
-        return LoadedBackbone(backbone, f"random:{backbone_cfg.name}", config, 0, "random init")
+        random_name = f"random:{backbone_cfg.name}"
+        return LoadedBackbone(backbone, random_name, config, 0, "random init", trunk_input)
     prefix = "backbone."
     weights = {k[len(prefix) :]: v for k, v in state["model"].items() if k.startswith(prefix)}
     checkpoint.load_module_state(backbone, weights, path)
-    # A harmonized multi-task run saw grayscale images only: evaluate it on grayscale too.
-    backbone.input_grayscale = bool(config.get("multitask", {}).get("harmonize", False))
-    return LoadedBackbone(backbone, name, config, int(state.get("step", 0)), str(path))
+    step = int(state.get("step", 0))
+    return LoadedBackbone(backbone, name, config, step, str(path), trunk_input)
 
 
 def load_exported_backbone(path: Path, random_init: bool, seed: int) -> LoadedBackbone:
@@ -120,6 +123,7 @@ def load_exported_backbone(path: Path, random_init: bool, seed: int) -> LoadedBa
     import torch
 
     backbone, info = load_safetensors_backbone(path)
+    trunk_input = TrunkInput.from_dict(info["input"])
     # The run's config when the file carries it, else what evaluation reads from one.
     config = info["training_config"] or {
         "backbone": info["backbone"],
@@ -129,9 +133,10 @@ def load_exported_backbone(path: Path, random_init: bool, seed: int) -> LoadedBa
         torch.manual_seed(seed)
         backbone_cfg = from_dict(BackboneConfig, info["backbone"], "backbone")
         fresh = backbone_from_config(backbone_cfg)
-        return LoadedBackbone(fresh, f"random:{backbone_cfg.name}", config, 0, "random init")
+        random_name = f"random:{backbone_cfg.name}"
+        return LoadedBackbone(fresh, random_name, config, 0, "random init", trunk_input)
     step = int(info["model"]["step"])
-    return LoadedBackbone(backbone, path.stem, config, step, str(path))
+    return LoadedBackbone(backbone, path.stem, config, step, str(path), trunk_input)
 
 
 def load_safetensors_backbone(path: str | Path) -> tuple[Backbone, dict]:

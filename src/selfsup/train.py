@@ -26,6 +26,7 @@ from selfsup.config import ConfigError, ExperimentConfig, OptimConfig, dump
 from selfsup.data import ImageStream, open_source
 from selfsup.data.pairs import PairStream
 from selfsup.data.streams import GraphPairs, ImageFields, Images, Streams, batch_items
+from selfsup.data.trunk_input import input_of_config
 from selfsup.metrics import MetricWindow, NonFiniteLossError
 from selfsup.outputs import hold_folder
 from selfsup.runs import backbone_from_config, load_backbone
@@ -336,6 +337,8 @@ def save(run: Run, step: int, scaler: torch.amp.GradScaler) -> None:
         "scaler": scaler.state_dict(),
         "step": step,
         "config": dump(run.cfg),
+        # What the trunk is fed (colour mode, size, mean/std): read by eval, export, embed.
+        "input": input_of_config(dump(run.cfg)).to_dict(),
         "rng": checkpoint.rng_states(),
     }
     checkpoint.save_atomic(state, run.checkpoint_path)

@@ -117,6 +117,7 @@ def inspect_run(spec: str, out_dir: str | Path, settings: InspectSettings) -> Pa
         loaded.backbone,
         sample.images,
         [final],
+        trunk_input=loaded.input,
         device=device,
         amp_dtype=None,
         max_dims=0,

@@ -17,7 +17,6 @@ import matplotlib.pyplot as plt
 import torch
 
 from selfsup.analysis.page import Section
-from selfsup.export.preprocessing import find_key
 
 
 def find_lasso_alphas(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -36,7 +35,7 @@ def find_lasso_alphas(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
 
 def task_names(config: dict, rows: int) -> list[str]:
     """The multi-task config's task list when it has one name per row, else task 0..n-1."""
-    tasks = find_key(config, "tasks")
+    tasks = config.get("multitask", {}).get("tasks")
     if isinstance(tasks, list) and len(tasks) == rows and all(isinstance(t, str) for t in tasks):
         return tasks
     return [f"task {i}" for i in range(rows)]

@@ -31,7 +31,7 @@ class TrunkInput:
     """How images become a trunk's input: colour mode, side, and per-channel mean and std."""
 
     colour: str = "rgb"
-    size: int = 32
+    size: int | None = None  # the run's data.image_size; None: any (a random init of no run)
     mean: tuple[float, ...] = MEAN
     std: tuple[float, ...] = STD
 
@@ -57,9 +57,12 @@ class TrunkInput:
 
     @classmethod
     def from_dict(cls, values: dict) -> TrunkInput:
+        """From `to_dict` or an export's `describe` (earlier exports say only `grayscale`)."""
+        colour = values.get("colour") or ("grayscale" if values.get("grayscale") else "rgb")
+        size = values.get("size")
         return cls(
-            colour=values.get("colour", "rgb"),
-            size=int(values.get("size", 32)),
+            colour=colour,
+            size=None if size is None else int(size),
             mean=tuple(values.get("mean", MEAN)),
             std=tuple(values.get("std", STD)),
         )
@@ -87,10 +90,19 @@ def input_of_config(config: dict) -> TrunkInput:
     """The input a run's trunk trained on, from its resolved config (a plain dict as saved in
     checkpoints): grayscale for a harmonized multi-task run, lightness for colorization, else
     colour; at the run's `data.image_size`."""
-    size = int(config.get("data", {}).get("image_size", TrunkInput.size))
+    image_size = config.get("data", {}).get("image_size")
+    size = None if image_size is None else int(image_size)
     task = config.get("task")
     if task == "multitask" and config.get("multitask", {}).get("harmonize", False):
         return TrunkInput("grayscale", size)
     if task == "colorization":
         return TrunkInput("lightness", size)
     return TrunkInput("rgb", size)
+
+
+def input_of_checkpoint(state: dict) -> TrunkInput:
+    """The record a checkpoint carries; for checkpoints written before there was one, the
+    rule of `input_of_config` on its config."""
+    if "input" in state:
+        return TrunkInput.from_dict(state["input"])
+    return input_of_config(state.get("config", {}))

@@ -21,8 +21,6 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from selfsup.config import ConfigError
-from selfsup.data import views as V
-from selfsup.data.views import MEAN, STD
 from selfsup.dense.decoder import DenseModel, pick_layers
 from selfsup.dense.geometry import normals_from_depth
 from selfsup.dense.losses import DEPTH_LOSSES, cosine_loss
@@ -72,14 +70,6 @@ def score(pred: torch.Tensor, targets: DenseTargets, target: str) -> dict:
     return normal_metrics(pred, targets.values, targets.valid)
 
 
-def model_input(images: torch.Tensor, grayscale: bool) -> torch.Tensor:
-    """(B, 3, H, W) uint8 -> normalised float, grayscale for a harmonized multi-task run."""
-    x = V.to_float(images)
-    if grayscale:
-        x = V.grayscale(x)
-    return V.normalize(x, MEAN, STD)
-
-
 def to_prediction(raw: torch.Tensor, target: str) -> torch.Tensor:
     """Decoder output -> depth (B, 1, H, W) metres, or unit normals (B, 3, H, W)."""
     if target == "depth":
@@ -107,7 +97,9 @@ def hflip_batch(x: torch.Tensor, values: torch.Tensor, valid: torch.Tensor, norm
 def build_model(loaded: LoadedBackbone, size: int, settings: DepthSettings) -> DenseModel:
     layers = settings.layers or pick_layers(loaded.backbone, size, 3)
     channels = 1 if settings.target == "depth" else 3
-    return DenseModel(loaded.backbone, layers, channels, settings.width)
+    model = DenseModel(loaded.backbone, layers, channels, settings.width)
+    model.trunk_input = loaded.input  # how the trunk is fed, in training and prediction
+    return model
 
 
 def optimizer_for(model: DenseModel, settings: DepthSettings) -> torch.optim.Optimizer:
@@ -136,7 +128,6 @@ def train_decoder(
     model.train()
     if not settings.finetune:
         model.backbone.eval()  # frozen: BN statistics stay those of pretraining
-    grayscale = getattr(model.backbone, "input_grayscale", False)
     losses = []
     bar = tqdm(range(settings.steps), desc=f"{settings.target} decoder", disable=not progress)
     for step in bar:
@@ -145,7 +136,7 @@ def train_decoder(
                 group["initial_lr"] * 0.5 * (1 + math.cos(math.pi * step / settings.steps))
             )
         rows = torch.randint(len(train), (settings.batch_size,), generator=generator)
-        x = model_input(train.images[rows], grayscale)
+        x = model.trunk_input.prepare(train.images[rows])
         values, valid = targets.values[rows], targets.valid[rows]
         if torch.rand((), generator=generator) < 0.5:
             x, values, valid = hflip_batch(x, values, valid, settings.target == "normals")
@@ -172,10 +163,9 @@ def predict(
 ) -> torch.Tensor:
     """(N, 3, H, W) uint8 -> predictions (N, C, H, W) on the CPU."""
     model.eval()
-    grayscale = getattr(model.backbone, "input_grayscale", False)
     out = []
     for start in range(0, len(images), batch_size):
-        x = model_input(images[start : start + batch_size], grayscale).to(device)
+        x = model.trunk_input.prepare(images[start : start + batch_size]).to(device)
         with autocast(device, amp_dtype):
             out.append(to_prediction(model(x, frozen=True), target).cpu())
     return torch.cat(out)

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from selfsup.config import ConfigError
 from selfsup.data import views as V
+from selfsup.data.trunk_input import TrunkInput
 from selfsup.dense.decoder import pick_layers
 from selfsup.dense.detection_data import DetectionSet, decode
 from selfsup.dense.detector import faster_rcnn
@@ -52,10 +53,10 @@ def hflip(image: torch.Tensor, target: dict) -> tuple[torch.Tensor, dict]:
     return image.flip(-1), {**target, "boxes": boxes}
 
 
-def to_model_input(image: torch.Tensor, grayscale: bool) -> torch.Tensor:
-    """(3, h, w) uint8 -> float [0, 1]; the detector normalises it itself."""
-    x = V.to_float(image[None])
-    return (V.grayscale(x) if grayscale else x)[0]
+def to_model_input(image: torch.Tensor, trunk_input: TrunkInput) -> torch.Tensor:
+    """(3, h, w) uint8 -> float [0, 1] in the trunk's colour mode; the detector normalises it
+    itself (with the same mean and std)."""
+    return trunk_input.convert(V.to_float(image[None]))[0]
 
 
 def learning_rate(step: int, settings: DetectSettings) -> float:
@@ -70,7 +71,7 @@ def sample_batch(
     targets: list[dict],
     batch_size: int,
     generator: torch.Generator,
-    grayscale: bool,
+    trunk_input: TrunkInput,
     device: torch.device,
 ) -> tuple[list[torch.Tensor], list[dict]]:
     """Random images (with replacement), each flipped left-right with probability 1/2."""
@@ -80,12 +81,14 @@ def sample_batch(
         image, target = images[row], training_target(targets[row])
         if torch.rand((), generator=generator) < 0.5:
             image, target = hflip(image, target)
-        batch_images.append(to_model_input(image, grayscale).to(device))
+        batch_images.append(to_model_input(image, trunk_input).to(device))
         batch_targets.append({k: v.to(device) for k, v in target.items()})
     return batch_images, batch_targets
 
 
-def train_detector(model, images, targets, settings, seed, device, progress) -> list[float]:
+def train_detector(
+    model, trunk_input, images, targets, settings, seed, device, progress
+) -> list[float]:
     """`settings.steps` SGD steps on random batches with random horizontal flips."""
     generator = torch.Generator().manual_seed(seed)
     backbone = list(model.backbone.body.parameters())
@@ -96,7 +99,6 @@ def train_detector(model, images, targets, settings, seed, device, progress) -> 
         {"params": backbone, "scale": settings.backbone_lr_scale},
     ]
     optimizer = torch.optim.SGD(groups, lr=settings.lr, momentum=0.9, weight_decay=1e-4)
-    grayscale = getattr(model.backbone.body, "input_grayscale", False)
     model.train()
     losses = []
     bar = tqdm(range(settings.steps), desc=f"detector seed {seed}", disable=not progress)
@@ -104,7 +106,7 @@ def train_detector(model, images, targets, settings, seed, device, progress) -> 
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, settings) * group["scale"]
         batch_images, batch_targets = sample_batch(
-            images, targets, settings.batch_size, generator, grayscale, device
+            images, targets, settings.batch_size, generator, trunk_input, device
         )
         loss = sum(model(batch_images, batch_targets).values())  # RPN + box head losses
         if not torch.isfinite(loss):
@@ -122,14 +124,13 @@ def train_detector(model, images, targets, settings, seed, device, progress) -> 
 
 
 @torch.no_grad()
-def predict(model, images, device, batch_size: int = 8) -> list[dict]:
+def predict(model, trunk_input, images, device, batch_size: int = 8) -> list[dict]:
     """Detections per image on the CPU, labels back to class indices (background removed)."""
     model.eval()
-    grayscale = getattr(model.backbone.body, "input_grayscale", False)
     out = []
     for start in range(0, len(images), batch_size):
         batch = [
-            to_model_input(im, grayscale).to(device) for im in images[start : start + batch_size]
+            to_model_input(im, trunk_input).to(device) for im in images[start : start + batch_size]
         ]
         for det in model(batch):
             out.append(
@@ -175,8 +176,10 @@ def one_seed(loaded, layers, num_classes, train, test, settings, seed, device, p
     backbone = copy.deepcopy(loaded.backbone)  # every seed starts from the same weights
     model = faster_rcnn(backbone, layers, num_classes, settings.size, settings.fpn_channels)
     model.to(device)
-    losses = train_detector(model, train.images, train.targets, settings, seed, device, progress)
-    predictions = predict(model, test.images, device)
+    losses = train_detector(
+        model, loaded.input, train.images, train.targets, settings, seed, device, progress
+    )
+    predictions = predict(model, loaded.input, test.images, device)
     scores = mean_average_precision(predictions, test.targets)
     if progress:
         print(

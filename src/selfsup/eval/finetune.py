@@ -15,8 +15,7 @@ import torch
 
 from selfsup.checkpoint import load as load_checkpoint
 from selfsup.config import ExperimentConfig, resolve
-from selfsup.data import views as V
-from selfsup.data.views import MEAN, STD
+from selfsup.data.trunk_input import input_of_checkpoint
 from selfsup.eval.linear import accuracy
 from selfsup.eval.protocol import EvalOptions, LabelledImages
 from selfsup.eval.settings import FinetuneSettings
@@ -60,6 +59,7 @@ def test_accuracy(run_folder: Path, test: LabelledImages, options: EvalOptions) 
     path = checkpoint_path(run_folder)
     state = load_checkpoint(path)
     cfg = resolve(state["config"], task_config_class)
+    trunk_input = input_of_checkpoint(state)
     model = build_model(cfg, load_init=False)
     model.load_state_dict(state["model"])
     device = resolve_device(options.device)
@@ -68,7 +68,7 @@ def test_accuracy(run_folder: Path, test: LabelledImages, options: EvalOptions) 
     logits = []
     for start in range(0, len(test.images), options.batch_size):
         batch = test.images[start : start + options.batch_size].to(device)
-        x = V.normalize(V.to_float(batch), MEAN, STD).contiguous(memory_format=torch.channels_last)
+        x = trunk_input.prepare(batch).contiguous(memory_format=torch.channels_last)
         with autocast(device, amp_dtype):
             logits.append(classify(model.backbone, model.head, x).float().cpu())
     scores = torch.cat(logits)

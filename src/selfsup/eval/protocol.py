@@ -61,8 +61,8 @@ def check_compatible(train: LabelledImages, test: LabelledImages) -> None:
 
 
 def default_image_size(loaded: LoadedBackbone, fallback: int = 32) -> int:
-    """Evaluate at the size the run's images were stored at (its data.image_size)."""
-    return int(loaded.config.get("data", {}).get("image_size", fallback))
+    """Evaluate at the size the run's trunk was fed (its input record)."""
+    return loaded.input.size or fallback
 
 
 @dataclass
@@ -99,6 +99,7 @@ def frozen_features(
         )
     device = resolve_device(options.device)
     common = {
+        "trunk_input": loaded.input,
         "device": device,
         "amp_dtype": resolve_precision(options.precision, device),
         "max_dims": max_dims,

@@ -83,7 +83,7 @@ def command_embed(args: argparse.Namespace) -> None:
     if layer not in backbone.layer_channels:
         valid = ", ".join([*backbone.layer_names, *backbone.aliases])
         raise ExportError(f"--layer: {loaded.name} has no layer {layer!r}; valid: {valid}")
-    size = args.size or max(input_size(loaded.config), backbone.min_input_size)
+    size = args.size or input_size(loaded)
     if size < backbone.min_input_size:
         raise ExportError(f"--size: this backbone needs at least {backbone.min_input_size} px")
     embeddings = embed_source(
@@ -91,6 +91,7 @@ def command_embed(args: argparse.Namespace) -> None:
         open_images(args.images),
         layer=layer,
         size=size,
+        trunk_input=loaded.input,
         batch_size=args.batch_size,
         max_dims=args.max_dims,
         workers=args.workers,

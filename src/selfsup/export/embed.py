@@ -22,7 +22,7 @@ from selfsup.data import BadImageError, DataFormatError, ImageSource, open_sourc
 from selfsup.data.decode import fit_to_square
 from selfsup.data.selections import ConcatSource, FileListSource
 from selfsup.data.sources import IMAGE_SUFFIXES
-from selfsup.data.views import MEAN, STD, normalize, to_float
+from selfsup.data.trunk_input import TrunkInput
 from selfsup.data.worker_errors import load_batches
 from selfsup.features import pooled_grid
 
@@ -88,6 +88,7 @@ def embed_source(
     *,
     layer: str,
     size: int,
+    trunk_input: TrunkInput,
     batch_size: int = 64,
     max_dims: int = 0,
     workers: int = 2,
@@ -115,7 +116,7 @@ def embed_source(
             if not kept:
                 continue
             batch = torch.stack([image for _, image in kept]).to(device)  # (B, 3, S, S) uint8
-            x = normalize(to_float(batch), MEAN, STD)
+            x = trunk_input.prepare(batch)
             fmap = backbone.forward_layers(x, [layer])[layer].float()  # (B, C, h, w)
             features.append(F.adaptive_avg_pool2d(fmap, grid).flatten(1).cpu())  # (B, D)
             names += [source.name(i) for i, _ in kept]

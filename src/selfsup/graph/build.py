@@ -129,6 +129,7 @@ def embed(run: str, images: np.ndarray, layer: str, progress: bool = True) -> np
         loaded.backbone,
         tensor,
         [layer],
+        trunk_input=loaded.input,
         device=resolve_device("auto"),
         amp_dtype=None,
         max_dims=0,
