@@ -68,12 +68,11 @@ from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH.parent / "src"))  # runs from a plain checkout, nothing installed
-sys.path.insert(0, str(BENCH))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # nothing installed
 
-import numpy as np  # noqa: E402
-from run import RESULTS, ROOT, WORK, carve_validation, data_dir, portable  # noqa: E402
+import numpy as np
+from harness.data import carve_validation, merge_patches, subset_npz
+from harness.record import RESULTS, ROOT, WORK, data_dir, portable
 
 RESULTS_FILE = RESULTS / "gpu_results.json"
 INPUTS = WORK / "gpu_results_inputs"
@@ -311,8 +310,6 @@ def transitive_graph(
     for the shared budget) and built into one graph; or the graph an earlier run kept
     (--keep-graph), carried in `root` (--prepare --graph): training checks that it was built
     for these very patches."""
-    from run import merge_patches
-
     name = graph_set(masks)
     folder = RUNS / f"{name}_graph"
     patches, graph = folder / "patches.npz", folder / "graph.npz"
@@ -353,8 +350,6 @@ def data_root(quick: bool) -> Path:
 def quick_data() -> Path:
     """A data folder laid out like the real one from the bundled CIFAR-10 sample: 256
     training and 128 test images per data set, so every code path runs in seconds."""
-    from perfkit.common import subset_npz
-
     root = WORK / "gpu_results_quick_data"
     for seed in (0, 1):
         write_quick_clip(root / VIDEOS / f"synthetic{seed}", seed)

@@ -2,6 +2,7 @@
 --quick on the CPU: every section of bench/gpu.py but the demo runs (the peer only where
 LightlySSL is installed) and writes its figures; the results runner appends and skips rows."""
 
+import importlib
 import json
 import subprocess
 import sys
@@ -38,7 +39,7 @@ def test_gpu_benchmark_runs_quick_on_the_cpu(tmp_path):
     assert figures["compile"]["modes"]["off"]["images_per_sec"] > 0
     tests = figures["cuda_tests"]  # on a CPU the CUDA variants skip; the plumbing runs
     assert tests["exit_code"] == 0 and tests["failed"] == {} and tests["skipped"] > 0
-    assert "skipped" in figures["peer"] or figures["peer"]["peer_full_pairs_per_sec"] > 0
+    assert "skipped" in figures["peer"] or figures["peer"]["peer_full_images_per_sec"] > 0
     assert (tmp_path / "out" / "gpu_results.tar.gz").is_file()
 
 
@@ -63,11 +64,11 @@ def test_a_rerun_of_some_sections_keeps_the_others(tmp_path):
 
 def bench_module(name: str):
     sys.path.insert(0, str(ROOT / "bench"))
-    return __import__(name)
+    return importlib.import_module(name)
 
 
 def test_cuda_tests_stopped_at_their_limit_still_count_what_finished():
-    gpu = bench_module("gpu")
+    gpu = bench_module("harness.gpu_sections")
     output = (
         b"tests/test_gpu.py::test_views_on_cuda_match_the_cpu[counting] PASSED   [  3%]\n"
         b"tests/test_gpu.py::test_views_on_cuda_match_the_cpu[rotation] FAILED   [  6%]\n"
@@ -83,7 +84,7 @@ def test_cuda_tests_stopped_at_their_limit_still_count_what_finished():
 
 
 def test_demo_phases_are_timed_from_the_header_lines(monkeypatch):
-    gpu = bench_module("gpu")
+    gpu = bench_module("harness.gpu_sections")
     now = iter([10.0, 13.5, 40.0])
     monkeypatch.setattr(gpu.time, "perf_counter", lambda: next(now))
     clock = gpu.PhaseClock()  # started at 10.0
@@ -165,12 +166,12 @@ def test_a_kept_graph_spares_the_transitive_rows_their_embedder_run(tmp_path, mo
     """A run on a bare machine given the graph an earlier run kept (--keep-graph, then
     --prepare --graph) merges the patches again and trains nothing before the rows."""
     module = bench_module("gpu_results")
-    import run
-
     monkeypatch.setattr(module, "RUNS", tmp_path / "runs")
     monkeypatch.setattr(module, "data_paths", lambda row, root: {"train": root / "train.npz"})
     merged = []
-    monkeypatch.setattr(run, "merge_patches", lambda videos, images, out, size: merged.append(out))
+    monkeypatch.setattr(
+        module, "merge_patches", lambda videos, images, out, size: merged.append(out)
+    )
 
     def selfsup(*argv):
         raise AssertionError(f"ran selfsup {' '.join(argv[:2])} with a graph at hand")

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from run import RESULTS, ROOT, portable
 
-from .common import TASKS, Bench, cifar, loop_config, run_folder, subset_npz, train_argv
+from .commands import TASKS, loop_config, run_folder, train_argv
+from .data import subset_npz
+from .record import RESULTS, ROOT, cifar, portable
+from .runner import Bench
 
 
 def free_port() -> int:
@@ -112,27 +114,30 @@ def eval_scaling(bench: Bench) -> list[dict]:
 
 
 def graph_cost(vectors: int) -> dict:
-    """k-means + within-cluster kNN and 4-clique mining on random 128-d vectors, as
-    bench/graph.py measures them (sqrt(N) clusters, 10 neighbours), unrounded."""
+    """k-means + within-cluster kNN and 4-clique mining on random 128-d vectors (sqrt(N)
+    clusters, 10 neighbours): the graph-building cost bench/graph.py measures at scale."""
     from selfsup.graph.mining import cluster_and_search, four_cliques
 
     points = np.random.default_rng(0).standard_normal((vectors, 128), dtype=np.float32)
+    clusters = round(vectors**0.5)
     started = time.perf_counter()
-    _, neighbours = cluster_and_search(points, round(vectors**0.5), 10)
+    _, neighbours = cluster_and_search(points, clusters, 10)
     searched = time.perf_counter()
     cliques = four_cliques(neighbours)
     return {
         "vectors": vectors,
+        "dims": 128,
+        "clusters": clusters,
+        "neighbours": 10,
         "kmeans_and_knn_seconds": round(searched - started, 3),
         "clique_seconds": round(time.perf_counter() - searched, 3),
         "cliques": len(cliques),
-        "source": "bench/perf.py",
     }
 
 
 def graph_scaling(bench: Bench) -> list[dict]:
     graph_cost(min(bench.sizes.graph_sizes))  # warm-up: faiss's first call sets up threads
-    rows = [graph_cost(n) for n in bench.sizes.graph_sizes]
+    rows = [{**graph_cost(n), "source": "bench/perf.py"} for n in bench.sizes.graph_sizes]
     recorded = RESULTS / "graph.json"  # 10^5 and 10^6 vectors, from bench/graph.py
     if recorded.exists():
         for row in json.loads(recorded.read_text())["rows"]:
@@ -199,8 +204,7 @@ def plot_scaling(eval_rows: list[dict], graph_rows: list[dict], path: Path) -> d
 
 
 def scaling_section(bench: Bench) -> dict:
-    data = subset_npz(cifar("train"), bench.sizes.train_images)
-    ddp = [ddp_throughput(bench, processes, data) for processes in (1, 2)]
+    ddp = [ddp_throughput(bench, processes, bench.data["cifar"]) for processes in (1, 2)]
     for row in ddp:
         print(
             f"  {row['processes']} process(es) x {row['threads_per_process']} thread(s): "
