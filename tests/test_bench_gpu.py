@@ -1,6 +1,7 @@
 """bench/gpu.py and bench/gpu_results.py, the scripts the GPU figures come from, run with
 --quick on the CPU: every section of bench/gpu.py but the demo runs (the peer only where
-LightlySSL is installed) and writes its figures; the results runner appends and skips rows."""
+LightlySSL is installed) and writes its figures; the results runner appends and skips rows,
+its rows and claims read from bench/gpu_results.yaml."""
 
 import importlib
 import json
@@ -226,6 +227,11 @@ def test_claims_read_the_table_as_the_papers_state_them():
     assert four == "confirmed: +2.00 points against motion-segmentation"
     transitive = "transitive above inter-only and intra-only (best linear layer)"
     assert verdicts[transitive] == "not yet measured"
+    names = ["transitive-transitive", "transitive-inter", "transitive-intra"]
+    rows.update({name: row(45 - i, 40) for i, name in enumerate(names)})
+    assert dict(module.claims(rows))[transitive] == (
+        "confirmed: +1.00 points against transitive-inter"
+    )
 
 
 def test_transitive_rows_train_on_the_patch_graph_and_evaluate_on_images(tmp_path):
@@ -245,3 +251,22 @@ def test_transitive_rows_train_on_the_patch_graph_and_evaluate_on_images(tmp_pat
     for name, row in module.ROWS.items():
         if name.startswith("simclr-100-"):
             assert row.train[: len(recipe)] == recipe and len(row.train) == len(recipe) + 1
+
+
+def test_the_rows_file_names_real_rows_and_settings_the_cli_accepts(tmp_path):
+    """bench/gpu_results.yaml is data the runner trusts: every `@group` spelled out, every
+    `random_of` and claimed row a row of the table, every row's command a config the CLI
+    resolves (an unknown key, a misspelt task or preset fails here, not on the GPU)."""
+    module = bench_module("gpu_results")
+    from harness.commands import loop_config
+
+    paths = {name: tmp_path / name for name in ("train", "test", "patches", "graph", "videos")}
+    for name, row in module.ROWS.items():
+        assert not any(arg.startswith("@") for arg in row.train), name
+        if row.random_of:
+            assert module.ROWS[row.random_of].train and not row.train, name
+            continue
+        loop_config(module.train_argv(row, paths, tmp_path / name, 5))
+    for claim in module.CLAIMS:
+        assert {claim["row"], *claim["against"]} <= set(module.ROWS), claim["claim"]
+        assert claim["compare"] in ("every_layer", "best_layer"), claim["claim"]
