@@ -32,7 +32,7 @@ import torch
 from harness.commands import TASKS, command_text, exemplar_argv, loop_config, run_folder, task_argv
 from harness.data import subset_npz
 from harness.lightly_peer import PeerSimCLR, decode_pil
-from harness.record import RESULTS, ROOT, WORK, cifar, machine, portable, write_json
+from harness.record import RESULTS, ROOT, WORK, cifar, machine, plotted, portable, write_json
 from harness.sizes import PROFILES, Sizes
 from harness.stepper import LoopStepper
 
@@ -237,29 +237,20 @@ def launch(name: str, args: argparse.Namespace) -> dict:
 
 
 def plot(rows: dict[str, dict], path: Path, budget: float) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     ordered = sorted(rows.values(), key=lambda r: r["knn_top1"])
     colours = {"ours": "tab:blue", "peer": "tab:orange", "random": "tab:gray"}
-    figure, axes = plt.subplots(figsize=(7, 0.38 * len(ordered) + 1.2))
-    axes.barh(
-        [r["label"] or r["name"] for r in ordered],
-        [r["knn_top1"] for r in ordered],
-        color=[colours[r["kind"]] for r in ordered],
-    )
-    for i, r in enumerate(ordered):
-        axes.text(r["knn_top1"] + 0.3, i, f"{r['knn_top1']:.1f}", va="center", fontsize=8)
-    axes.set_xlim(0, 1.12 * max(r["knn_top1"] for r in ordered))  # room for the labels
-    axes.set_xlabel("CIFAR-10 kNN top-1 (%)")
-    axes.set_title(f"After {budget / 60:g} CPU-minutes of training (one core each)")
-    axes.tick_params(axis="y", labelsize=8)
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    with plotted(path, (7, 0.38 * len(ordered) + 1.2)) as axes:
+        axes.barh(
+            [r["label"] or r["name"] for r in ordered],
+            [r["knn_top1"] for r in ordered],
+            color=[colours[r["kind"]] for r in ordered],
+        )
+        for i, r in enumerate(ordered):
+            axes.text(r["knn_top1"] + 0.3, i, f"{r['knn_top1']:.1f}", va="center", fontsize=8)
+        axes.set_xlim(0, 1.12 * max(r["knn_top1"] for r in ordered))  # room for the labels
+        axes.set_xlabel("CIFAR-10 kNN top-1 (%)")
+        axes.set_title(f"After {budget / 60:g} CPU-minutes of training (one core each)")
+        axes.tick_params(axis="y", labelsize=8)
 
 
 def parse_args() -> argparse.Namespace:

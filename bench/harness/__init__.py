@@ -1,7 +1,7 @@
 """The benchmark library: one set of sections, one `Sizes`, shared by every script in bench/.
 
 - record: where inputs and results live, the machine, commands and text without machine
-  paths, results files written whole;
+  paths, results files written whole, plots saved;
 - sizes: `Sizes` and its three profiles (quick, cpu, gpu) as one table;
 - data: the data folder (shared, carried to a GPU machine, or made from the bundled sample
   with --quick), subsets, train / validation splits, video patches merged with images;

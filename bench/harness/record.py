@@ -1,8 +1,9 @@
 """Where inputs and results live, and what a results file records: the machine, and commands
-and text without machine paths, written whole."""
+and text without machine paths, written whole; the plots beside it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -10,6 +11,7 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -71,6 +73,22 @@ def write_json(path: Path, results: dict) -> None:
 
     with written_atomically(path) as temporary:
         temporary.write_text(scrubbed(json.dumps(results, indent=2, default=float)) + "\n")
+
+
+@contextlib.contextmanager
+def plotted(path: Path, size: tuple[float, float]) -> Iterator:
+    """Matplotlib axes (no display needed) whose figure is saved to `path` at the end."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=size)
+    yield axes
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
 
 
 def run(command: list[str]) -> float:

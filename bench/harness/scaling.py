@@ -17,7 +17,7 @@ import torch
 
 from .commands import TASKS, loop_config, run_folder, train_argv
 from .data import subset_npz
-from .record import RESULTS, ROOT, cifar, portable
+from .record import RESULTS, ROOT, cifar, plotted, portable
 from .runner import Bench
 
 
@@ -162,10 +162,6 @@ def loglog_slope(x: list[float], y: list[float]) -> float | None:
 
 def plot_scaling(eval_rows: list[dict], graph_rows: list[dict], path: Path) -> dict:
     """Log-log seconds against data size; returns each curve's fitted exponent."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.ticker import NullFormatter
 
     images = [r["images"] for r in eval_rows]
@@ -180,26 +176,22 @@ def plot_scaling(eval_rows: list[dict], graph_rows: list[dict], path: Path) -> d
         "graph: 4-cliques (vectors)": (vectors, [r["clique_seconds"] for r in graph_rows]),
     }
     slopes = {}
-    figure, axes = plt.subplots(figsize=(6.5, 4.5))
-    for label, (x, y) in curves.items():
-        order = np.argsort(x)
-        xs, ys = np.asarray(x)[order], np.asarray(y, dtype=float)[order]
-        keep = ys > 0  # a log axis cannot show 0 s
-        slopes[label] = loglog_slope(list(xs), list(ys))
-        exponent = "" if slopes[label] is None else f" ~ N^{slopes[label]}"
-        axes.plot(xs[keep], ys[keep], marker="o", label=f"{label}{exponent}")
-    axes.set_xscale("log")
-    axes.set_yscale("log")
-    axes.xaxis.set_minor_formatter(NullFormatter())  # no crowded labels
-    axes.set_xlabel("images or vectors (N)")
-    axes.set_ylabel("seconds")
-    axes.set_title("Evaluation and graph cost against data size")
-    axes.grid(True, which="both", alpha=0.3)
-    axes.legend(fontsize=8)
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    with plotted(path, (6.5, 4.5)) as axes:
+        for label, (x, y) in curves.items():
+            order = np.argsort(x)
+            xs, ys = np.asarray(x)[order], np.asarray(y, dtype=float)[order]
+            keep = ys > 0  # a log axis cannot show 0 s
+            slopes[label] = loglog_slope(list(xs), list(ys))
+            exponent = "" if slopes[label] is None else f" ~ N^{slopes[label]}"
+            axes.plot(xs[keep], ys[keep], marker="o", label=f"{label}{exponent}")
+        axes.set_xscale("log")
+        axes.set_yscale("log")
+        axes.xaxis.set_minor_formatter(NullFormatter())  # no crowded labels
+        axes.set_xlabel("images or vectors (N)")
+        axes.set_ylabel("seconds")
+        axes.set_title("Evaluation and graph cost against data size")
+        axes.grid(True, which="both", alpha=0.3)
+        axes.legend(fontsize=8)
     return slopes
 
 
