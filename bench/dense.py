@@ -21,9 +21,7 @@ import sys
 from pathlib import Path
 
 import yaml
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import RESULTS, ROOT, WORK, data_dir, machine, portable, run
+from harness.record import RESULTS, WORK, data_dir, machine, portable, run, write_json
 
 HEADLINE = {
     "depth": ("delta1", "abs_rel", "rmse"),
@@ -169,9 +167,7 @@ def main() -> None:
         # The evaluations' own time, rows read back from an earlier run included.
         "seconds": round(sum(r["seconds"] for r in rows), 1),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(report, indent=2).replace(str(ROOT) + "/", "")
-    args.out.write_text(text.replace(str(data_dir()), "$SELFSUP_DATA"))
+    write_json(args.out, report)
     print(markdown(rows))
     print(f"wrote {args.out}")
 

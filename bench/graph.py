@@ -13,44 +13,20 @@ import json
 import resource
 import subprocess
 import sys
-import time
-from pathlib import Path
 
-import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import RESULTS, machine
-
-
-def measure(size: int) -> dict:
-    from selfsup.graph.mining import cluster_and_search, four_cliques
-
-    vectors = np.random.default_rng(0).standard_normal((size, 128), dtype=np.float32)
-    clusters = round(size**0.5)
-    start = time.perf_counter()
-    _, neighbours = cluster_and_search(vectors, clusters, 10)
-    searched = time.perf_counter()
-    cliques = four_cliques(neighbours)
-    done = time.perf_counter()
-    return {
-        "vectors": size,
-        "dims": 128,
-        "clusters": clusters,
-        "neighbours": 10,
-        "kmeans_and_knn_seconds": round(searched - start, 1),
-        "clique_seconds": round(done - searched, 1),
-        "cliques": len(cliques),
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-    }
+from harness.record import RESULTS, machine, write_json
+from harness.scaling import graph_cost
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # child process
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(measure(args.one)))
+        row = graph_cost(args.one)
+        row["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        print(json.dumps(row))
         return
     rows = []
     for size in args.sizes:
@@ -58,9 +34,8 @@ def main() -> None:
                              capture_output=True, text=True).stdout  # fmt: skip
         rows.append(json.loads(out.strip().splitlines()[-1]))
         print(rows[-1], flush=True)
-    RESULTS.mkdir(parents=True, exist_ok=True)
     result = {"rows": rows, "command": "python bench/graph.py", "machine": machine()}
-    (RESULTS / "graph.json").write_text(json.dumps(result, indent=2))
+    write_json(RESULTS / "graph.json", result)
 
 
 if __name__ == "__main__":

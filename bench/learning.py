@@ -5,23 +5,19 @@ budget, beside random initialisation and LightlySSL's SimCLR.
     python bench/learning.py --quick    # tiny budget and data: a smoke run
     python bench/learning.py --only counting simclr-lightly --budget 300
 
-Each contender runs in its own process with one thread (OMP_NUM_THREADS=1), so a CPU-second is
-a core-second whatever else the machine runs, and trains until it has used `--budget` seconds
-of process CPU time (time.process_time). The peer's augmentations run in that process too
-(DataLoader workers=0), so they are paid from the same budget as our view building. Decoding
-the dataset and building the model come before the clock starts, for every contender alike.
-
-Each learning-rate schedule is sized to the steps the budget affords (estimated from timed
-steps of a throwaway copy), so every contender ends its cosine schedule when its budget ends.
-Then a weighted kNN (cosine, k=200, T=0.1) on the globally pooled final-layer features: the
-CIFAR-10 training images are the memory bank, the test images are scored. Random-init rows
-score the untrained backbones the same way.
+Each contender runs in its own one-thread process and trains until it has used `--budget`
+seconds of process CPU time (the peer's augmentations included, DataLoader workers=0), its
+cosine schedule sized to the steps the budget affords; then a weighted kNN (cosine, k=200,
+T=0.1) on the pooled final layer scores it, random-init rows untrained. The sizes are the
+quick and cpu profiles of bench/harness/sizes.py; docs/performance.md ("Learning per
+CPU-minute") has the details.
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import functools
 import json
 import math
 import os
@@ -29,26 +25,16 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from perfkit.common import (
-    FULL,
-    TASKS,
-    Bench,
-    cifar,
-    command_text,
-    loop_config,
-    run_folder,
-    subset_npz,
-    train_argv,
-)
-from perfkit.peer import PeerSimCLR, decode_pil, exemplar_argv
-from perfkit.stepper import LoopStepper
-from run import RESULTS, ROOT, WORK, machine, portable
+from harness.commands import TASKS, command_text, exemplar_argv, loop_config, run_folder, task_argv
+from harness.data import subset_npz
+from harness.lightly_peer import PeerSimCLR, decode_pil
+from harness.record import RESULTS, ROOT, WORK, cifar, machine, plotted, portable, write_json
+from harness.sizes import PROFILES, Sizes
+from harness.stepper import LoopStepper
 
 from selfsup.runtime import resolve_device, resolve_precision
 
@@ -57,54 +43,39 @@ WARMUP_STEPS = 3  # untimed first steps: caches fill, the heap (train.heap=reuse
 TIMED_STEPS = 2  # at least this many steps timed after them to size each schedule
 TIMED_SECONDS = 20.0  # and this much CPU time (at most a tenth of the budget): a 0.06 s step
 # timed twice misjudged relative position's rate by a third
+LEARNING_SIZES = ("budget", "train_images", "test_images", "batch")  # what the rows depend on
 
 
 @dataclass(frozen=True)
 class Contender:
     """kind: "ours" (a `selfsup train` command), "peer" (LightlySSL SimCLR) or "random"
-    (the backbone of `argv`'s config, untrained)."""
+    (the backbone of `argv`'s config, untrained); `argv(data, sizes)` its command line."""
 
     kind: str
-    argv: Callable[[Path, int | None], list[str]] | None = None
+    argv: Callable[[Path, Sizes], list[str]] | None = None
     label: str = ""
 
 
-def task_argv(name: str) -> Callable[[Path, int | None], list[str]]:
-    return lambda data, batch: train_argv(TASKS[name], data, batch, [])
-
-
-def infonce_argv(data: Path, batch: int | None) -> list[str]:
+def infonce_argv(data: Path, sizes: Sizes) -> list[str]:
     # perf.py's peer comparison: ResNet-18, InfoNCE, the peer's batch and SGD settings; the
     # schedule here is cosine like every other contender's.
-    return exemplar_argv(data, batch or FULL.peer_batch, schedule="cosine")
+    return exemplar_argv(data, sizes.peer_batch, schedule="cosine")
 
 
 CONTENDERS: dict[str, Contender] = {
-    **{name: Contender("ours", task_argv(name), label=name) for name in TASKS},
+    **{name: Contender("ours", functools.partial(task_argv, name), label=name) for name in TASKS},
     "exemplar-infonce-resnet18": Contender(
         "ours", infonce_argv, label="exemplar, InfoNCE, ResNet-18 (the peer's setup)"
     ),
     "simclr-lightly": Contender("peer", label="LightlySSL SimCLR, ResNet-18"),
     "random-alexnet_small": Contender(
-        "random", task_argv("counting"), label="random init: counting's AlexNet"
+        "random", functools.partial(task_argv, "counting"), label="random init: counting's AlexNet"
     ),
     "random-multitask-trunk": Contender(
-        "random", task_argv("exemplar"), label="random init: multi-task trunk"
+        "random", functools.partial(task_argv, "exemplar"), label="random init: multi-task trunk"
     ),
     "random-resnet18": Contender("random", infonce_argv, label="random init: ResNet-18"),
 }
-
-
-@dataclass(frozen=True)
-class Sizes:
-    budget: float  # CPU seconds of training per contender
-    train_images: int | None  # kNN memory bank and training images (None: all 50,000)
-    test_images: int | None  # kNN test images (None: all 10,000)
-    batch: int | None  # every contender's batch (None: each one's own)
-
-
-FULL_SIZES = Sizes(budget=600.0, train_images=None, test_images=None, batch=None)
-QUICK_SIZES = Sizes(budget=15.0, train_images=1024, test_images=256, batch=16)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -161,11 +132,12 @@ def train_ours(argv: list[str], budget: float) -> tuple[torch.nn.Module, dict]:
     return stepper.run.model.backbone, {"command": command_text(argv), "batch": batch, **row}
 
 
-def train_peer(bench: Bench, data: Path, batch: int, budget: float) -> tuple[PeerSimCLR, dict]:
+def train_peer(setup: tuple, data: Path, batch: int, budget: float) -> tuple[PeerSimCLR, dict]:
+    """LightlySSL's SimCLR on `budget` CPU seconds; `setup`: (device, autocast dtype)."""
     pil = decode_pil(data)
-    per_step = seconds_per_step(PeerSimCLR(pil, batch, 0, bench).full, budget)
+    per_step = seconds_per_step(PeerSimCLR(pil, batch, 0, *setup).full, budget)
     planned = max(1, math.floor(budget / per_step))
-    peer = PeerSimCLR(pil, batch, 0, bench)
+    peer = PeerSimCLR(pil, batch, 0, *setup)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(peer.optimizer, T_max=planned)
 
     def step() -> int:
@@ -194,14 +166,16 @@ def knn_score(features: Callable[[torch.Tensor], torch.Tensor], train, test) -> 
     }
 
 
-def backbone_features(backbone: torch.nn.Module, bench: Bench) -> tuple[Callable, str]:
-    """Pooled final-layer features of `backbone` as a function of images, and the layer."""
+def backbone_features(backbone: torch.nn.Module, trunk_input, setup: tuple) -> tuple[Callable, str]:
+    """Pooled final-layer features of `backbone`, fed as its run's input record says, as a
+    function of images, and the layer."""
     from selfsup.features import extract_features
 
     layer = backbone.layer_names[-1]
 
     def features(images: torch.Tensor) -> torch.Tensor:
-        common = {"device": bench.device, "amp_dtype": bench.amp_dtype, "progress": False}
+        common = {"device": setup[0], "amp_dtype": setup[1], "progress": False}
+        common["trunk_input"] = trunk_input
         return extract_features(backbone, images, [layer], max_dims=0, **common)[layer]
 
     return features, layer
@@ -209,6 +183,8 @@ def backbone_features(backbone: torch.nn.Module, bench: Bench) -> tuple[Callable
 
 def run_one(name: str, sizes: Sizes, out: Path) -> None:
     """Train (or not) and score contender `name`; the row goes to `out`."""
+    from selfsup.config import dump
+    from selfsup.data.trunk_input import input_of_config
     from selfsup.eval.protocol import load_labelled
     from selfsup.runs import backbone_from_config
 
@@ -216,21 +192,21 @@ def run_one(name: str, sizes: Sizes, out: Path) -> None:
     torch.manual_seed(0)
     contender = CONTENDERS[name]
     device = resolve_device("auto")
-    bench = Bench(FULL, argparse.Namespace(), device, resolve_precision("auto", device), out, {})
+    setup = (device, resolve_precision("auto", device))
     data = subset_npz(cifar("train"), sizes.train_images)
     row: dict = {"name": name, "kind": contender.kind, "label": contender.label}
     if contender.kind == "peer":
-        batch = sizes.batch or FULL.peer_batch
-        peer, trained = train_peer(bench, data, batch, sizes.budget)
+        peer, trained = train_peer(setup, data, sizes.peer_batch, sizes.budget)
         features, layer = peer.features, "backbone (512-d pooled)"
     else:
-        argv = contender.argv(data, sizes.batch)
+        argv = contender.argv(data, sizes)
         if contender.kind == "ours":
             backbone, trained = train_ours(argv, sizes.budget)
         else:
             backbone = backbone_from_config(loop_config(argv).backbone)
             trained = {"steps": 0, "cpu_seconds": 0.0}
-        features, layer = backbone_features(backbone, bench)
+        trunk_input = input_of_config(dump(loop_config(argv)))
+        features, layer = backbone_features(backbone, trunk_input, setup)
         row["backbone"] = asdict(loop_config(argv).backbone)
     train = load_labelled(str(data), 32, progress=False)
     test = load_labelled(str(subset_npz(cifar("test"), sizes.test_images)), 32, progress=False)
@@ -266,29 +242,20 @@ def launch(name: str, args: argparse.Namespace) -> dict:
 
 
 def plot(rows: dict[str, dict], path: Path, budget: float) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     ordered = sorted(rows.values(), key=lambda r: r["knn_top1"])
     colours = {"ours": "tab:blue", "peer": "tab:orange", "random": "tab:gray"}
-    figure, axes = plt.subplots(figsize=(7, 0.38 * len(ordered) + 1.2))
-    axes.barh(
-        [r["label"] or r["name"] for r in ordered],
-        [r["knn_top1"] for r in ordered],
-        color=[colours[r["kind"]] for r in ordered],
-    )
-    for i, r in enumerate(ordered):
-        axes.text(r["knn_top1"] + 0.3, i, f"{r['knn_top1']:.1f}", va="center", fontsize=8)
-    axes.set_xlim(0, 1.12 * max(r["knn_top1"] for r in ordered))  # room for the labels
-    axes.set_xlabel("CIFAR-10 kNN top-1 (%)")
-    axes.set_title(f"After {budget / 60:g} CPU-minutes of training (one core each)")
-    axes.tick_params(axis="y", labelsize=8)
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    with plotted(path, (7, 0.38 * len(ordered) + 1.2)) as axes:
+        axes.barh(
+            [r["label"] or r["name"] for r in ordered],
+            [r["knn_top1"] for r in ordered],
+            color=[colours[r["kind"]] for r in ordered],
+        )
+        for i, r in enumerate(ordered):
+            axes.text(r["knn_top1"] + 0.3, i, f"{r['knn_top1']:.1f}", va="center", fontsize=8)
+        axes.set_xlim(0, 1.12 * max(r["knn_top1"] for r in ordered))  # room for the labels
+        axes.set_xlabel("CIFAR-10 kNN top-1 (%)")
+        axes.set_title(f"After {budget / 60:g} CPU-minutes of training (one core each)")
+        axes.tick_params(axis="y", labelsize=8)
 
 
 def parse_args() -> argparse.Namespace:
@@ -302,9 +269,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--one", choices=sorted(CONTENDERS), help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help="results file (default by mode)")
     args = parser.parse_args()
-    sizes = QUICK_SIZES if args.quick else FULL_SIZES
+    sizes = PROFILES["quick" if args.quick else "cpu"]
     args.budget = args.budget or sizes.budget
-    args.sizes = Sizes(args.budget, sizes.train_images, sizes.test_images, sizes.batch)
+    args.sizes = replace(sizes, budget=args.budget)
     return args
 
 
@@ -338,15 +305,14 @@ def main() -> None:
         "what": "CIFAR-10 kNN top-1 (k=200, T=0.1, cosine, final layer pooled) of each "
         "contender after the same CPU budget of training, one thread per contender",
         "budget_cpu_seconds": args.budget,
-        "sizes": asdict(args.sizes),
+        "sizes": {size: getattr(args.sizes, size) for size in LEARNING_SIZES},
         "command": portable(["python", "bench/learning.py", *sys.argv[1:]]),
         "seconds": round(time.perf_counter() - started, 1),
         "machine": {**machine(), "threads": 1, "jobs_at_once": args.jobs},
         "plot": portable([figure]),
         "rows": rows,
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
+    write_json(out, results)
     print(f"wrote {portable([out])}")
     best = max(rows.values(), key=lambda r: r["knn_top1"])
     print(f"best: {best['name']} {best['knn_top1']:.1f} %")

@@ -14,51 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import shlex
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
-import torch
-
-ROOT = Path(__file__).resolve().parents[1]
-WORK = ROOT / "bench" / "work"
-RESULTS = ROOT / "bench" / "results"
-
-
-def data_dir() -> Path:
-    return Path(os.environ.get("SELFSUP_DATA", ROOT.parent / "shared" / "data"))
-
-
-def carve_validation(source: Path, out_dir: Path, per_class: int) -> tuple[Path, Path]:
-    """Split a labelled packed-JPEG .npz into train / validation (the last `per_class` images
-    of every class, by file order) so a probe is never scored on held-out test data."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    train_path, val_path = out_dir / "train.npz", out_dir / "val.npz"
-    if train_path.exists() and val_path.exists():
-        return train_path, val_path
-    with np.load(source) as archive:
-        labels, offsets, jpeg = archive["labels"], archive["offsets"], archive["jpeg"]
-        val_rows = np.concatenate(
-            [np.flatnonzero(labels == c)[-per_class:] for c in np.unique(labels)]
-        )
-        is_val = np.zeros(len(labels), bool)
-        is_val[val_rows] = True
-        for path, rows in ((train_path, np.flatnonzero(~is_val)), (val_path, val_rows)):
-            blobs = [jpeg[offsets[i] : offsets[i + 1]] for i in rows]
-            new_offsets = np.concatenate([[0], np.cumsum([len(b) for b in blobs])])
-            np.savez(
-                path,
-                jpeg=np.concatenate(blobs),
-                offsets=new_offsets.astype(np.int64),
-                labels=labels[rows],
-                class_names=archive["class_names"],
-            )
-    return train_path, val_path
+from harness.data import carve_validation, merge_patches, patch_commands
+from harness.record import RESULTS, WORK, data_dir, machine, portable, run, scrub, write_json
 
 
 def entries(data: Path) -> dict[str, dict]:
@@ -163,27 +124,14 @@ def prepare_transitive(data: Path) -> tuple[Path, Path]:
         sys.exit(f"{embed} is missing: run `python bench/run.py --suite multitask "
                  "--only mt_relative-position` first (it embeds the patches)")  # fmt: skip
     selfsup = [sys.executable, "-m", "selfsup"]
-    videos = {
-        "davis": ([data / "video" / "davis2016" / "JPEGImages" / "480p"], []),
-        # vtest's walkers are small and slow: a lower residual threshold finds them.
-        "vtest": ([data / "video" / "opencv_vtest" / "vtest.avi"], ["masks.min_residual=1"]),
-    }
-    commands = {}
-    for name, (inputs, settings) in videos.items():
-        out = folder / name
-        commands[f"patches_{name}"] = [
-            *selfsup, "video", "patches", *map(str, inputs), "--out", str(out),
-            "--max-frames", "200", "--quiet", *settings,
-        ]  # fmt: skip
-        if not (out / "patches.npz").is_file():
+    commands, sets = {}, patch_commands(data, folder)
+    for name, argv in sets.items():
+        commands[f"patches_{name}"] = [*selfsup, *argv, "--quiet"]
+        if not (folder / name / "patches.npz").is_file():
             run(commands[f"patches_{name}"])
     patches = folder / "patches.npz"
-    counts = merge_patches(
-        [folder / name / "patches.npz" for name in videos],
-        data / "cifar10" / "train_jpeg.npz",
-        patches,
-        size=32,
-    )
+    videos = [folder / name / "patches.npz" for name in sets]
+    counts = merge_patches(videos, data / "cifar10" / "train_jpeg.npz", patches, size=32)
     graph = folder / "graph.npz"
     commands["graph"] = [
         *selfsup, "graph", "build", "--patches", str(patches), "--embed", str(embed),
@@ -203,88 +151,11 @@ def prepare_transitive(data: Path) -> tuple[Path, Path]:
         "commands": {key: portable(command) for key, command in commands.items()},
         "machine": machine(),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "ti_graph.json").write_text(json.dumps(summary, indent=2, default=float))
+    write_json(RESULTS / "ti_graph.json", summary)
     return patches, graph
 
 
-def merge_patches(video_files: list[Path], images: Path, out: Path, size: int) -> dict:
-    """One patch set: the video patches resized to `size`, then the labelled images (each its
-    own track, `patch_labels` their class; video patches get -1)."""
-    from selfsup.eval.protocol import load_labelled
-
-    parts, counts = [], {}
-    track_offset = video_offset = 0
-    for file in video_files:
-        with np.load(file) as video:
-            pixels = torch.from_numpy(video["images"]).permute(0, 3, 1, 2).float()
-            small = torch.nn.functional.interpolate(pixels, size=size, antialias=True,
-                                                    mode="bilinear")  # fmt: skip
-            n = len(pixels)
-            parts.append({
-                "images": small.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy(),
-                "track": video["track"] + track_offset,
-                "frame": video["frame"],
-                "video": video["video"] + video_offset,
-                "patch_labels": np.full(n, -1),
-            })  # fmt: skip
-            track_offset = int(parts[-1]["track"].max()) + 1
-            video_offset = int(parts[-1]["video"].max()) + 1
-            counts[file.parent.name] = {"patches": n, "tracks": len(np.unique(video["track"]))}
-    dataset = load_labelled(str(images), size, progress=False)
-    n = len(dataset.labels)
-    parts.append({
-        "images": dataset.images.permute(0, 2, 3, 1).numpy(),
-        "track": np.arange(n) + track_offset,
-        "frame": np.zeros(n, np.int64),
-        "video": np.full(n, -1),
-        "patch_labels": dataset.labels.numpy(),
-    })  # fmt: skip
-    counts["images"] = {"patches": n, "source": portable([images])}
-    if not out.is_file():
-        np.savez(out, **{key: np.concatenate([p[key] for p in parts]) for key in parts[0]})
-    return counts
-
-
 SUITES = {"counting": entries, "multitask": multitask_entries, "transitive": transitive_entries}
-
-
-def run(command: list[str]) -> float:
-    print("$", shlex.join(command), flush=True)
-    started = time.perf_counter()
-    subprocess.run(command, check=True, cwd=ROOT)
-    return time.perf_counter() - started
-
-
-def machine() -> dict:
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor(),
-        "cpus": os.cpu_count(),
-        "torch": torch.__version__,
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "threads": torch.get_num_threads(),
-    }
-
-
-def portable(command: list[str]) -> str:
-    """The command as a user would type it: no machine paths."""
-    text = shlex.join(str(c) for c in command)
-    # The interpreter first: it usually lives under ROOT, whose prefix would be cut from it.
-    return (
-        text.replace(sys.executable, "python")
-        .replace(str(ROOT) + "/", "")
-        .replace(str(data_dir()), "$SELFSUP_DATA")
-    )
-
-
-def scrub(folder: Path) -> None:
-    """Rewrite machine paths in the written reports as portable ones."""
-    for path in folder.rglob("*"):
-        if path.suffix in (".md", ".json"):
-            text = path.read_text()
-            text = text.replace(str(data_dir()), "$SELFSUP_DATA").replace(str(ROOT) + "/", "")
-            path.write_text(text.replace(str(Path.home()), "~"))
 
 
 def baseline_commands(name: str, entry: dict, out: Path) -> tuple[dict, dict]:
@@ -327,51 +198,16 @@ def bench_entry(name: str, entry: dict, steps: int | None) -> dict:
     cache = ["--cache-dir", str(WORK / "cache"), "--quiet"]
     data = ["--data", str(entry["probe_train"]), "--test", str(entry["probe_test"])]
     baselines, first = baseline_commands(name, entry, out)
-    commands = {
-        "train": [
-            *selfsup,
-            "train",
-            entry.get("task", "counting"),
-            "--data",
-            str(entry["pretrain"]),
-            *entry.get("extra", []),
-            "--out",
-            str(out),
-            "--config",
-            entry["config"],
-            "--steps",
-            str(steps),
-            "--quiet",
-            *entry["overrides"],
-        ],
-        **first,
-        "linear": [
-            *report_command(entry, "linear"),
-            str(out),
-            *baselines["linear"],
-            "--out",
-            str(report_dir / "linear"),
-        ],
-        "knn": [
-            *report_command(entry, "knn"),
-            str(out),
-            *baselines["knn"],
-            "--out",
-            str(report_dir / "knn"),
-        ],
-    }
+    train = [*selfsup, "train", entry.get("task", "counting"), "--data", str(entry["pretrain"])]
+    train += [*entry.get("extra", []), "--out", str(out), "--config", entry["config"]]
+    commands = {"train": [*train, "--steps", str(steps), "--quiet", *entry["overrides"]], **first}
+    for protocol in ("linear", "knn"):
+        commands[protocol] = [*report_command(entry, protocol), str(out), *baselines[protocol]]
+        commands[protocol] += ["--out", str(report_dir / protocol)]
     if entry.get("time_probes", True):
         # Features are cached by now: this times the probes alone.
-        commands["linear_cached"] = [
-            *selfsup,
-            "eval",
-            "linear",
-            str(out),
-            *data,
-            *cache,
-            "--json",
-            str(WORK / f"{name}_linear_cached.json"),
-        ]
+        cached = ["--json", str(WORK / f"{name}_linear_cached.json")]
+        commands["linear_cached"] = [*selfsup, "eval", "linear", str(out), *data, *cache, *cached]
     seconds = {key: round(run(command), 1) for key, command in commands.items()}
     scrub(report_dir)
     if first:
@@ -409,7 +245,7 @@ def main() -> None:
         if args.only and name not in args.only:
             continue
         result = bench_entry(name, entry, args.steps)
-        (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2))
+        write_json(RESULTS / f"{name}.json", result)
         print(json.dumps({k: result[k] for k in ("entry", "steps", "seconds")}))
 
 

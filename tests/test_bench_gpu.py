@@ -1,14 +1,19 @@
 """bench/gpu.py and bench/gpu_results.py, the scripts the GPU figures come from, run with
 --quick on the CPU: every section of bench/gpu.py but the demo runs (the peer only where
-LightlySSL is installed) and writes its figures; the results runner appends and skips rows."""
+LightlySSL is installed) and writes its figures; the results runner appends and skips rows,
+its rows and claims read from bench/gpu_results.yaml."""
 
+import importlib
 import json
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from tests.conftest import make_images
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,7 +43,7 @@ def test_gpu_benchmark_runs_quick_on_the_cpu(tmp_path):
     assert figures["compile"]["modes"]["off"]["images_per_sec"] > 0
     tests = figures["cuda_tests"]  # on a CPU the CUDA variants skip; the plumbing runs
     assert tests["exit_code"] == 0 and tests["failed"] == {} and tests["skipped"] > 0
-    assert "skipped" in figures["peer"] or figures["peer"]["peer_full_pairs_per_sec"] > 0
+    assert "skipped" in figures["peer"] or figures["peer"]["peer_full_images_per_sec"] > 0
     assert (tmp_path / "out" / "gpu_results.tar.gz").is_file()
 
 
@@ -63,11 +68,11 @@ def test_a_rerun_of_some_sections_keeps_the_others(tmp_path):
 
 def bench_module(name: str):
     sys.path.insert(0, str(ROOT / "bench"))
-    return __import__(name)
+    return importlib.import_module(name)
 
 
 def test_cuda_tests_stopped_at_their_limit_still_count_what_finished():
-    gpu = bench_module("gpu")
+    gpu = bench_module("harness.gpu_sections")
     output = (
         b"tests/test_gpu.py::test_views_on_cuda_match_the_cpu[counting] PASSED   [  3%]\n"
         b"tests/test_gpu.py::test_views_on_cuda_match_the_cpu[rotation] FAILED   [  6%]\n"
@@ -83,7 +88,7 @@ def test_cuda_tests_stopped_at_their_limit_still_count_what_finished():
 
 
 def test_demo_phases_are_timed_from_the_header_lines(monkeypatch):
-    gpu = bench_module("gpu")
+    gpu = bench_module("harness.gpu_sections")
     now = iter([10.0, 13.5, 40.0])
     monkeypatch.setattr(gpu.time, "perf_counter", lambda: next(now))
     clock = gpu.PhaseClock()  # started at 10.0
@@ -165,12 +170,12 @@ def test_a_kept_graph_spares_the_transitive_rows_their_embedder_run(tmp_path, mo
     """A run on a bare machine given the graph an earlier run kept (--keep-graph, then
     --prepare --graph) merges the patches again and trains nothing before the rows."""
     module = bench_module("gpu_results")
-    import run
-
     monkeypatch.setattr(module, "RUNS", tmp_path / "runs")
     monkeypatch.setattr(module, "data_paths", lambda row, root: {"train": root / "train.npz"})
     merged = []
-    monkeypatch.setattr(run, "merge_patches", lambda videos, images, out, size: merged.append(out))
+    monkeypatch.setattr(
+        module, "merge_patches", lambda videos, images, out, size: merged.append(out)
+    )
 
     def selfsup(*argv):
         raise AssertionError(f"ran selfsup {' '.join(argv[:2])} with a graph at hand")
@@ -225,6 +230,11 @@ def test_claims_read_the_table_as_the_papers_state_them():
     assert four == "confirmed: +2.00 points against motion-segmentation"
     transitive = "transitive above inter-only and intra-only (best linear layer)"
     assert verdicts[transitive] == "not yet measured"
+    names = ["transitive-transitive", "transitive-inter", "transitive-intra"]
+    rows.update({name: row(45 - i, 40) for i, name in enumerate(names)})
+    assert dict(module.claims(rows))[transitive] == (
+        "confirmed: +1.00 points against transitive-inter"
+    )
 
 
 def test_transitive_rows_train_on_the_patch_graph_and_evaluate_on_images(tmp_path):
@@ -244,3 +254,26 @@ def test_transitive_rows_train_on_the_patch_graph_and_evaluate_on_images(tmp_pat
     for name, row in module.ROWS.items():
         if name.startswith("simclr-100-"):
             assert row.train[: len(recipe)] == recipe and len(row.train) == len(recipe) + 1
+
+
+def test_the_rows_file_names_real_rows_and_settings_the_cli_accepts(tmp_path):
+    """bench/gpu_results.yaml is data the runner trusts: every `@group` spelled out, every
+    `random_of` and claimed row a row of the table, every row's command a config the CLI
+    resolves (an unknown key, a misspelt task or preset fails here, not on the GPU)."""
+    module = bench_module("gpu_results")
+    from harness.commands import loop_config
+
+    paths = {name: tmp_path / name for name in ("patches", "graph", "videos")}
+    images, labels = make_images(8)  # labelled: the supervised rows read their classes there
+    for split in ("train", "test"):
+        paths[split] = tmp_path / f"{split}.npz"
+        np.savez(paths[split], images=images, labels=labels)
+    for name, row in module.ROWS.items():
+        assert not any(arg.startswith("@") for arg in row.train), name
+        if row.random_of:
+            assert module.ROWS[row.random_of].train and not row.train, name
+            continue
+        loop_config(module.train_argv(row, paths, tmp_path / name, 5))
+    for claim in module.CLAIMS:
+        assert {claim["row"], *claim["against"]} <= set(module.ROWS), claim["claim"]
+        assert claim["compare"] in ("every_layer", "best_layer"), claim["claim"]

@@ -170,6 +170,10 @@ def with_motion_data(values: dict) -> dict:
     videos = values.get("multitask", {}).get("videos") if values.get("task") == "multitask" else ""
     if not videos or not isinstance(videos, str):
         return values
+    from pathlib import Path
+
+    if not all(Path(p).exists() for p in videos.split(",") if p):
+        return values  # opening the data names what is missing
     from selfsup.config import merge
     from selfsup.video.cache import mask_dataset
 

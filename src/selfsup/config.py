@@ -502,6 +502,10 @@ def complete(section: Any, prefix: str, cfg: ExperimentConfig, task_config_class
         elif meta.get("same_as") and value == "":
             setattr(section, f.name, lookup(cfg, meta["same_as"]))
         elif meta.get("from_data") and value == 0 and cfg.data.path:
+            if not Path(cfg.data.path).exists():
+                raise ConfigError(
+                    f"data.path: {cfg.data.path} does not exist ({key} is read there)"
+                )
             found = meta["from_data"](cfg.data.path)
             if not found:
                 raise ConfigError(

@@ -1,4 +1,4 @@
-"""The library's training step, with the loop's own functions."""
+"""The library's training step, made by the loop's own functions."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from selfsup.data.streams import batch_items
 from selfsup.metrics import MetricWindow
 from selfsup.runtime import autocast
 
-from .common import synchronize, training_flops
+from .timing import synchronize, training_flops
 
 PHASES = ("data", "views", "model", "log")
 
@@ -25,8 +25,10 @@ class LoopStepper:
     """Steps of `selfsup train` on a prepared run, made by the loop's own functions.
 
     `full`: one iteration of the loop (next cached batch, train.step_views, train.optimize,
-    MetricWindow.add), timed per phase. `bare`: train.optimize alone, on the views of one
-    batch built once. `views_only`: the batch and its views, no model.
+    MetricWindow.add, and its read every `train.log_every` steps). On a CPU each phase is
+    timed; on a GPU, where timing a phase means waiting for the device, none is, so that the
+    step overlaps host and device work as the loop does. `bare`: train.optimize alone, on
+    the views of one batch built once. `views_only`: the batch and its views, no model.
     """
 
     def __init__(self, cfg: ExperimentConfig, folder: Path):
@@ -36,6 +38,7 @@ class LoopStepper:
         self.trained, self.scaler, self.amp_dtype = loop.training_setup(self.run)
         self.batches = self.run.data.batches(0)
         self.window = MetricWindow()
+        self.timed_phases = self.run.device.type != "cuda"
         self.phase_seconds = dict.fromkeys(PHASES, 0.0)
         self.step = 0
         self.views: dict | None = None
@@ -49,12 +52,21 @@ class LoopStepper:
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:
-        synchronize(self.run.device)
+        if self.timed_phases:
+            synchronize(self.run.device)
         started = time.perf_counter()
         with torch.profiler.record_function(f"perf/{name}"):
             yield
-        synchronize(self.run.device)
-        self.phase_seconds[name] += time.perf_counter() - started
+        if self.timed_phases:
+            synchronize(self.run.device)
+            self.phase_seconds[name] += time.perf_counter() - started
+
+    def phase_shares(self) -> dict[str, float] | None:
+        """The share of the timed steps' time spent in each phase (None on a GPU)."""
+        if not self.timed_phases:
+            return None
+        total = sum(self.phase_seconds.values()) or 1.0
+        return {name: round(value / total, 4) for name, value in self.phase_seconds.items()}
 
     def next_views(self) -> tuple[int, dict]:
         self.step, fields = next(self.batches)
@@ -71,6 +83,8 @@ class LoopStepper:
             )
         with self.phase("log"):
             self.window.add(out, self.step)
+            if (self.step + 1) % self.run.cfg.train.log_every == 0:
+                self.window.read()
         return batch_items(fields)
 
     def bare(self) -> int:
@@ -91,8 +105,3 @@ class LoopStepper:
                 return self.run.model(views)["loss"]
 
         return training_flops(self.run.model, loss) / batch
-
-
-def phase_shares(seconds: dict[str, float]) -> dict[str, float]:
-    total = sum(seconds.values()) or 1.0
-    return {name: round(value / total, 4) for name, value in seconds.items()}

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from run import RESULTS, ROOT, portable
 
-from .common import TASKS, Bench, cifar, loop_config, run_folder, subset_npz, train_argv
+from .commands import TASKS, loop_config, run_folder, train_argv
+from .data import subset_npz
+from .record import RESULTS, ROOT, cifar, plotted, portable
+from .runner import Bench
 
 
 def free_port() -> int:
@@ -67,6 +69,7 @@ def ddp_throughput(bench: Bench, processes: int, data: Path) -> dict:
 def eval_scaling(bench: Bench) -> list[dict]:
     """Feature extraction (every probe layer of a random-init counting backbone, as `selfsup
     eval linear` reads them) and one layer's linear probe, against the number of images."""
+    from selfsup.data.trunk_input import TrunkInput
     from selfsup.eval.linear import train_linear_probe
     from selfsup.eval.protocol import load_labelled
     from selfsup.features import extract_features
@@ -81,7 +84,12 @@ def eval_scaling(bench: Bench) -> list[dict]:
     backbone = backbone_from_config(cfg.backbone)
     layers = list(backbone.probe_layers)
     probed = layers[-1]
-    common = {"device": bench.device, "amp_dtype": bench.amp_dtype, "progress": False}
+    common = {
+        "device": bench.device,
+        "amp_dtype": bench.amp_dtype,
+        "progress": False,
+        "trunk_input": TrunkInput(),  # a counting trunk: colour images
+    }
     # Also the warm-up: the first pass pays for thread pools and convolution primitives.
     test_features = extract_features(backbone, test.images, [probed], **common)[probed]
     order = torch.randperm(len(train.labels), generator=torch.Generator().manual_seed(0))
@@ -112,27 +120,30 @@ def eval_scaling(bench: Bench) -> list[dict]:
 
 
 def graph_cost(vectors: int) -> dict:
-    """k-means + within-cluster kNN and 4-clique mining on random 128-d vectors, as
-    bench/graph.py measures them (sqrt(N) clusters, 10 neighbours), unrounded."""
+    """k-means + within-cluster kNN and 4-clique mining on random 128-d vectors (sqrt(N)
+    clusters, 10 neighbours): the graph-building cost bench/graph.py measures at scale."""
     from selfsup.graph.mining import cluster_and_search, four_cliques
 
     points = np.random.default_rng(0).standard_normal((vectors, 128), dtype=np.float32)
+    clusters = round(vectors**0.5)
     started = time.perf_counter()
-    _, neighbours = cluster_and_search(points, round(vectors**0.5), 10)
+    _, neighbours = cluster_and_search(points, clusters, 10)
     searched = time.perf_counter()
     cliques = four_cliques(neighbours)
     return {
         "vectors": vectors,
+        "dims": 128,
+        "clusters": clusters,
+        "neighbours": 10,
         "kmeans_and_knn_seconds": round(searched - started, 3),
         "clique_seconds": round(time.perf_counter() - searched, 3),
         "cliques": len(cliques),
-        "source": "bench/perf.py",
     }
 
 
 def graph_scaling(bench: Bench) -> list[dict]:
     graph_cost(min(bench.sizes.graph_sizes))  # warm-up: faiss's first call sets up threads
-    rows = [graph_cost(n) for n in bench.sizes.graph_sizes]
+    rows = [{**graph_cost(n), "source": "bench/perf.py"} for n in bench.sizes.graph_sizes]
     recorded = RESULTS / "graph.json"  # 10^5 and 10^6 vectors, from bench/graph.py
     if recorded.exists():
         for row in json.loads(recorded.read_text())["rows"]:
@@ -157,10 +168,6 @@ def loglog_slope(x: list[float], y: list[float]) -> float | None:
 
 def plot_scaling(eval_rows: list[dict], graph_rows: list[dict], path: Path) -> dict:
     """Log-log seconds against data size; returns each curve's fitted exponent."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.ticker import NullFormatter
 
     images = [r["images"] for r in eval_rows]
@@ -175,32 +182,27 @@ def plot_scaling(eval_rows: list[dict], graph_rows: list[dict], path: Path) -> d
         "graph: 4-cliques (vectors)": (vectors, [r["clique_seconds"] for r in graph_rows]),
     }
     slopes = {}
-    figure, axes = plt.subplots(figsize=(6.5, 4.5))
-    for label, (x, y) in curves.items():
-        order = np.argsort(x)
-        xs, ys = np.asarray(x)[order], np.asarray(y, dtype=float)[order]
-        keep = ys > 0  # a log axis cannot show 0 s
-        slopes[label] = loglog_slope(list(xs), list(ys))
-        exponent = "" if slopes[label] is None else f" ~ N^{slopes[label]}"
-        axes.plot(xs[keep], ys[keep], marker="o", label=f"{label}{exponent}")
-    axes.set_xscale("log")
-    axes.set_yscale("log")
-    axes.xaxis.set_minor_formatter(NullFormatter())  # no crowded labels
-    axes.set_xlabel("images or vectors (N)")
-    axes.set_ylabel("seconds")
-    axes.set_title("Evaluation and graph cost against data size")
-    axes.grid(True, which="both", alpha=0.3)
-    axes.legend(fontsize=8)
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    with plotted(path, (6.5, 4.5)) as axes:
+        for label, (x, y) in curves.items():
+            order = np.argsort(x)
+            xs, ys = np.asarray(x)[order], np.asarray(y, dtype=float)[order]
+            keep = ys > 0  # a log axis cannot show 0 s
+            slopes[label] = loglog_slope(list(xs), list(ys))
+            exponent = "" if slopes[label] is None else f" ~ N^{slopes[label]}"
+            axes.plot(xs[keep], ys[keep], marker="o", label=f"{label}{exponent}")
+        axes.set_xscale("log")
+        axes.set_yscale("log")
+        axes.xaxis.set_minor_formatter(NullFormatter())  # no crowded labels
+        axes.set_xlabel("images or vectors (N)")
+        axes.set_ylabel("seconds")
+        axes.set_title("Evaluation and graph cost against data size")
+        axes.grid(True, which="both", alpha=0.3)
+        axes.legend(fontsize=8)
     return slopes
 
 
 def scaling_section(bench: Bench) -> dict:
-    data = subset_npz(cifar("train"), bench.sizes.train_images)
-    ddp = [ddp_throughput(bench, processes, data) for processes in (1, 2)]
+    ddp = [ddp_throughput(bench, processes, bench.data["cifar"]) for processes in (1, 2)]
     for row in ddp:
         print(
             f"  {row['processes']} process(es) x {row['threads_per_process']} thread(s): "

@@ -4,21 +4,12 @@ operations, and the time and FLOP rate of every convolution shape."""
 from __future__ import annotations
 
 import torch
-from run import portable
 
-from .common import (
-    TASKS,
-    Bench,
-    cifar,
-    command_text,
-    loop_config,
-    run_folder,
-    subset_npz,
-    train_argv,
-    warm_up,
-)
-from .peer import exemplar_argv
-from .stepper import PHASES, LoopStepper, phase_shares
+from .commands import INFONCE, command_text, loop_config, run_folder, task_argv
+from .record import portable
+from .runner import Bench
+from .stepper import PHASES, LoopStepper
+from .timing import warm_up
 
 
 def top_operations(profile: torch.profiler.profile, steps: int, count: int = 12) -> list[dict]:
@@ -113,7 +104,7 @@ def profile_task(bench: Bench, name: str, argv: list[str]) -> dict:
     row = {
         "command": command_text(argv),
         "steps": steps,
-        "full_phase_shares": phase_shares(stepper.phase_seconds),
+        "full_phase_shares": stepper.phase_shares(),
         "full_top_ops": top_operations(full, steps),
         "views_top_ops": top_operations(views, steps),
         "conv_layers": conv_layers(full, steps),
@@ -136,14 +127,11 @@ def profile_task(bench: Bench, name: str, argv: list[str]) -> dict:
 
 
 def profile_section(bench: Bench) -> dict:
-    data = subset_npz(cifar("train"), bench.sizes.train_images)
+    # The InfoNCE step is the peer comparison's: where the time goes against LightlySSL.
     tasks = {
-        name: profile_task(bench, name, train_argv(TASKS[name], data, bench.sizes.batch, []))
-        for name in ("counting", "exemplar")
+        name: profile_task(bench, name, task_argv(name, bench.data["cifar"], bench.sizes))
+        for name in ("counting", "exemplar", INFONCE)
     }
-    # The step of the peer comparison: where the time goes against LightlySSL.
-    infonce = exemplar_argv(data, bench.sizes.peer_batch)
-    tasks["exemplar-infonce-resnet18"] = profile_task(bench, "exemplar-infonce-resnet18", infonce)
     return {
         "what": "torch.profiler over full training steps and over view building alone; "
         "self CPU time per operation; per convolution shape, CPU time and FLOP rate forward "
