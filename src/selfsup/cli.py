@@ -141,7 +141,7 @@ def graph_settings(args: argparse.Namespace) -> dict:
         raise ConfigError(f"--graph: only the transitive task reads a graph, not {args.task}")
     values: dict = {"transitive": {"graph": args.graph}}
     if not args.data:
-        patches = str(load_graph(args.graph)["patches_path"])
+        patches = str(load_graph(args.graph, keys=("patches_path",))["patches_path"])
         if not Path(patches).exists():
             raise GraphError(
                 f"{args.graph}: its patches {patches} are no longer there; pass --data with "

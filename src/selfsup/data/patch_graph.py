@@ -106,8 +106,11 @@ def find_graph(path: str | Path) -> Path | None:
         return None
 
 
-def load_graph(path: str | Path, patches: PatchSet | None = None) -> dict:
-    """A saved graph; with `patches`, check it was built for them."""
+def load_graph(
+    path: str | Path, patches: PatchSet | None = None, keys: tuple[str, ...] | None = None
+) -> dict:
+    """A saved graph (only its arrays `keys`, when given); with `patches`, check it was
+    built for them."""
     file = input_file(path, GRAPH_NAME)
     if not file.is_file():
         raise GraphError(
@@ -120,7 +123,7 @@ def load_graph(path: str | Path, patches: PatchSet | None = None) -> dict:
                 f"{file}: not a graph file (written by `selfsup graph build`); it holds "
                 f"{', '.join(data.files) or 'no arrays'}"
             )
-        graph = {key: data[key] for key in data.files}
+        graph = {key: data[key] for key in data.files if keys is None or key in keys}
     if patches is not None and str(graph["patches_fingerprint"]) != patches.fingerprint():
         raise GraphError(
             f"{file} was built for other patches than {patches.path} ({int(graph['patch_count'])}"
