@@ -565,6 +565,11 @@ def commented_yaml(cfg: ExperimentConfig) -> str:
     helps.update(
         {f"{cfg.task}.{key}": text for key, _, _, text in field_docs(type(cfg.task_config))}
     )
+    for f in dataclasses.fields(cfg.task_config):  # multi-task's sections of its sub-tasks
+        if f.metadata.get("sections_for"):
+            for name, section in getattr(cfg.task_config, f.name).items():
+                prefix = f"{cfg.task}.{f.name}.{name}"
+                helps.update({f"{prefix}.{k}": t for k, _, _, t in field_docs(type(section))})
     lines = []
 
     def emit(values: dict, prefix: str, indent: str) -> None:
