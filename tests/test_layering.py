@@ -21,7 +21,7 @@ LAYERS = {
     "what tools share": {"runs", "features"},
     "tasks": {"tasks"},
     "the loop": {"train"},
-    "tools": {"eval", "dense", "export", "analysis", "graph", "video", "demo"},
+    "tools": {"eval", "dense", "export", "analysis", "graph", "video", "demo", "estimate"},
     "command line": {"cli", "__main__"},
 }
 

@@ -19,7 +19,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from selfsup.cli import main
 from selfsup.config import resolve
-from selfsup.data.streams import GraphPairs
+from selfsup.data.streams import synthetic_fields
 from selfsup.tasks import list_tasks, task_config_class
 from selfsup.train import build_model
 from tests.conftest import make_images
@@ -60,25 +60,8 @@ def build(name: str):
 
 def batch_inputs(task, seed: int = 0, batch: int = BATCH) -> dict:
     """What the loop would give the task: the fields of the inputs it declares."""
-    g = torch.Generator().manual_seed(seed)
     size = max(IMAGE_SIZE, task.min_image_size())
-
-    def images(count: int) -> torch.Tensor:
-        return torch.randint(0, 256, (count, 3, size, size), dtype=torch.uint8, generator=g)
-
-    fields = {}
-    for wanted in task.inputs():
-        if isinstance(wanted, GraphPairs):  # B pairs: anchors, then positives of their tracks
-            fields["patches"] = images(2 * batch)
-            fields["tracks"] = torch.arange(batch).repeat(2)
-            continue
-        fields[f"{wanted.prefix}images"] = images(batch)
-        if wanted.labels:
-            fields[f"{wanted.prefix}labels"] = torch.arange(batch) % 4
-        if wanted.masks:
-            masks = torch.rand(batch, size, size, generator=g) > 0.7
-            fields[f"{wanted.prefix}masks"] = masks.to(torch.uint8)
-    return fields
+    return synthetic_fields(task.inputs(), batch, size, torch.Generator().manual_seed(seed))
 
 
 def views_on(task, device: torch.device, seed: int = 0) -> dict:

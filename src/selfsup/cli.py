@@ -121,11 +121,25 @@ def build_parser() -> argparse.ArgumentParser:
     lst.add_argument("what", choices=("tasks", "backbones", "configs"))
     cfg = commands.add_parser(
         "config",
-        help="print a task's full default config, with help, as YAML",
-        description="Print every config key of TASK with its default and help; a starting "
-        "point for --config files: selfsup config counting > my.yaml",
+        help="print a config with every key and its help as YAML, or what training it costs",
+        description="Print every config key of NAME (a task: its defaults; a preset or a YAML "
+        "file: that config) with its value and help; a starting point for --config files: "
+        "selfsup config counting > my.yaml. With --estimate, print what a training step of "
+        "that config costs per image instead (parameters, FLOPs, activation memory), "
+        "measured with one forward and backward pass on the CPU, to size a GPU run.",
     )
-    cfg.add_argument("task")
+    cfg.add_argument("task", metavar="NAME", help="a task, a preset name or a YAML config file")
+    cfg.add_argument(
+        "--estimate",
+        action="store_true",
+        help="parameters, training FLOPs and activation memory per image",
+    )
+    cfg.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="dotted overrides, e.g. data.image_size=64",
+    )
     return parser
 
 
@@ -215,10 +229,20 @@ def command_train(args: argparse.Namespace) -> None:
 
 
 def command_config(args: argparse.Namespace) -> None:
-    from selfsup.config import commented_yaml, resolve
-    from selfsup.tasks import task_config_class
+    from selfsup.config import commented_yaml, load_yaml, merge, parse_overrides, resolve
+    from selfsup.presets import config_file
+    from selfsup.tasks import list_tasks, task_config_class
 
-    print(commented_yaml(resolve({"task": args.task}, task_config_class)), end="")
+    named_task = args.task in list_tasks()
+    values = {"task": args.task} if named_task else load_yaml(config_file(args.task))
+    cfg = resolve(merge(values, parse_overrides(args.overrides)), task_config_class)
+    if not args.estimate:
+        print(commented_yaml(cfg), end="")
+        return
+    from selfsup.estimate import estimate
+
+    print(f"{args.task}: task {cfg.task}, backbone {cfg.backbone.name}")
+    print("\n".join(estimate(cfg).lines()))
 
 
 def command_list(args: argparse.Namespace) -> None:

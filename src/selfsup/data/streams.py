@@ -83,6 +83,31 @@ class ImageFields:
         return self.stream.skipped
 
 
+def synthetic_fields(
+    wanted: list, batch: int, size: int, generator: torch.Generator
+) -> dict[str, torch.Tensor]:
+    """Random fields of the shapes the loop would give a task that declares `wanted`: `batch`
+    images (or pairs) of side `size`, with labels (4 classes) and masks where asked. For
+    sizing and testing a task without data."""
+
+    def images(count: int) -> torch.Tensor:
+        return torch.randint(0, 256, (count, 3, size, size), dtype=torch.uint8, generator=generator)
+
+    fields: dict[str, torch.Tensor] = {}
+    for request in wanted:
+        if isinstance(request, GraphPairs):  # B pairs: anchors, then positives of their tracks
+            fields["patches"] = images(2 * batch)
+            fields["tracks"] = torch.arange(batch).repeat(2)
+            continue
+        fields[f"{request.prefix}images"] = images(batch)
+        if request.labels:
+            fields[f"{request.prefix}labels"] = torch.arange(batch) % 4
+        if request.masks:
+            masks = torch.rand(batch, size, size, generator=generator) > 0.7
+            fields[f"{request.prefix}masks"] = masks.to(torch.uint8)
+    return fields
+
+
 def batch_items(fields: dict[str, torch.Tensor]) -> int:
     """The images (or patches) a step trains on, over all its streams."""
     return sum(
