@@ -293,6 +293,26 @@ def test_linear_eval_rows_and_bad_layer(tmp_path, device):
         linear_eval(loaded, data, other, settings=settings, options=options)
 
 
+def test_zhang_pooling_gives_their_dimensions_per_alexnet_layer():
+    """`--max-dims zhang`: Zhang et al.'s AlexNet probe sizes, about 9,000 values a layer
+    (conv1 96x10x10, conv2 256x6x6, conv3 and conv4 384x5x5, conv5 256x6x6)."""
+    from selfsup.backbones import build_backbone
+    from selfsup.cli import parse_args
+
+    dims = parse_args(
+        ["eval", "linear", "run", "--data", "d", "--test", "t", "--max-dims", "zhang"]
+    ).max_dims
+    shapes = build_backbone("alexnet").feature_shapes(227)
+    pooled = {
+        layer: channels * pooled_grid(channels, side, dims) ** 2
+        for layer, (channels, side, _) in shapes.items()
+        if layer.startswith("conv")
+    }
+    assert pooled == {"conv1": 9600, "conv2": 9216, "conv3": 9600, "conv4": 9600, "conv5": 9216}
+    with pytest.raises(SystemExit):
+        parse_args(["eval", "linear", "run", "--data", "d", "--test", "t", "--max-dims", "wide"])
+
+
 def test_report_writes_table_plot_and_json(tmp_path):
     rows = [
         {"layer": "conv1", "top1": 0.5, "top5": 0.9},

@@ -91,10 +91,31 @@ def add_linear_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--max-dims",
-        type=int,
+        type=pooling_dims,
         default=4096,
-        help="pool each layer to at most this many dimensions (default 4096)",
+        help="pool each layer's map (average, to the largest grid) to at most this many "
+        f"dimensions (default 4096); `zhang`: {ZHANG_DIMS}, the about 9,000 dimensions per "
+        "layer of Zhang et al.'s AlexNet protocol (conv1 96x10x10, conv2 256x6x6, conv3-4 "
+        "384x5x5, conv5 256x6x6)",
     )
+
+
+# Zhang, Isola & Efros (colorization, ECCV 2016; split-brain, CVPR 2017) pool each AlexNet
+# layer to about 9,000 values; the largest grid within 9,600 gives their sizes exactly.
+ZHANG_DIMS = 9600
+
+
+def pooling_dims(value: str) -> int:
+    """--max-dims: a number of dimensions, or `zhang` for Zhang et al.'s protocol."""
+    if value.strip().lower() == "zhang":
+        return ZHANG_DIMS
+    try:
+        dims = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or `zhang`, got {value!r}") from None
+    if dims < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {dims}")
+    return dims
 
 
 def add_knn_options(p: argparse.ArgumentParser) -> None:
