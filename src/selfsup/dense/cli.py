@@ -1,4 +1,4 @@
-"""`selfsup eval depth` and `selfsup eval detect`: arguments and what they run."""
+"""`selfsup eval depth`, `detect` and `voc07`: arguments and what they run."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from selfsup.dense.settings import DepthSettings, DetectSettings
+from selfsup.dense.settings import DepthSettings, DetectSettings, Voc07Settings
 
 if TYPE_CHECKING:
     from selfsup.runs import LoadedBackbone
 
-DENSE_PROTOCOLS = ("depth", "detect")
+DENSE_PROTOCOLS = ("depth", "detect", "voc07")
 
 
 def add_shared_options(p: argparse.ArgumentParser, run_help: str) -> None:
@@ -96,9 +96,32 @@ def add_detect_parser(protocols: argparse._SubParsersAction, run_help: str) -> N
     )
 
 
+def add_voc07_parser(protocols: argparse._SubParsersAction, run_help: str) -> None:
+    p = protocols.add_parser(
+        "voc07",
+        help="VOC 2007 multi-label classification by fine-tuning; mAP",
+        description="Fine-tune RUN's whole backbone with a linear head and per-class sigmoids "
+        "on a VOC folder (Annotations/ + JPEGImages/; split by ImageSets/Main/trainval.txt "
+        "and test.txt when present) and score VOC 2007's mAP (11-point interpolated AP per "
+        "class, difficult-only images left out of their class), the papers' classification "
+        "transfer.",
+    )
+    add_shared_options(p, run_help)
+    p.add_argument("--data", required=True, metavar="VOC", help="a VOC folder")
+    p.add_argument("--test", metavar="VOC", help="test images (default: its test list)")
+    p.add_argument(
+        "--size",
+        type=int,
+        default=Voc07Settings.size,
+        help=f"square image side in px (default {Voc07Settings.size})",
+    )
+    p.add_argument("--seed", type=int, default=Voc07Settings.seed)
+
+
 def add_dense_parsers(protocols: argparse._SubParsersAction, run_help: str) -> None:
     add_depth_parser(protocols, run_help)
     add_detect_parser(protocols, run_help)
+    add_voc07_parser(protocols, run_help)
 
 
 def given(args: argparse.Namespace, *names: str) -> dict:
@@ -175,7 +198,23 @@ def command_detect(args: argparse.Namespace) -> dict:
     return run_detect_eval(loaded, train, test, settings, args.device, not args.quiet, grid)
 
 
+def command_voc07(args: argparse.Namespace) -> dict:
+    from selfsup.dense.voc07 import run_voc07_eval, voc_splits
+
+    settings = Voc07Settings(
+        size=args.size, seed=args.seed, **given(args, "steps", "batch_size", "lr")
+    )
+    train, test = voc_splits(args.data, args.test, args.train_fraction)
+    loaded = resolve_backbone(args)
+    return run_voc07_eval(loaded, train, test, settings, args.device, not args.quiet)
+
+
 def summary_line(result: dict) -> str:
+    if result["protocol"] == "voc07":
+        return (
+            f"{result['model']} voc07: mAP {result['map_11point']:.3f} (11-point), "
+            f"{result['map']:.3f} (exact) over {result['classes_scored']} classes"
+        )
     if result["protocol"] == "detect":
         parts = [f"{key} {s['mean']:.3f} ± {s['std']:.3f}" for key, s in result["summary"].items()]
         return f"{result['model']} detect ({len(result['seeds'])} seeds): " + ", ".join(parts)
@@ -193,9 +232,9 @@ def command_dense(args: argparse.Namespace) -> None:
     from selfsup.outputs import output_file
 
     args.json = output_file(args.json, "results.json")
-    run = command_depth if args.protocol == "depth" else command_detect
-    result = run(args)
+    run = {"depth": command_depth, "detect": command_detect, "voc07": command_voc07}
+    result = run[args.protocol](args)
     print(summary_line(result))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2))
-    print(f"wrote {args.json} and {result['grid']}")
+    print(f"wrote {args.json}" + (f" and {result['grid']}" if "grid" in result else ""))

@@ -32,3 +32,13 @@ class DetectSettings:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     fpn_channels: int = 128
     layers: list[str] = field(default_factory=list)  # empty: the 3 coarsest resolutions
+
+
+@dataclass
+class Voc07Settings:
+    steps: int = 300
+    batch_size: int = 16
+    lr: float = 0.01  # SGD, momentum 0.9, cosine schedule; the head's rate
+    backbone_lr_scale: float = 1.0  # the whole network is fine-tuned
+    size: int = 224  # square side the images are brought to (shorter side, centre crop), px
+    seed: int = 0
