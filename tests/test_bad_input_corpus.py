@@ -695,6 +695,23 @@ def bad_after_good(w: Work, d: Path) -> tuple[Path, Path]:
     return folder, folder / "b.mp4"
 
 
+def one_frame_clip(w: Work, d: Path) -> Path:
+    folder = d / "clip"
+    folder.mkdir()
+    shutil.copy(sorted(w.clip.iterdir())[0], folder)
+    return folder
+
+
+def two_clips_of_one_name(w: Work, d: Path) -> tuple[Path, Path]:
+    """A folder holding the frame folder `clip` and the packed clip `clip.npz`: both would
+    write their outputs under `clip`."""
+    folder = d / "videos"
+    shutil.copytree(w.clip, folder / "clip")
+    frames = np.stack([np.asarray(Image.open(f).convert("RGB")) for f in sorted(w.clip.iterdir())])
+    np.savez(folder / "clip.npz", images=frames)
+    return folder, folder / "clip.npz"
+
+
 CLIP = np.zeros((4, 96, 128, 3), np.uint8)
 BAD_VIDEOS = [
     ("empty frame folder", empty_folder, "no video files"),
@@ -714,12 +731,17 @@ BAD_VIDEOS = [
     ("frames of two sizes", frames_of_two_sizes, "frames differ in size"),
     ("unreadable frame", unreadable_frame, "Permission denied"),
     ("a bad video after a good one", bad_after_good, "cannot be opened as a video"),
+    ("a clip of one frame", one_frame_clip, "1 frame; motion needs at least 2"),
+    ("two clips of one name", two_clips_of_one_name, "two videos are named 'clip'"),
 ]
 for _command in ("video masks", "video patches", "video track"):
     for _name, _make, _problem in BAD_VIDEOS:
         if _command == "video track" and _name == "a bad video after a good one":
             continue  # several videos need ground truth per video: the missing-masks case
         add(_command, _name, "video", _make, _problem)
+for _name in ("a clip of one frame", "two clips of one name"):  # --videos computes masks
+    _make, _problem = next((m, p) for n, m, p in BAD_VIDEOS if n == _name)
+    add("train multitask", _name, "masks", _make, _problem)
 
 
 def truth_without(count: int, culprit: Callable[[Work, Path], Path] | None = None) -> Maker:

@@ -577,3 +577,29 @@ def test_patch_dataset_from_two_videos(tmp_path):
             assert len(set(data["video"][rows])) == 1
             assert np.all(np.diff(data["frame"][rows]) > 0)
     assert (tmp_path / "out" / "preview.jpg").is_file()
+
+
+def test_frames_named_by_number_come_in_time_order_and_the_order_is_said(tmp_path, capsys):
+    """ffmpeg's `%d` names (0.png ... 11.png) sort as text 0, 1, 10, 11, 2, ...: read as
+    numbers, the clip comes in time order, and the log says which order was used."""
+    clip, _ = synthetic_clip(frames=12)
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    for t, frame in enumerate(clip):
+        cv2.imwrite(str(folder / f"{t}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    assert np.array_equal(read_video(folder), clip)
+    assert (
+        "frames taken in numeric order (0.png, 1.png, 2.png, ..., 11.png)"
+        in capsys.readouterr().out
+    )
+    write_frames(tmp_path / "padded", clip)  # zero-padded names: text and time order agree
+    assert np.array_equal(read_video(tmp_path / "padded"), clip)
+    assert "numeric order" not in capsys.readouterr().out
+
+
+def test_an_upper_case_npz_clip_is_a_clip(tmp_path):
+    clip, _ = synthetic_clip(frames=4)
+    np.savez(tmp_path / "CLIP.npz", images=clip)
+    (tmp_path / "CLIP.npz").rename(tmp_path / "CLIP.NPZ")
+    assert find_videos([tmp_path]) == [tmp_path / "CLIP.NPZ"]
+    assert np.array_equal(read_video(tmp_path / "CLIP.NPZ"), clip)

@@ -4,6 +4,9 @@ Every image, whatever its mode (grayscale, RGBA, palette, CMYK, 16-bit), becomes
 (3, size, size) uint8 tensor by one documented rule, used by both the in-memory cache and the
 streaming loader so the two give identical pixels:
 
+0. turn it as it is displayed: a camera stores a photo taken upright or upside down as the
+   sensor saw it, with an EXIF orientation tag that viewers apply (one of eight: mirror,
+   rotations and transposes), so the pixels are rotated and mirrored as the tag says;
 1. convert to 8-bit RGB (16-bit images are divided by 257, 32-bit and float images are
    stretched by their own range, alpha is composited on black, palette and CMYK go through
    PIL's conversion);
@@ -20,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 
 class BadImageError(ValueError):
@@ -76,7 +79,7 @@ def open_image(data: bytes | str | Path, name: str, min_size: int | None = None)
                 if min_size is not None and image.format == "JPEG":
                     image.draft("RGB", (min_size, min_size))
                 image.load()
-                array = _to_rgb_array(image)
+                array = _to_rgb_array(ImageOps.exif_transpose(image))
     except FileNotFoundError as err:
         raise BadImageError(name, "file not found") from err
     except UnidentifiedImageError as err:

@@ -71,7 +71,9 @@ class DeviceJpegDecoder:
             return []
         encoded = [torch.frombuffer(bytearray(data), dtype=torch.uint8) for data in jpegs]
         try:
-            decoded = decode_jpeg(encoded, mode=ImageReadMode.RGB, device=self.device)
+            decoded = decode_jpeg(
+                encoded, mode=ImageReadMode.RGB, device=self.device, apply_exif_orientation=True
+            )
         except RuntimeError:
             # One bad file fails the whole batched call: decode one at a time to find it.
             decoded = [self._decode_one(data) for data in encoded]
@@ -79,7 +81,9 @@ class DeviceJpegDecoder:
 
     def _decode_one(self, data: torch.Tensor) -> torch.Tensor | None:
         try:
-            return decode_jpeg(data, mode=ImageReadMode.RGB, device=self.device)
+            return decode_jpeg(
+                data, mode=ImageReadMode.RGB, device=self.device, apply_exif_orientation=True
+            )
         except RuntimeError:
             return None
 

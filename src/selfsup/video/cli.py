@@ -187,7 +187,7 @@ def command_track(args: argparse.Namespace) -> None:
     from selfsup.video.evaluate import read_masks, score_tracking
     from selfsup.video.masks import ground_truth_for
     from selfsup.video.patches import seed_tracks
-    from selfsup.video.reader import VideoError, find_videos, read_video, video_name
+    from selfsup.video.reader import MOTION_FRAMES, VideoError, find_videos, read_video, video_name
     from selfsup.video.segment import motion_masks
 
     cfg = patch_settings(args)
@@ -196,7 +196,7 @@ def command_track(args: argparse.Namespace) -> None:
     check_truth(Path(args.eval), videos)
     results = []
     for path in videos:
-        frames = read_video(path, options)
+        frames = read_video(path, options, min_frames=MOTION_FRAMES)
         truth_path = ground_truth_for(Path(args.eval), video_name(path), len(videos) == 1)
         truth = read_masks(truth_path, options, shape=frames.shape[1:3])
         if len(truth) != len(frames):

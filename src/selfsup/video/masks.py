@@ -13,7 +13,7 @@ from tqdm import tqdm
 from selfsup.video.evaluate import read_masks, score_masks
 from selfsup.video.motion import MotionMaskConfig
 from selfsup.video.patches import write_npz_atomic
-from selfsup.video.reader import ReadOptions, frame_files, read_video, video_name
+from selfsup.video.reader import MOTION_FRAMES, ReadOptions, frame_files, read_video, video_name
 from selfsup.video.segment import motion_masks
 
 
@@ -62,7 +62,7 @@ def mask_one(
 ) -> tuple[dict, np.ndarray, np.ndarray]:
     from PIL import Image
 
-    frames = read_video(path, options)
+    frames = read_video(path, options, min_frames=MOTION_FRAMES)
     start = time.perf_counter()
     masks = motion_masks(frames, cfg)
     seconds = time.perf_counter() - start

@@ -34,7 +34,7 @@ from selfsup.config import param
 from selfsup.outputs import written_atomically
 from selfsup.video.motion import MotionMaskConfig
 from selfsup.video.proposals import ProposalConfig, box_iou, proposals, square_box
-from selfsup.video.reader import ReadOptions, read_video, video_name
+from selfsup.video.reader import MOTION_FRAMES, ReadOptions, read_video, video_name
 from selfsup.video.segment import motion_masks
 from selfsup.video.track import TrackConfig, track
 
@@ -96,7 +96,7 @@ def process_video(path: Path, cfg: PatchConfig, position: int = 0, progress: boo
     )
     bar.set_postfix_str("reading")
     options = ReadOptions(cfg.stride, cfg.size, cfg.max_frames or None)
-    frames = read_video(path, options)
+    frames = read_video(path, options, min_frames=MOTION_FRAMES)
     bar.update()
     bar.set_postfix_str("motion masks")
     start = time.perf_counter()

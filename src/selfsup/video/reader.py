@@ -12,6 +12,7 @@ unless `keep_partial=True` asks for the frames read so far.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from selfsup.data.decode import BadImageError, open_image
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv")
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+MOTION_FRAMES = 2  # what motion masks need: a frame and a neighbour
 # Containers round their frame count (variable frame rates, edit lists): a few missing
 # frames at the end are not a truncation.
 FRAME_COUNT_SLACK = 2
@@ -43,8 +45,43 @@ def is_video_file(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES
 
 
+def is_npz(path: Path) -> bool:
+    return path.suffix.lower() == ".npz"
+
+
+def natural_key(path: Path) -> list:
+    """`frame10.jpg` -> ['frame', 10, '.jpg']: numbers in names compare as numbers, so the
+    frames of ffmpeg's `%d` pattern (0.jpg ... 10.jpg) come in time order, not as text
+    (0, 1, 10, 11, 2, ...)."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
+
+
 def frame_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES)
+    """A frame folder's images in time order (numbers in their names as numbers)."""
+    return sorted(
+        (p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES), key=natural_key
+    )
+
+
+def frame_order_note(files: list[Path]) -> str | None:
+    """What to tell the user when the time order is not the names' text order."""
+    if [p.name for p in files] == sorted(p.name for p in files):
+        return None
+    shown = ", ".join(p.name for p in files[:3])
+    return f"frames taken in numeric order ({shown}, ..., {files[-1].name}), not as text"
+
+
+def check_unique_names(videos: list[Path]) -> None:
+    """Outputs are written per clip under its name: two clips of one name would mix."""
+    seen: dict[str, Path] = {}
+    for video in videos:
+        name = video_name(video)
+        if name in seen:
+            raise VideoError(
+                f"two videos are named {name!r}: {seen[name]} and {video}; their outputs would "
+                "be written to the same place: rename one, or give them in separate commands"
+            )
+        seen[name] = video
 
 
 def find_videos(paths: list[str | Path]) -> list[Path]:
@@ -59,9 +96,12 @@ def find_videos(paths: list[str | Path]) -> list[Path]:
             found.append(path)
         else:
             children = sorted(
-                p
-                for p in path.iterdir()
-                if is_video_file(p) or p.suffix == ".npz" or (p.is_dir() and frame_files(p))
+                (
+                    p
+                    for p in path.iterdir()
+                    if is_video_file(p) or is_npz(p) or (p.is_dir() and frame_files(p))
+                ),
+                key=natural_key,
             )
             if not children:
                 raise VideoError(
@@ -69,6 +109,7 @@ def find_videos(paths: list[str | Path]) -> list[Path]:
                     "frame folders in it"
                 )
             found.extend(children)
+    check_unique_names(found)
     return found
 
 
@@ -120,6 +161,9 @@ def _folder_frames(path: Path, keep_partial: bool) -> Iterator[np.ndarray]:
     files = frame_files(path)
     if not files:
         raise VideoError(f"{path}: no frame images ({', '.join(FRAME_SUFFIXES)}) in folder")
+    note = frame_order_note(files)
+    if note:
+        print(f"{path}: {note}")
     for file in files:
         try:
             yield open_image(file, str(file))
@@ -169,7 +213,7 @@ def iter_frames(path: str | Path, options: ReadOptions = ReadOptions()) -> Itera
         raise VideoError(f"{path}: no such file or folder")
     if path.is_dir():
         frames = _folder_frames(path, options.keep_partial)
-    elif path.suffix == ".npz":
+    elif is_npz(path):
         frames = _npz_frames(path, options.keep_partial)
     elif path.suffix.lower() in VIDEO_SUFFIXES:
         frames = _file_frames(path, options.keep_partial)
@@ -188,11 +232,20 @@ def iter_frames(path: str | Path, options: ReadOptions = ReadOptions()) -> Itera
             return
 
 
-def read_video(path: str | Path, options: ReadOptions = ReadOptions()) -> np.ndarray:
-    """All kept frames as one (T, H, W, 3) uint8 array."""
+def read_video(
+    path: str | Path, options: ReadOptions = ReadOptions(), min_frames: int = 1
+) -> np.ndarray:
+    """All kept frames as one (T, H, W, 3) uint8 array; at least `min_frames` of them (motion
+    needs two: a single frame would give an empty "nothing moves" mask, not an answer)."""
     frames = list(iter_frames(path, options))
     if not frames:  # an .npz clip with 0 frames, or max_frames=0: nothing to stack
         raise VideoError(f"{path}: the video has no frames")
+    if len(frames) < min_frames:
+        kept = f" kept (every {options.stride}th)" if options.stride > 1 else ""
+        raise VideoError(
+            f"{path}: {len(frames)} frame{'s' * (len(frames) != 1)}{kept}; motion needs at "
+            f"least {min_frames}"
+        )
     shapes = {f.shape for f in frames}
     if len(shapes) > 1:
         raise VideoError(f"{path}: frames differ in size ({sorted(shapes)[:3]}); resize them")
