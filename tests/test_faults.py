@@ -123,8 +123,10 @@ def test_run_killed_before_its_first_checkpoint_restarts_with_clean_metrics(tiny
 def test_non_finite_loss_names_step_task_and_last_checkpoint(tiny_npz, tmp_path, capsys):
     out = tmp_path / "run"
     assert train_cli(tiny_npz, out, *FAST, "train.steps=2") == 0
-    # An infinite margin makes the loss infinite from the next step on.
-    code = train_cli(tiny_npz, out, *FAST, "train.steps=4", "counting.margin=.inf")
+    # An infinite margin, asked for on resuming, makes the loss infinite from the next step on.
+    code = train_cli(
+        tiny_npz, out, *FAST, "train.steps=4", "counting.margin=.inf", "--change", "counting.margin"
+    )
     err = capsys.readouterr().err
     assert code == 2, err
     assert "task counting: loss is inf at step 2" in err

@@ -20,7 +20,7 @@ LAYERS = {
     "data and models": {"data", "backbones"},
     "what tools share": {"runs", "features"},
     "tasks": {"tasks"},
-    "the loop": {"train"},
+    "the loop": {"train", "resume"},
     "tools": {"eval", "dense", "export", "analysis", "graph", "video", "demo", "estimate"},
     "command line": {"cli", "__main__"},
 }

@@ -549,9 +549,11 @@ def test_video_masks_command_writes_masks_scores_and_overlay(tmp_path, capsys):
 
 
 def test_video_masks_command_names_a_bad_setting(tmp_path, capsys):
-    assert main(["video", "masks", str(tmp_path), "--out", str(tmp_path), "flow=lk"]) == 2
+    videos, out = str(tmp_path / "videos"), str(tmp_path / "out")
+    (tmp_path / "videos").mkdir()
+    assert main(["video", "masks", videos, "--out", out, "flow=lk"]) == 2
     assert "flow: 'lk' is not one of auto, dis-fine, dis, farneback" in capsys.readouterr().err
-    assert main(["video", "masks", str(tmp_path), "--out", str(tmp_path), "method=fst"]) == 2
+    assert main(["video", "masks", videos, "--out", out, "method=fst"]) == 2
     assert "method: 'fst' is not one of object, residual" in capsys.readouterr().err
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from selfsup import __version__
@@ -78,6 +79,15 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
         help="multitask: motion-segmentation data, the folder `video masks` wrote (or its "
         "motion_masks.npz), or videos (sets multitask.videos)",
     )
+    p.add_argument(
+        "--change",
+        action="append",
+        default=[],
+        metavar="KEY[,KEY]",
+        help="resuming OUT with other settings than it was trained with: the keys to change "
+        "from the checkpoint's step on, e.g. --change optim.lr (without it such a resume is "
+        "refused, naming the keys)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     # key=value overrides are collected from the leftover arguments in `main` (an nargs="*"
     # positional after TASK would be consumed, empty, before the options are parsed).
@@ -146,7 +156,6 @@ def build_parser() -> argparse.ArgumentParser:
 def graph_settings(args: argparse.Namespace) -> dict:
     """--graph sets transitive.graph, and the data to the patches the graph was built on
     unless --data names them."""
-    from pathlib import Path
 
     from selfsup.config import ConfigError
     from selfsup.data.patch_graph import GraphError, load_graph
@@ -184,7 +193,6 @@ def with_motion_data(values: dict) -> dict:
     videos = values.get("multitask", {}).get("videos") if values.get("task") == "multitask" else ""
     if not videos or not isinstance(videos, str):
         return values
-    from pathlib import Path
 
     if not all(Path(p).exists() for p in videos.split(",") if p):
         return values  # opening the data names what is missing
@@ -225,7 +233,8 @@ def train_config(args: argparse.Namespace) -> ExperimentConfig:
 def command_train(args: argparse.Namespace) -> None:
     from selfsup.train import train
 
-    train(train_config(args), args.out, progress=not args.quiet)
+    changes = tuple(key.strip() for given in args.change for key in given.split(",") if key)
+    train(train_config(args), args.out, progress=not args.quiet, changes=changes)
 
 
 def command_config(args: argparse.Namespace) -> None:
@@ -284,7 +293,7 @@ def user_errors() -> tuple[type[Exception], ...]:
     from selfsup.data.patch_graph import GraphError
     from selfsup.export.formats import ExportError
     from selfsup.metrics import NonFiniteLossError
-    from selfsup.outputs import FolderBusy
+    from selfsup.outputs import FolderBusy, OutputOverInput
     from selfsup.video.reader import VideoError
 
     return (
@@ -297,6 +306,7 @@ def user_errors() -> tuple[type[Exception], ...]:
         ExportError,
         GraphError,
         FolderBusy,
+        OutputOverInput,
     )
 
 
@@ -334,9 +344,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+# The options that name what a command reads (data read whole; models and settings), and what
+# it writes (outputs.check_outputs_apart).
+DATA_OPTIONS = ("data", "test", "images", "videos", "patches", "eval", "supervised_data")
+MODEL_OPTIONS = ("run", "runs", "embed", "graph", "config")
+OUTPUT_OPTIONS = ("out", "json", "grid")
+POSITIONAL = ("run", "runs", "images", "videos")
+
+
+def paths_of(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, str]:
+    """option -> path, for the options of `names` the command has and was given (lists give
+    one entry per path)."""
+    found = {}
+    for name in names:
+        value = getattr(args, name, None)
+        for i, path in enumerate(value if isinstance(value, list) else [value]):
+            if isinstance(path, str | Path) and str(path):
+                label = name.upper() if name in POSITIONAL else f"--{name.replace('_', '-')}"
+                found[label + (f"[{i}]" if i else "")] = str(path)
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
+        from selfsup.outputs import check_outputs_apart
+
+        check_outputs_apart(
+            paths_of(args, OUTPUT_OPTIONS),
+            paths_of(args, DATA_OPTIONS),
+            paths_of(args, MODEL_OPTIONS),
+        )
         COMMANDS[args.command](args)
     except user_errors() as err:
         print(f"selfsup: error: {err}", file=sys.stderr)

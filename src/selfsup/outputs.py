@@ -54,12 +54,50 @@ def input_file(path: str | Path, default_name: str) -> Path:
 
 def output_folder(out: str) -> str:
     """argparse type of a several-file command's `--out`: a folder, or a path to create one."""
-    if Path(out).exists() and not Path(out).is_dir():
+    if not out.strip():
+        raise argparse.ArgumentTypeError(
+            "an empty path would write into the current folder; name the folder to write"
+        )
+    try:
+        is_file = Path(out).exists() and not Path(out).is_dir()
+    except OSError as err:  # a name longer than the file system allows, ...
+        raise argparse.ArgumentTypeError(f"{out[:60]}...: {err.strerror}") from err
+    if is_file:
         raise argparse.ArgumentTypeError(
             f"{out}: is a file, but this command writes a folder of files here; give a folder "
             "path (created if missing)"
         )
     return out
+
+
+class OutputOverInput(ValueError):
+    """An output path is, or is inside, an input of the same command."""
+
+
+def check_outputs_apart(
+    outputs: dict[str, str], data: dict[str, str], models: dict[str, str] | None = None
+) -> None:
+    """Refuse an output that would destroy what the same command reads: one that is an input;
+    one inside a data folder (`data`: images, frames, patches; a file added there becomes
+    data); one that would replace a file inside a model's folder (`models`: run folders,
+    graphs; a new result file beside a run's checkpoint is allowed, as the benchmarks write
+    theirs). Options map to paths as typed; paths that do not exist are not inputs."""
+    models = models or {}
+    for option, out in outputs.items():
+        target = Path(out).resolve()
+        for source_option, source in {**data, **models}.items():
+            read = Path(source)
+            if not read.exists():
+                continue
+            read = read.resolve()
+            inside = read.is_dir() and read in target.parents
+            replaces = inside and (source_option in data or target.exists())
+            if target == read or replaces:
+                where = "is" if target == read else "is inside"
+                raise OutputOverInput(
+                    f"{option} {out}: {where} {source} ({source_option}), which this command "
+                    "reads; it would be overwritten: write somewhere else"
+                )
 
 
 def default_cache_dir() -> Path:

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import nn
 from tqdm import tqdm
 
@@ -29,6 +28,7 @@ from selfsup.data.streams import GraphPairs, ImageFields, Images, Streams, batch
 from selfsup.data.trunk_input import input_of_config
 from selfsup.metrics import MetricWindow, NonFiniteLossError
 from selfsup.outputs import hold_folder
+from selfsup.resume import accept_changes, check_same_model, write_config
 from selfsup.runs import backbone_from_config, load_backbone
 from selfsup.runtime import autocast, keep_freed_memory, resolve_device, resolve_precision
 from selfsup.tasks import PretextTask, build_task
@@ -149,6 +149,7 @@ class Run:
     scaler_state: dict | None = None  # GradScaler state (fp16 autocast only)
     peak_lr: float = 0.0  # optim.lr after optim.lr_scaling for the global batch
     claim: Any = None  # the run folder's lock (outputs.hold_folder), held while training
+    changes: tuple[str, ...] = ()  # settings a resume may change (train --change)
 
     @property
     def checkpoint_path(self) -> Path:
@@ -156,7 +157,11 @@ class Run:
 
 
 def prepare(
-    cfg: ExperimentConfig, folder: str | Path, progress: bool = True, wait_for_folder: bool = False
+    cfg: ExperimentConfig,
+    folder: str | Path,
+    progress: bool = True,
+    wait_for_folder: bool = False,
+    changes: tuple[str, ...] = (),
 ) -> Run:
     """Process group, model, optimizer, the task's inputs; the run folder claimed (another
     process writing it is an error, or, with `wait_for_folder`, waited for); resume from its
@@ -178,7 +183,7 @@ def prepare(
     )
     optimizer = build_optimizer(model, cfg.optim)
     data = open_inputs(cfg, model, device, progress)
-    run = Run(cfg, folder, device, model, optimizer, data)
+    run = Run(cfg, folder, device, model, optimizer, data, changes=tuple(changes))
     run.peak_lr = peak_learning_rate(cfg.optim, cfg.data.batch_size * dist.world_size())
     if dist.is_main() and progress:
         for line in data.describe():
@@ -201,6 +206,8 @@ def resume_or_start(run: Run) -> None:
     if run.checkpoint_path.exists():
         state = checkpoint.load(run.checkpoint_path)
         check_same_model(state["config"], cfg, run.checkpoint_path)
+        if dist.is_main():
+            accept_changes(state["config"], cfg, folder, state["step"], run.changes)
         checkpoint.load_module_state(run.model, state["model"], run.checkpoint_path)
         load_optimizer_state(run.optimizer, state["optimizer"])
         checkpoint.set_rng_states(state["rng"])
@@ -212,7 +219,7 @@ def resume_or_start(run: Run) -> None:
     elif dist.is_main():
         # A run killed before its first checkpoint starts again from step 0: its lines go.
         drop_metrics_after(folder / "metrics.jsonl", 0)
-        (folder / "config.yaml").write_text(yaml.safe_dump(dump(cfg), sort_keys=False))
+        write_config(cfg, folder)
 
 
 def open_inputs(cfg: ExperimentConfig, model: PretextTask, device: torch.device, progress: bool):
@@ -302,17 +309,6 @@ def drop_metrics_after(path: Path, step: int) -> None:
     kept = [line for line in whole if json.loads(line)["step"] <= step]
     if len(kept) != len(lines):
         path.write_text("".join(kept))
-
-
-def check_same_model(saved: dict, cfg: ExperimentConfig, path: Path) -> None:
-    """Refuse to resume a checkpoint made for another task or backbone."""
-    current = dump(cfg)
-    for key in ("task", "backbone"):
-        if saved.get(key) != current[key]:
-            raise checkpoint.CheckpointError(
-                f"checkpoint {path} was trained with {key}={saved.get(key)} but the config asks "
-                f"for {key}={current[key]}; use another --out folder"
-            )
 
 
 def check_finite(run: Run, window: MetricWindow) -> None:
@@ -438,12 +434,17 @@ def log_record(run: Run, window: MetricWindow, done: int, images: int, started: 
 
 
 def train(
-    cfg: ExperimentConfig, folder: str | Path, progress: bool = True, wait_for_folder: bool = False
+    cfg: ExperimentConfig,
+    folder: str | Path,
+    progress: bool = True,
+    wait_for_folder: bool = False,
+    changes: tuple[str, ...] = (),
 ) -> Run:
     """Train `cfg.task` until step `cfg.train.steps`, resuming from `folder` when possible;
     `wait_for_folder`: wait while another process trains into `folder` (then resume or find
-    it done) instead of refusing."""
-    run = prepare(cfg, folder, progress, wait_for_folder)
+    it done) instead of refusing; `changes`: settings a resume may change from the run's
+    (selfsup.resume)."""
+    run = prepare(cfg, folder, progress, wait_for_folder, changes)
     try:
         return train_prepared(run, progress)
     finally:
