@@ -9,13 +9,14 @@ views reproducible from (seed, step) on any device.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torchvision.ops import roi_align
 
-# Downsampling kernels. "lanczos" is approximated by antialiased bicubic (torch has no Lanczos):
-# like Lanczos it low-passes before subsampling, which is what matters for the counting task's
-# shortcut guard (no kernel-specific aliasing pattern to latch onto).
-RESIZE_KERNELS = ("nearest", "bilinear", "bicubic", "area", "lanczos")
+# Resizing (OpenCV's kernels as batched tensor ops) has a module of its own; the view
+# builders' callers reach it through this one.
+from selfsup.data.resample import RESIZE_KERNELS as RESIZE_KERNELS
+from selfsup.data.resample import resize as resize
+from selfsup.data.resample import resize_each as resize_each
+from selfsup.data.resample import resize_random_kernel as resize_random_kernel
 
 # Inputs are normalised with the ImageNet statistics, whatever the data: a fixed convention
 # keeps every exported backbone usable with one documented preprocessing.
@@ -141,34 +142,6 @@ def random_resized_crop(
     return roi_align(
         source, boxes, output_size=(size, size), spatial_scale=1.0, sampling_ratio=2, aligned=True
     )
-
-
-def resize(images: torch.Tensor, size: int, kernel: str) -> torch.Tensor:
-    """Resize a float batch to `size` x `size` with one of RESIZE_KERNELS."""
-    if kernel not in RESIZE_KERNELS:
-        raise ValueError(f"unknown resize kernel {kernel!r}; choose from {RESIZE_KERNELS}")
-    if kernel == "nearest":
-        return F.interpolate(images, size=(size, size), mode="nearest-exact")
-    if kernel == "area":
-        return F.adaptive_avg_pool2d(images, (size, size))
-    mode = "bicubic" if kernel in ("bicubic", "lanczos") else "bilinear"
-    out = F.interpolate(
-        images, size=(size, size), mode=mode, align_corners=False, antialias=kernel == "lanczos"
-    )
-    return out.clamp_(0.0, 1.0) if mode == "bicubic" else out
-
-
-def resize_random_kernel(
-    images: torch.Tensor, size: int, kernels: tuple[str, ...], generator: torch.Generator
-) -> torch.Tensor:
-    """Resize each image with a kernel drawn uniformly from `kernels` (one call per kernel)."""
-    choice = torch.randint(0, len(kernels), (images.shape[0],), generator=generator)
-    out = images.new_empty(images.shape[0], images.shape[1], size, size)
-    for k, kernel in enumerate(kernels):
-        rows = on_device((choice == k).nonzero().flatten(), images.device)
-        if rows.numel():
-            out[rows] = resize(images[rows], size, kernel)
-    return out
 
 
 def tiles_2x2(images: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,8 @@ tiles T_1..T_4(x). With y another image (its downsampled version D(y)), the loss
 
 with squared L2 norms of whole k-vectors and the hinge on that norm. The second (contrastive)
 term rules out the trivial phi = 0. Shortcut guards: the downsampling kernel is drawn per
-sample (so tiles and downsampled images cannot be told apart by their resampling artefacts)
+sample from OpenCV's bicubic, bilinear, Lanczos and area, as in the paper (so tiles and
+downsampled images cannot be told apart by one kernel's resampling artefacts)
 and images become grayscale with some probability (so chromatic aberration cannot be used).
 
 The six branches of the paper (4 tiles, D x, D y) share weights, so they run as one batched
@@ -30,6 +31,10 @@ from selfsup.data.views import MEAN, STD
 from selfsup.tasks.base import PretextTask
 from selfsup.tasks.registry import register_task
 
+# "we randomly pick either the bicubic, bilinear, lanczos, or the area method as defined in
+# OpenCV" (Noroozi et al. 2017): four kernels, no nearest.
+PAPER_KERNELS = ("bilinear", "bicubic", "area", "lanczos")
+
 
 @dataclass
 class CountingConfig:
@@ -45,8 +50,10 @@ class CountingConfig:
         "[0.3, 1] beat [1, 1] in our probes: upscaled crops make tiles and D(x) equally sharp.",
     )
     downsample_kernels: list[str] = param(
-        list(V.RESIZE_KERNELS),
-        "Kernels D draws from per sample (nearest, bilinear, bicubic, area, lanczos).",
+        list(PAPER_KERNELS),
+        "Kernels D draws from per sample, each as OpenCV's cv2.resize defines it (paper: "
+        "bilinear, bicubic, area, lanczos; at exactly 2x bilinear equals area). `nearest` "
+        "is also available.",
         choices=V.RESIZE_KERNELS,
         min_items=1,
     )
