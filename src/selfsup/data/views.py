@@ -25,6 +25,9 @@ STD = (0.229, 0.224, 0.225)
 
 # ITU-R BT.601 luma weights, as in torchvision's rgb_to_grayscale.
 LUMA = (0.299, 0.587, 0.114)
+# The plain average of R, G and B: the counting paper's grayscale ("replicating the average
+# color across all 3 channels").
+CHANNEL_MEAN = (1 / 3, 1 / 3, 1 / 3)
 
 
 def _uniform(n: int, low: float, high: float, generator: torch.Generator) -> torch.Tensor:
@@ -154,16 +157,24 @@ def tiles_2x2(images: torch.Tensor) -> torch.Tensor:
     return tiles.reshape(batch, 4, channels, s_h, s_w)
 
 
-def grayscale(images: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W) -> (B, 3, H, W) luma replicated over the three channels."""
-    weights = images.new_tensor(LUMA).view(1, 3, 1, 1)
-    return (images * weights).sum(dim=1, keepdim=True).expand_as(images).contiguous()
+def grayscale(images: torch.Tensor, weights: tuple[float, float, float] = LUMA) -> torch.Tensor:
+    """(B, 3, H, W) -> (B, 3, H, W): the weighted sum of the channels (BT.601 luma unless
+    `weights` says otherwise, e.g. CHANNEL_MEAN) replicated over the three channels."""
+    weights_t = images.new_tensor(weights).view(1, 3, 1, 1)
+    return (images * weights_t).sum(dim=1, keepdim=True).expand_as(images).contiguous()
+
+
+def grayscale_where(
+    images: torch.Tensor, mask: torch.Tensor, weights: tuple[float, float, float] = LUMA
+) -> torch.Tensor:
+    """Image i becomes grayscale (`grayscale(..., weights)`) where `mask[i]` (B,) is true."""
+    mask = on_device(mask, images.device)
+    return torch.where(mask.view(-1, 1, 1, 1), grayscale(images, weights), images)
 
 
 def random_grayscale(images: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
-    """Replace each image by its grayscale version with probability `p`."""
-    mask = on_device(torch.rand(images.shape[0], generator=generator) < p, images.device)
-    return torch.where(mask.view(-1, 1, 1, 1), grayscale(images), images)
+    """Replace each image by its (luma) grayscale version with probability `p`."""
+    return grayscale_where(images, torch.rand(images.shape[0], generator=generator) < p)
 
 
 def random_hflip(images: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
