@@ -1,10 +1,15 @@
+import json
+import math
+
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from selfsup.config import resolve
+from selfsup.config import load_yaml, merge, parse_overrides, resolve
 from selfsup.data import views as V
 from selfsup.data.views import MEAN, STD
+from selfsup.presets import config_file
 from selfsup.tasks import task_config_class
 from selfsup.tasks.counting import Counting, CountingConfig, counting_loss
 
@@ -177,3 +182,32 @@ def test_training_lowers_the_counting_loss():
 def test_config_defaults_are_the_papers_loss_settings():
     cfg = CountingConfig()
     assert cfg.num_counts == 1000 and cfg.margin == 10.0
+
+
+def test_paper_preset_trains_one_step_at_the_papers_size_on_cpu(tmp_path):
+    """counting_alexnet_imagenet as shipped (AlexNet, fc6/fc7 of 4096, 256 px images, 228 px
+    crops, 114 px tiles and D(x), lr 1e-4 dropped by 0.9 every 10,000 steps) takes one
+    training step with a batch of 2 on the CPU: a finite loss, every weight updated."""
+    from selfsup.train import build_model, learning_rate, train
+
+    images = np.random.default_rng(0).integers(0, 256, (4, 256, 256, 3), dtype=np.uint8)
+    np.savez(tmp_path / "images.npz", images=images)
+    overrides = parse_overrides(
+        [f"data.path={tmp_path / 'images.npz'}", "data.batch_size=2", "data.workers=0",
+         "train.steps=1", "train.device=cpu", "train.precision=fp32"]
+    )  # fmt: skip
+    preset = load_yaml(config_file("counting_alexnet_imagenet"))
+    cfg = resolve(merge(preset, overrides), task_config_class)
+    assert learning_rate(0, 350_000, cfg.optim) == pytest.approx(1e-4)
+    assert learning_rate(10_000, 350_000, cfg.optim) == pytest.approx(0.9e-4)
+    initial = build_model(cfg)  # seeded: the run starts from these weights
+    batch = torch.from_numpy(images[:2]).permute(0, 3, 1, 2)
+    views = initial.make_views(batch, torch.Generator().manual_seed(0))
+    assert views["tiles"].shape == (8, 3, 114, 114)
+    assert views["down"].shape == views["down_other"].shape == (2, 3, 114, 114)
+    run = train(cfg, tmp_path / "run", progress=False)
+    record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert record["step"] == 1 and math.isfinite(record["loss"])
+    before, after = initial.state_dict(), run.model.state_dict()
+    weights = [name for name in before if name.endswith("weight")]
+    assert len(weights) > 10 and all(not torch.equal(before[n], after[n]) for n in weights)
