@@ -80,12 +80,17 @@ def test_bad_values_are_errors_naming_the_key(override, key):
         ("counting.downsample_kernels=[]", r"downsample_kernels: expected at least 1 value"),
         ("exemplar.hue_jitter=0.6", r"exemplar\.hue_jitter: must be <= 0\.5"),
         ("supervised.label_smoothing=1", r"supervised\.label_smoothing: must be < 1\.0"),
+        ("optim.lr_step_factor=0", r"optim\.lr_step_factor: must be > 0\.0"),
+        ("optim.lr_step_factor=1.5", r"optim\.lr_step_factor: must be <= 1\.0"),
+        ("optim.lr_step_every=0", r"optim\.lr_step_every: must be >= 1"),
+        ("optim.schedule=poly", r"optim\.schedule: 'poly' is not one"),
     ],
 )
 def test_declared_bounds_hold_for_numbers_and_each_list_item(override, message):
     """`param`'s high bound, and its bounds, choices and length on lists, replace the checks
     each task once copied: one rule, one message shape."""
-    task = override.split(".")[0]
+    section = override.split(".")[0]
+    task = "counting" if section == "optim" else section
     with pytest.raises(ConfigError, match=message):
         resolve({"task": task, **parse_overrides([override])}, task_config_class)
 

@@ -150,6 +150,21 @@ def test_warmup_then_cosine_schedule():
     assert learning_rate(100, 100, cfg) == pytest.approx(0.0)
 
 
+def test_step_schedule_is_the_papers_formula_after_warm_up():
+    """lr = peak * factor ** (step // every) once warm-up is over (the counting paper: 1e-4,
+    "drop it by a factor of 0.9 every 10K iterations")."""
+    overrides = ["optim.lr=0.0001", "optim.schedule=step", "optim.lr_step_factor=0.9"]
+    cfg = tiny_config(Path("x"), *overrides, "optim.lr_step_every=10000", "optim.warmup_steps=0")
+    cfg = cfg.optim
+    for step in (0, 1, 9_999, 10_000, 19_999, 25_000, 349_999):
+        expected = 1e-4 * 0.9 ** (step // 10_000)
+        assert learning_rate(step, 350_000, cfg) == pytest.approx(expected, rel=1e-12), step
+    warm = tiny_config(Path("x"), *overrides, "optim.lr_step_every=5", "optim.warmup_steps=4")
+    rates = [learning_rate(step, 100, warm.optim) for step in range(12)]
+    assert rates[:4] == pytest.approx([2.5e-5, 5e-5, 7.5e-5, 1e-4])  # warm-up comes first
+    assert rates[4:] == pytest.approx([1e-4] + [9e-5] * 5 + [8.1e-5] * 2)  # drops at 5, 10
+
+
 def test_learning_rate_scales_with_the_global_batch():
     def optim(*overrides: str):
         return tiny_config(Path("x"), "optim.lr=0.3", *overrides).optim

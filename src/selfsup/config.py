@@ -180,7 +180,21 @@ class OptimConfig:
     )
     lr_reference_batch: int = param(256, "The batch `lr` is given for under lr_scaling.", low=1)
     schedule: str = param(
-        "cosine", "Learning-rate schedule after warm-up.", choices=("cosine", "constant")
+        "cosine",
+        "Learning-rate schedule after warm-up: `cosine` decays to zero at train.steps; "
+        "`constant`; `step` multiplies the rate by `lr_step_factor` every `lr_step_every` "
+        "steps (counted from step 0: the drops fall at its multiples, warm-up or not).",
+        choices=("cosine", "constant", "step"),
+    )
+    lr_step_factor: float = param(
+        0.9,
+        "schedule=step: the factor of each drop (the counting paper: 0.9).",
+        low=0.0,
+        low_exclusive=True,
+        high=1.0,
+    )
+    lr_step_every: int = param(
+        10000, "schedule=step: steps between drops (the counting paper: 10,000).", low=1
     )
     warmup_steps: int = param(100, "Linear warm-up steps.", low=0)
     grad_clip: float = param(5.0, "Clip the global gradient norm to this (0 disables).", low=0.0)

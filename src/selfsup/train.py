@@ -105,13 +105,16 @@ def peak_learning_rate(cfg: OptimConfig, global_batch: int) -> float:
 def learning_rate(
     step: int, total_steps: int, cfg: OptimConfig, peak: float | None = None
 ) -> float:
-    """Linear warm-up to the peak (`cfg.lr` unless given), then constant or cosine decay to
-    zero at `total_steps`."""
+    """Linear warm-up to the peak (`cfg.lr` unless given), then constant, step decay (the
+    peak times lr_step_factor^(step // lr_step_every)) or cosine decay to zero at
+    `total_steps`."""
     peak = cfg.lr if peak is None else peak
     if step < cfg.warmup_steps:
         return peak * (step + 1) / cfg.warmup_steps
     if cfg.schedule == "constant":
         return peak
+    if cfg.schedule == "step":
+        return peak * cfg.lr_step_factor ** (step // cfg.lr_step_every)
     progress = (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps)
     return peak * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 

@@ -61,7 +61,8 @@ def counting_views(images: torch.Tensor, crop_size: int) -> tuple[torch.Tensor, 
     """(B, 3, S, S) uint8 -> normalised D x (B, 3, s, s) and tiles (B, 4, 3, s, s)."""
     x = V.to_float(images)
     if x.shape[-1] != crop_size:
-        x = V.resize(x, crop_size, "lanczos")  # antialiased bicubic
+        # OpenCV's advice: area to shrink (it low-passes; its Lanczos does not), cubic to grow.
+        x = V.resize(x, crop_size, "area" if x.shape[-1] > crop_size else "bicubic")
     down = V.resize(x, crop_size // 2, "area")
     tiles = V.tiles_2x2(x)
     return V.normalize(down, MEAN, STD), V.normalize(tiles.flatten(0, 1), MEAN, STD).view(

@@ -9,13 +9,14 @@ views reproducible from (seed, step) on any device.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torchvision.ops import roi_align
 
-# Downsampling kernels. "lanczos" is approximated by antialiased bicubic (torch has no Lanczos):
-# like Lanczos it low-passes before subsampling, which is what matters for the counting task's
-# shortcut guard (no kernel-specific aliasing pattern to latch onto).
-RESIZE_KERNELS = ("nearest", "bilinear", "bicubic", "area", "lanczos")
+# Resizing (OpenCV's kernels as batched tensor ops) has a module of its own; the view
+# builders' callers reach it through this one.
+from selfsup.data.resample import RESIZE_KERNELS as RESIZE_KERNELS
+from selfsup.data.resample import resize as resize
+from selfsup.data.resample import resize_each as resize_each
+from selfsup.data.resample import resize_random_kernel as resize_random_kernel
 
 # Inputs are normalised with the ImageNet statistics, whatever the data: a fixed convention
 # keeps every exported backbone usable with one documented preprocessing.
@@ -24,6 +25,9 @@ STD = (0.229, 0.224, 0.225)
 
 # ITU-R BT.601 luma weights, as in torchvision's rgb_to_grayscale.
 LUMA = (0.299, 0.587, 0.114)
+# The plain average of R, G and B: the counting paper's grayscale ("replicating the average
+# color across all 3 channels").
+CHANNEL_MEAN = (1 / 3, 1 / 3, 1 / 3)
 
 
 def _uniform(n: int, low: float, high: float, generator: torch.Generator) -> torch.Tensor:
@@ -143,34 +147,6 @@ def random_resized_crop(
     )
 
 
-def resize(images: torch.Tensor, size: int, kernel: str) -> torch.Tensor:
-    """Resize a float batch to `size` x `size` with one of RESIZE_KERNELS."""
-    if kernel not in RESIZE_KERNELS:
-        raise ValueError(f"unknown resize kernel {kernel!r}; choose from {RESIZE_KERNELS}")
-    if kernel == "nearest":
-        return F.interpolate(images, size=(size, size), mode="nearest-exact")
-    if kernel == "area":
-        return F.adaptive_avg_pool2d(images, (size, size))
-    mode = "bicubic" if kernel in ("bicubic", "lanczos") else "bilinear"
-    out = F.interpolate(
-        images, size=(size, size), mode=mode, align_corners=False, antialias=kernel == "lanczos"
-    )
-    return out.clamp_(0.0, 1.0) if mode == "bicubic" else out
-
-
-def resize_random_kernel(
-    images: torch.Tensor, size: int, kernels: tuple[str, ...], generator: torch.Generator
-) -> torch.Tensor:
-    """Resize each image with a kernel drawn uniformly from `kernels` (one call per kernel)."""
-    choice = torch.randint(0, len(kernels), (images.shape[0],), generator=generator)
-    out = images.new_empty(images.shape[0], images.shape[1], size, size)
-    for k, kernel in enumerate(kernels):
-        rows = on_device((choice == k).nonzero().flatten(), images.device)
-        if rows.numel():
-            out[rows] = resize(images[rows], size, kernel)
-    return out
-
-
 def tiles_2x2(images: torch.Tensor) -> torch.Tensor:
     """(B, C, 2s, 2s) -> (B, 4, C, s, s): top-left, top-right, bottom-left, bottom-right."""
     batch, channels, height, width = images.shape
@@ -181,16 +157,24 @@ def tiles_2x2(images: torch.Tensor) -> torch.Tensor:
     return tiles.reshape(batch, 4, channels, s_h, s_w)
 
 
-def grayscale(images: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W) -> (B, 3, H, W) luma replicated over the three channels."""
-    weights = images.new_tensor(LUMA).view(1, 3, 1, 1)
-    return (images * weights).sum(dim=1, keepdim=True).expand_as(images).contiguous()
+def grayscale(images: torch.Tensor, weights: tuple[float, float, float] = LUMA) -> torch.Tensor:
+    """(B, 3, H, W) -> (B, 3, H, W): the weighted sum of the channels (BT.601 luma unless
+    `weights` says otherwise, e.g. CHANNEL_MEAN) replicated over the three channels."""
+    weights_t = images.new_tensor(weights).view(1, 3, 1, 1)
+    return (images * weights_t).sum(dim=1, keepdim=True).expand_as(images).contiguous()
+
+
+def grayscale_where(
+    images: torch.Tensor, mask: torch.Tensor, weights: tuple[float, float, float] = LUMA
+) -> torch.Tensor:
+    """Image i becomes grayscale (`grayscale(..., weights)`) where `mask[i]` (B,) is true."""
+    mask = on_device(mask, images.device)
+    return torch.where(mask.view(-1, 1, 1, 1), grayscale(images, weights), images)
 
 
 def random_grayscale(images: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
-    """Replace each image by its grayscale version with probability `p`."""
-    mask = on_device(torch.rand(images.shape[0], generator=generator) < p, images.device)
-    return torch.where(mask.view(-1, 1, 1, 1), grayscale(images), images)
+    """Replace each image by its (luma) grayscale version with probability `p`."""
+    return grayscale_where(images, torch.rand(images.shape[0], generator=generator) < p)
 
 
 def random_hflip(images: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:

@@ -7,13 +7,17 @@ tiles T_1..T_4(x). With y another image (its downsampled version D(y)), the loss
     l(x, y) = |phi(D x) - sum_j phi(T_j x)|^2 + max(0, M - |phi(D y) - sum_j phi(T_j x)|^2)
 
 with squared L2 norms of whole k-vectors and the hinge on that norm. The second (contrastive)
-term rules out the trivial phi = 0. Shortcut guards: the downsampling kernel is drawn per
-sample (so tiles and downsampled images cannot be told apart by their resampling artefacts)
-and images become grayscale with some probability (so chromatic aberration cannot be used).
+term rules out the trivial phi = 0. Shortcut guards, as in the paper: the downsampling kernel
+is drawn from OpenCV's bicubic, bilinear, Lanczos and area (so tiles and downsampled images
+cannot be told apart by one kernel's resampling artefacts), and the images are grayscale
+(the average of R, G and B in all three channels) 67 % of the time (so chromatic aberration
+cannot be used). Both choices are made per sample and hold for every term of its loss: its
+tiles, D x and D y.
 
 The six branches of the paper (4 tiles, D x, D y) share weights, so they run as one batched
-forward of 5B images: y is another image of the same batch (a random cyclic shift of the
-batch, which never pairs an image with itself), and phi(D y) is phi(D x) of that image.
+forward of 6B images. y is another image of the same batch (a random cyclic shift of the
+batch, which never pairs an image with itself), brought to x's colour mode and downsampled
+with x's kernel.
 """
 
 from __future__ import annotations
@@ -30,6 +34,10 @@ from selfsup.data.views import MEAN, STD
 from selfsup.tasks.base import PretextTask
 from selfsup.tasks.registry import register_task
 
+# "we randomly pick either the bicubic, bilinear, lanczos, or the area method as defined in
+# OpenCV" (Noroozi et al. 2017): four kernels, no nearest.
+PAPER_KERNELS = ("bilinear", "bicubic", "area", "lanczos")
+
 
 @dataclass
 class CountingConfig:
@@ -45,12 +53,18 @@ class CountingConfig:
         "[0.3, 1] beat [1, 1] in our probes: upscaled crops make tiles and D(x) equally sharp.",
     )
     downsample_kernels: list[str] = param(
-        list(V.RESIZE_KERNELS),
-        "Kernels D draws from per sample (nearest, bilinear, bicubic, area, lanczos).",
+        list(PAPER_KERNELS),
+        "Kernels D draws from per sample, each as OpenCV's cv2.resize defines it (paper: "
+        "bilinear, bicubic, area, lanczos; at exactly 2x bilinear equals area). `nearest` "
+        "is also available.",
         choices=V.RESIZE_KERNELS,
         min_items=1,
     )
-    grayscale_prob: float = probability(0.67, "Probability of converting x to grayscale.")
+    grayscale_prob: float = probability(
+        0.67,
+        "Probability that a sample is grayscale (the mean of R, G, B in all three channels) "
+        "in every term of its loss: tiles, D(x) and D(y) (paper: 0.67).",
+    )
     hflip_prob: float = probability(0.5, "Probability of mirroring x.")
     color_jitter: float = param(
         0.0,
@@ -127,8 +141,10 @@ class Counting(PretextTask):
     def make_views(
         self, images: torch.Tensor, generator: torch.Generator
     ) -> dict[str, torch.Tensor]:
+        """uint8 (B, 3, S, S) -> normalised tiles (4B, 3, s, s), D x and D y (B, 3, s, s)."""
         cfg = self.config
         size = cfg.crop_size
+        batch = images.shape[0]
         if cfg.crop_scale == [1.0, 1.0]:
             x = V.to_float(V.random_crop(images, size, generator))  # (B, 3, 2s, 2s)
         else:
@@ -137,24 +153,34 @@ class Counting(PretextTask):
         if cfg.color_jitter > 0:
             s = cfg.color_jitter
             x = V.color_jitter(x, generator, brightness=s, contrast=s, saturation=s)
-        x = V.random_grayscale(x, cfg.grayscale_prob, generator)
-        down = V.resize_random_kernel(x, size // 2, tuple(cfg.downsample_kernels), generator)
-        tiles = V.tiles_2x2(x).flatten(0, 1)  # (4B, 3, s, s)
-        batch = images.shape[0]
         shift = int(torch.randint(1, batch, (1,), generator=generator)) if batch > 1 else 0
+        other = (torch.arange(batch) + shift) % batch  # y_i = x_{other[i]}
+        # One colour mode per sample for all of its terms (the paper: "we make this choice
+        # consistent across all the terms in the loss"): a y in another mode than x would let
+        # colour alone satisfy the contrastive term. D y takes x's kernel too, as the paper's
+        # one draw per iteration downsamples D x and D y alike.
+        gray = torch.rand(batch, generator=generator) < cfg.grayscale_prob  # (B,)
+        kernel = torch.randint(0, len(cfg.downsample_kernels), (batch,), generator=generator)
+        x_and_y = torch.cat([x, x[V.on_device(other, x.device)]])  # (2B, 3, 2s, 2s)
+        x_and_y = V.grayscale_where(x_and_y, gray.repeat(2), V.CHANNEL_MEAN)
+        down = V.resize_each(
+            x_and_y, size // 2, tuple(cfg.downsample_kernels), kernel.repeat(2)
+        )  # (2B, 3, s, s): D x, then D y
+        tiles = V.tiles_2x2(x_and_y[:batch]).flatten(0, 1)  # (4B, 3, s, s)
         return {
             "tiles": V.normalize(tiles, MEAN, STD),
-            "down": V.normalize(down, MEAN, STD),
-            "other": (torch.arange(batch) + shift) % batch,  # y_i = x_{other[i]}
+            "down": V.normalize(down[:batch], MEAN, STD),
+            "down_other": V.normalize(down[batch:], MEAN, STD),
         }
 
     def forward(self, views: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        tiles, down = views["tiles"], views["down"]
+        tiles, down, down_other = views["tiles"], views["down"], views["down_other"]
         batch = down.shape[0]
-        phi = self.phi(torch.cat([tiles, down])).float()  # (5B, k), one pass for six branches
+        # One pass for the six branches: 4B tiles, B D x, B D y.
+        phi = self.phi(torch.cat([tiles, down, down_other])).float()  # (6B, k)
         phi_tiles = phi[: 4 * batch].view(batch, 4, -1)  # (B, 4, k)
-        phi_down = phi[4 * batch :]  # (B, k)
-        phi_other = phi_down[V.on_device(views["other"], phi.device)]  # phi(D y), (B, k)
+        phi_down = phi[4 * batch : 5 * batch]  # phi(D x), (B, k)
+        phi_other = phi[5 * batch :]  # phi(D y), (B, k)
         loss, equivariance, contrast = counting_loss(
             phi_tiles, phi_down, phi_other, self.config.margin
         )
