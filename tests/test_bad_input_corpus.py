@@ -426,6 +426,18 @@ BAD_IMAGE_DATA = {
         npz("data.npz", jpeg=np.zeros(10, np.uint8), offsets=np.array([0, 5, 20])),
         "`offsets` must rise from 0 to len(jpeg)=10",
     ),
+    "npz images as Python objects": (
+        npz(
+            "data.npz",
+            images=np.array([IMAGES[0], IMAGES[1][:16]], dtype=object),
+            labels=LABELS[:2],
+        ),
+        "`images` is an array of Python objects",
+    ),
+    "npz images without pixels": (
+        npz("data.npz", images=np.zeros((8, 0, 32, 3), np.uint8), labels=LABELS),
+        "have no pixels",
+    ),
 }
 LABELLED_ONLY = {"npz labels of another length"}
 
@@ -453,11 +465,43 @@ def fewer_classes(w: Work, d: Path) -> Path:
     return d / "three.npz"
 
 
+NAMES = np.array(["a", "b", "c", "d"])  # the class names of the workspace's labelled data
+
 # Only evaluations read labels: (name, slot, maker, problem).
 BAD_LABELLED = [
     ("unlabelled folder", "data", unlabelled_folder, "evaluation needs labels"),
     ("class folders one level too deep", "data", nested_too_deep, "one class"),
     ("test set of other classes", "test", fewer_classes, "classes but"),
+    (
+        "class_names fewer than the labels",
+        "data",
+        npz("data.npz", images=IMAGES, labels=LABELS, class_names=NAMES[:2]),
+        "label 3 but `class_names` names 2 classes",
+    ),
+    (
+        "labels in the billions",
+        "data",
+        npz("data.npz", images=IMAGES, labels=LABELS * 10**10),
+        "more than 1,048,576 classes",
+    ),
+    (
+        "test classes named otherwise",
+        "test",
+        npz("test.npz", images=IMAGES, labels=LABELS, class_names=np.array(["a", "b", "c", "x"])),
+        "only in the test set ['x'], only in the training set ['d']",
+    ),
+    (
+        "a test class without training images",
+        "data",
+        npz("data.npz", images=IMAGES, labels=LABELS % 3, class_names=NAMES),
+        "no training image of class(es) ['d']",
+    ),
+    (
+        "one class present among named classes",
+        "data",
+        npz("data.npz", images=IMAGES, labels=LABELS * 0, class_names=NAMES),
+        "all images are in one class (a)",
+    ),
 ]
 
 
@@ -552,6 +596,30 @@ add("train counting", "run folder of another task", "out", run_of_another_task,
     "was trained with task=rotation")  # fmt: skip
 add("train counting", "unreadable config file", "config", unreadable_copy(lambda w: w.config),
     "Permission denied")  # fmt: skip
+
+
+def config_text(data: bytes) -> Maker:
+    def make(w: Work, d: Path) -> Path:
+        (d / "config.yaml").write_bytes(data)
+        return d / "config.yaml"
+
+    return make
+
+
+add(
+    "train counting",
+    "a Latin-1 config file",
+    "config",
+    config_text("# Réglages\ntrain:\n  log_every: 1\n".encode("latin-1")),
+    "is not UTF-8 text",
+)
+add(
+    "train counting",
+    "a config file with a key twice",
+    "config",
+    config_text(b"optim:\n  lr: 0.1\noptim:\n  lr: 0.2\n"),
+    "key 'optim' appears twice",
+)
 
 
 # Patch datasets and graphs.

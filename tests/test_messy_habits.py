@@ -93,3 +93,46 @@ def test_outputs_never_overwrite_inputs(data, tmp_path, capsys):
     err = error_of(["video", "masks", clip, "--out", clip / "masks"], capsys)
     assert "is inside" in err and "(VIDEOS)" in err
     assert list(clip.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--steps", "0", "must be >= 1, got 0"),
+        ("--weight-decay", "-1", "must be >= 0.0, got -1"),
+        ("--image-size", "0", "must be >= 1, got 0"),
+        ("--selection-rows", "many", "expected an integer, got 'many'"),
+    ],
+)
+def test_an_evaluation_option_out_of_range_is_refused_where_it_is_read(
+    data, option, value, message, capsys
+):
+    with pytest.raises(SystemExit):
+        main(["eval", "linear", "random:alexnet_small", "--data", str(data), "--test",
+              str(data), option, value])  # fmt: skip
+    assert message in capsys.readouterr().err
+
+
+def test_an_unknown_layer_and_a_huge_image_size_are_one_line(data, tmp_path, capsys):
+    err = error_of(["eval", "linear", "random:alexnet_small", "--data", data, "--test", data,
+                    "--layers", "nope", "--no-cache", "--quiet"], capsys)  # fmt: skip
+    assert err.startswith("selfsup: error: --layers: unknown layer(s) ['nope']")
+    err = error_of([*TRAIN, "--data", data, "--out", tmp_path / "r", "data.image_size=20000"],
+                   capsys)  # fmt: skip
+    assert "data.image_size: must be <= 4096, got 20000" in err
+
+
+def test_test_classes_named_in_another_order_are_aligned_by_name(tmp_path):
+    """Two ImageFolder-like sets whose class names come in another order: the test labels
+    are renumbered to the training set's classes, so a correct classifier scores 100 %."""
+    from selfsup.eval.protocol import align_classes, load_labelled
+
+    images, labels = make_images(16)
+    np.savez(tmp_path / "a.npz", images=images, labels=labels, class_names=["w", "x", "y", "z"])
+    # The same images, their classes listed backwards: label k now names class 3 - k.
+    np.savez(tmp_path / "b.npz", images=images, labels=3 - labels,
+             class_names=["z", "y", "x", "w"])  # fmt: skip
+    train = load_labelled(str(tmp_path / "a.npz"), 32, progress=False)
+    test = align_classes(train, load_labelled(str(tmp_path / "b.npz"), 32, progress=False))
+    assert test.class_names == ["w", "x", "y", "z"]
+    assert test.labels.tolist() == train.labels.tolist()

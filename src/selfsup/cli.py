@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from selfsup import __version__
 from selfsup.analysis.cli import add_inspect_parser, command_inspect
+from selfsup.arguments import positive_int
 from selfsup.dense.cli import DENSE_PROTOCOLS, add_dense_parsers, command_dense
 from selfsup.eval.cli import (
     RUN_HELP,
@@ -67,7 +68,7 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
         "--config",
         help="a preset name (counting_small; `selfsup list configs`) or a YAML config file",
     )
-    p.add_argument("--steps", type=int, help="total training steps (sets train.steps)")
+    p.add_argument("--steps", type=positive_int, help="total training steps (sets train.steps)")
     p.add_argument(
         "--graph",
         help="transitive: what `graph build --out` was given (sets transitive.graph; the data "
@@ -125,7 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--out", default="runs/demo", type=output_folder, help="run folder (default runs/demo)"
     )
-    demo.add_argument("--steps", type=int, help="pretraining steps (default: the demo preset)")
+    demo.add_argument(
+        "--steps", type=positive_int, help="pretraining steps (default: the demo preset)"
+    )
 
     lst = commands.add_parser("list", help="list tasks, backbones or config presets")
     lst.add_argument("what", choices=("tasks", "backbones", "configs"))

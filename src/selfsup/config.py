@@ -97,8 +97,9 @@ class DataConfig:
         32,
         "Side of the square uint8 image every sample is brought to before "
         "views are built: shorter side resized to it, then centre-cropped. "
-        "32 for CIFAR, 64 for Tiny ImageNet, 256 for ImageNet.",
+        "32 for CIFAR, 64 for Tiny ImageNet, 256 for ImageNet (at most 4096).",
         low=8,
+        high=4096,
     )
     batch_size: int = param(128, "Images per step per process (DDP: per rank).", low=1)
     cache: str = param(
@@ -468,12 +469,35 @@ def yaml_problem(err: yaml.YAMLError) -> str:
     return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last
+    silently, so a block pasted twice would override the first without a word)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def load_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        values = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text (byte {err.start}: {err.reason}); save it "
+            "as UTF-8"
+        ) from err
+    try:
+        values = yaml.load(text, Loader=UniqueKeyLoader) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"config file {path} is not valid YAML: {yaml_problem(err)}") from err
     if not isinstance(values, dict):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from selfsup.analysis.settings import InspectSettings
+from selfsup.arguments import non_negative_int, positive_int
 from selfsup.outputs import output_folder
 
 
@@ -32,13 +33,15 @@ def add_inspect_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, type=output_folder, help="report folder")
     p.add_argument(
         "--max-images",
-        type=int,
+        type=positive_int,
         default=InspectSettings.max_images,
         help=f"analyse a random sample of at most this many images (default "
         f"{InspectSettings.max_images}; t-SNE and retrieval grow quadratically)",
     )
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--workers", type=int, default=2, help="decoding processes (default 2)")
+    p.add_argument(
+        "--workers", type=non_negative_int, default=2, help="decoding processes (default 2)"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 

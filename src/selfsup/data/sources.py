@@ -44,6 +44,26 @@ class DataFormatError(ValueError):
     """The data path is missing, empty or in a layout selfsup does not recognise."""
 
 
+# Labels are class indices: one past a million would make every head and probe that size.
+MAX_CLASSES = 2**20
+
+
+def npz_array(archive, key: str, path: Path) -> np.ndarray:
+    """One array of an open .npz, or DataFormatError naming the file and the key: an array of
+    Python objects (which needs pickle, never loaded) or a member cut short."""
+    try:
+        return archive[key]
+    except ValueError as err:
+        if "allow_pickle" in str(err):
+            raise DataFormatError(
+                f"{path}: `{key}` is an array of Python objects, which selfsup does not load "
+                "(it would need pickle); save it as a numeric or string array"
+            ) from err
+        raise DataFormatError(f"{path}: `{key}` cannot be read ({err})") from err
+    except Exception as err:  # zipfile errors: a member cut short or corrupt
+        raise DataFormatError(f"{path}: `{key}` cannot be read ({err})") from err
+
+
 class ImageSource:
     """Base class: `len`, `name(i)`, `load(i) -> (H, W, 3) uint8`, optional labels, optional
     masks ((N, H, W) uint8 0/1, pixel-aligned with the images)."""
@@ -52,6 +72,7 @@ class ImageSource:
     labels: np.ndarray | None = None
     masks: np.ndarray | None = None
     class_names: list[str] | None = None
+    names_given: bool = False  # class names from the data (folders, `class_names`), not 0..K-1
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -114,6 +135,7 @@ class FolderSource(FilesSource):
                 files += found
                 labels += [label] * len(found)
             self.class_names = [d.name for d in class_dirs]
+            self.names_given = True
             self.labels = np.asarray(labels, dtype=np.int64)
         else:
             files = [f for f in image_files(path) if f.is_file()]
@@ -148,11 +170,12 @@ class NpzSource(ImageSource):
         except Exception as err:  # zipfile/pickle errors: the file is not a usable npz
             raise DataFormatError(f"{path}: cannot be read as an .npz archive ({err})") from err
         self.images = self.jpeg = self.offsets = None
+        array = lambda key: npz_array(archive, key, path)  # noqa: E731
         if "images" in keys:
-            self.images = self._decoded(archive["images"])
+            self.images = self._decoded(array("images"))
             count = len(self.images)
         elif {"jpeg", "offsets"} <= keys:
-            self.jpeg, self.offsets = self._packed(archive["jpeg"], archive["offsets"])
+            self.jpeg, self.offsets = self._packed(array("jpeg"), array("offsets"))
             count = len(self.offsets) - 1
         else:
             raise DataFormatError(
@@ -162,14 +185,24 @@ class NpzSource(ImageSource):
         if count == 0:
             raise DataFormatError(f"{path}: the archive holds 0 images")
         if "labels" in keys:
-            self.labels = self._labels(archive["labels"], count)
+            self.labels = self._labels(array("labels"), count)
         if "masks" in keys:
-            self.masks = self._masks(archive["masks"])
+            self.masks = self._masks(array("masks"))
         if "class_names" in keys:
-            self.class_names = [str(n) for n in archive["class_names"]]
+            self.class_names = [str(n) for n in array("class_names")]
+            self.names_given = True
+            self._check_names()
         elif self.labels is not None:
             self.class_names = [str(i) for i in range(int(self.labels.max()) + 1)]
         self.count = count
+
+    def _check_names(self) -> None:
+        """Every label names a class: a label past the names would index nothing."""
+        if self.labels is not None and int(self.labels.max()) >= len(self.class_names):
+            raise DataFormatError(
+                f"{self.path}: label {int(self.labels.max())} but `class_names` names "
+                f"{len(self.class_names)} classes (labels count from 0)"
+            )
 
     def _decoded(self, images: np.ndarray) -> np.ndarray:
         if images.dtype != np.uint8:
@@ -178,6 +211,8 @@ class NpzSource(ImageSource):
             images = np.repeat(images[..., None], 3, axis=3)
         if images.ndim != 4 or images.shape[3] not in (1, 3, 4):
             raise DataFormatError(f"{self.path}: `images` must be (N, H, W, 3), got {images.shape}")
+        if images.shape[1] == 0 or images.shape[2] == 0:
+            raise DataFormatError(f"{self.path}: `images` {images.shape} have no pixels")
         if images.shape[3] == 1:
             images = np.repeat(images, 3, axis=3)
         return images[..., :3]  # RGBA: alpha dropped (decoded arrays carry no compositing)
@@ -207,6 +242,11 @@ class NpzSource(ImageSource):
         if count and labels.min() < 0:
             raise DataFormatError(
                 f"{self.path}: `labels` must be non-negative integers, got {labels.min()}"
+            )
+        if count and labels.max() >= MAX_CLASSES:
+            raise DataFormatError(
+                f"{self.path}: label {labels.max()}: more than {MAX_CLASSES:,} classes; labels "
+                "are class indices counted from 0"
             )
         return labels.astype(np.int64)
 

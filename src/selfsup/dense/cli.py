@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from selfsup.arguments import fraction, positive_float, positive_int
 from selfsup.dense.settings import DepthSettings, DetectSettings, Voc07Settings
 
 if TYPE_CHECKING:
@@ -24,12 +25,12 @@ def add_shared_options(p: argparse.ArgumentParser, run_help: str) -> None:
         "results.json)",
     )
     p.add_argument("--grid", type=Path, help="image grid PNG (default: the --json path, .png)")
-    p.add_argument("--steps", type=int, help="training steps (a smoke run: 2)")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float, help="learning rate of the head / decoder")
+    p.add_argument("--steps", type=positive_int, help="training steps (a smoke run: 2)")
+    p.add_argument("--batch-size", type=positive_int)
+    p.add_argument("--lr", type=positive_float, help="learning rate of the head / decoder")
     p.add_argument(
         "--train-fraction",
-        type=float,
+        type=fraction,
         default=0.8,
         help="without --test: train on this first fraction of --data, in order, and test on "
         "the rest (default 0.8; never a random split)",
@@ -41,7 +42,7 @@ def add_shared_options(p: argparse.ArgumentParser, run_help: str) -> None:
     baseline.add_argument(
         "--supervised-data", help="labelled images (folder or .npz) the baseline trains on"
     )
-    baseline.add_argument("--baseline-steps", type=int, default=1000)
+    baseline.add_argument("--baseline-steps", type=positive_int, default=1000)
     baseline.add_argument("--cache-dir", type=Path, help="where baselines are kept")
 
 
@@ -63,11 +64,13 @@ def add_depth_parser(protocols: argparse._SubParsersAction, run_help: str) -> No
     p.add_argument("--loss", choices=("berhu", "silog"), default=DepthSettings.loss)
     p.add_argument(
         "--size",
-        type=int,
+        type=positive_int,
         default=DepthSettings.size,
         help=f"shorter image side in px (default {DepthSettings.size}: 96x128 for 640x480)",
     )
-    p.add_argument("--depth-scale", type=float, default=0.001, help="metres per PNG unit (mm)")
+    p.add_argument(
+        "--depth-scale", type=positive_float, default=0.001, help="metres per PNG unit (mm)"
+    )
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--frozen", action="store_true", help="train the decoder only (default)")
     mode.add_argument("--finetune", action="store_true", help="train the backbone too (lr x0.1)")
@@ -87,7 +90,7 @@ def add_detect_parser(protocols: argparse._SubParsersAction, run_help: str) -> N
     p.add_argument("--images", type=Path, help="image folder of a COCO .json")
     p.add_argument(
         "--size",
-        type=int,
+        type=positive_int,
         default=DetectSettings.size,
         help=f"longer image side in px (default {DetectSettings.size})",
     )
@@ -111,7 +114,7 @@ def add_voc07_parser(protocols: argparse._SubParsersAction, run_help: str) -> No
     p.add_argument("--test", metavar="VOC", help="test images (default: its test list)")
     p.add_argument(
         "--size",
-        type=int,
+        type=positive_int,
         default=Voc07Settings.size,
         help=f"square image side in px (default {Voc07Settings.size})",
     )

@@ -7,6 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
+from selfsup.arguments import non_negative_float, non_negative_int, positive_float, positive_int
 from selfsup.eval.settings import FinetuneSettings, KnnSettings, ProbeSettings
 from selfsup.outputs import (
     default_cache_dir,
@@ -40,7 +41,9 @@ def add_common(p: argparse.ArgumentParser, multiple: bool = False) -> None:
     p.add_argument("--test", required=True, help="labelled test images (folder or .npz)")
     p.add_argument("--layers", nargs="+", help="layers to evaluate (default: all probe layers)")
     p.add_argument(
-        "--image-size", type=int, help="decode at this size (default: the run's data.image_size)"
+        "--image-size",
+        type=positive_int,
+        help="decode at this size (default: the run's data.image_size)",
     )
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument(
@@ -52,7 +55,7 @@ def add_common(p: argparse.ArgumentParser, multiple: bool = False) -> None:
     p.add_argument("--no-cache", action="store_true", help="extract features afresh, keep none")
     p.add_argument(
         "--baseline-steps",
-        type=int,
+        type=positive_int,
         default=FinetuneSettings.steps,
         help="training steps of supervised:<backbone> baselines (with a run: the run's steps)",
     )
@@ -63,7 +66,7 @@ def add_linear_options(p: argparse.ArgumentParser) -> None:
     defaults = " ".join(f"{wd:g}" for wd in ProbeSettings.weight_decays)
     p.add_argument(
         "--weight-decay",
-        type=float,
+        type=non_negative_float,
         nargs="+",
         default=list(ProbeSettings.weight_decays),
         help=f"L2 strengths tried on a validation split of --data (default {defaults}); one "
@@ -71,20 +74,20 @@ def add_linear_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--steps",
-        type=int,
+        type=positive_int,
         default=ProbeSettings.steps,
         help=f"L-BFGS iterations at most per fit (default {ProbeSettings.steps})",
     )
     p.add_argument(
         "--selection-rows",
-        type=int,
+        type=non_negative_int,
         default=ProbeSettings.selection_rows,
         help="training rows the L2 selection fits at most, at the same prior strength; 0 uses "
         f"all (default {ProbeSettings.selection_rows})",
     )
     p.add_argument(
         "--tolerance",
-        type=float,
+        type=non_negative_float,
         default=ProbeSettings.tolerance,
         help="stop a fit when 10 iterations lower its loss by less than this fraction; 0 runs "
         f"every fit to --steps (default {ProbeSettings.tolerance:g})",
@@ -119,9 +122,9 @@ def pooling_dims(value: str) -> int:
 
 
 def add_knn_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--k", type=int, default=KnnSettings.k, help="neighbours (default 200)")
+    p.add_argument("--k", type=positive_int, default=KnnSettings.k, help="neighbours (default 200)")
     p.add_argument(
-        "--temperature", type=float, default=KnnSettings.temperature, help="(default 0.1)"
+        "--temperature", type=positive_float, default=KnnSettings.temperature, help="(default 0.1)"
     )
 
 
@@ -164,15 +167,19 @@ def add_eval_parser(commands: argparse._SubParsersAction) -> argparse._SubParser
         "scaled by --backbone-lr-scale), then classify the test images.",
     )
     add_common(fin)
-    fin.add_argument("--steps", type=int, default=FinetuneSettings.steps, help="training steps")
-    fin.add_argument("--lr", type=float, default=FinetuneSettings.lr, help="head learning rate")
+    fin.add_argument(
+        "--steps", type=positive_int, default=FinetuneSettings.steps, help="training steps"
+    )
+    fin.add_argument(
+        "--lr", type=positive_float, default=FinetuneSettings.lr, help="head learning rate"
+    )
     fin.add_argument(
         "--backbone-lr-scale",
-        type=float,
+        type=non_negative_float,
         default=FinetuneSettings.backbone_scale,
         help="backbone learning rate relative to the head (default 0.1)",
     )
-    fin.add_argument("--batch-size", type=int, default=FinetuneSettings.batch_size)
+    fin.add_argument("--batch-size", type=positive_int, default=FinetuneSettings.batch_size)
     fin.add_argument("--out", type=output_folder, help="run folder for the fine-tuning run")
     fin.add_argument("--json", help=JSON_HELP)
     return protocols
@@ -209,7 +216,7 @@ def options_from(args: argparse.Namespace):
 def load_data(args: argparse.Namespace, spec: str):
     """Decode --data and --test at the size of the run (or --image-size, or 32)."""
     from selfsup.eval.baselines import architecture, split_spec
-    from selfsup.eval.protocol import load_labelled
+    from selfsup.eval.protocol import align_classes, load_labelled
 
     size = args.image_size
     if size is None:
@@ -217,9 +224,8 @@ def load_data(args: argparse.Namespace, spec: str):
         _, run_config = architecture(target)
         size = int(run_config.get("data", {}).get("image_size", 32))
     progress = not args.quiet
-    return load_labelled(args.data, size, progress=progress), load_labelled(
-        args.test, size, progress=progress
-    )
+    train = load_labelled(args.data, size, progress=progress)
+    return train, align_classes(train, load_labelled(args.test, size, progress=progress))
 
 
 def evaluate(spec: str, protocol: str, args: argparse.Namespace, train, test, options) -> dict:

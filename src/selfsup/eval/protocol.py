@@ -7,11 +7,13 @@ layer (`top1`, `top5`, ...), the shape `selfsup report` reads.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from selfsup.config import ConfigError
 from selfsup.data import DataFormatError, decode_all, open_source
 from selfsup.eval.knn import KnnSettings, weighted_knn
 from selfsup.eval.linear import ProbeSettings, train_linear_probe
@@ -30,6 +32,7 @@ class LabelledImages:
     labels: torch.Tensor  # (N,) int64
     num_classes: int
     key: str = ""  # content fingerprint (feature-cache key)
+    class_names: list[str] | None = None  # as the data names them (None: indices only)
 
 
 def load_labelled(path: str, size: int, workers: int = 2, progress: bool = True) -> LabelledImages:
@@ -41,14 +44,48 @@ def load_labelled(path: str, size: int, workers: int = 2, progress: bool = True)
             "array)"
         )
     num_classes = len(source.class_names or []) or int(source.labels.max()) + 1
-    if num_classes < 2:
+    present = np.unique(source.labels)
+    if len(present) < 2:
+        only = (source.class_names or [str(present[0])])[int(present[0])]
         raise DataFormatError(
-            f"{path}: all images are in one class ({(source.class_names or ['0'])[0]}); "
-            "evaluation needs two or more (an ImageFolder tree holds one sub-folder per class)"
+            f"{path}: all images are in one class ({only}); evaluation needs two or more (an "
+            "ImageFolder tree holds one sub-folder per class)"
         )
     decoded = decode_all(source, size, workers=workers, progress=progress)
     key = fingerprint([decoded.images, decoded.labels])
-    return LabelledImages(str(path), decoded.images, decoded.labels, num_classes, key)
+    names = list(source.class_names) if source.names_given else None
+    return LabelledImages(str(path), decoded.images, decoded.labels, num_classes, key, names)
+
+
+def align_classes(train: LabelledImages, test: LabelledImages) -> LabelledImages:
+    """The test set with its labels in the training set's class order, when both name their
+    classes (folders sorted differently, `class_names` listed in another order); refused when
+    the names differ, or when a test class has no training image (no probe could predict
+    it, and the accuracy would be silently capped)."""
+    if train.class_names and test.class_names and train.class_names != test.class_names:
+        only_test = [n for n in test.class_names if n not in train.class_names]
+        only_train = [n for n in train.class_names if n not in test.class_names]
+        if only_test or only_train:
+            raise DataFormatError(
+                f"{test.name}: its classes differ from {train.name}'s: only in the test set "
+                f"{only_test or 'none'}, only in the training set {only_train or 'none'}"
+            )
+        order = torch.tensor([train.class_names.index(n) for n in test.class_names])
+        labels = order[test.labels]
+        test = replace(
+            test,
+            labels=labels,
+            class_names=list(train.class_names),
+            key=fingerprint([test.images, labels]),
+        )
+    untrained = sorted(set(test.labels.tolist()) - set(train.labels.tolist()))
+    if untrained:
+        names = [train.class_names[i] if train.class_names else str(i) for i in untrained]
+        raise DataFormatError(
+            f"{train.name}: no training image of class(es) {names}, which {test.name} has; a "
+            "classifier trained on it could never predict them"
+        )
+    return test
 
 
 def check_compatible(train: LabelledImages, test: LabelledImages) -> None:
@@ -93,9 +130,10 @@ def frozen_features(
     backbone = loaded.backbone
     unknown = [layer for layer in layers if layer not in backbone.layer_channels]
     if unknown:
-        raise ValueError(
-            f"unknown layer(s) {unknown}; this backbone has {', '.join(backbone.layer_names)} "
-            f"and the aliases {', '.join(backbone.aliases) or 'none'}"
+        raise ConfigError(
+            f"--layers: unknown layer(s) {unknown}; this backbone has "
+            f"{', '.join(backbone.layer_names)} and the aliases "
+            f"{', '.join(backbone.aliases) or 'none'}"
         )
     device = resolve_device(options.device)
     common = {

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from selfsup.arguments import non_negative_int, positive_int
+
 RUN_HELP = (
     "run folder, checkpoint file, safetensors export (what `export --out` was given), or "
     "random:<backbone>"
@@ -55,16 +57,22 @@ def add_embed_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGES", help="folders, .npz or image files")
     p.add_argument("--out", required=True, help="output .npz (.npz added when missing), or folder")
     p.add_argument("--layer", help="layer to read (default: the final layer)")
-    p.add_argument("--size", type=int, help="image side in px (default: the run's image_size)")
-    p.add_argument("--batch-size", type=int, default=64, help="images per forward (default 64)")
+    p.add_argument(
+        "--size", type=positive_int, help="image side in px (default: the run's image_size)"
+    )
+    p.add_argument(
+        "--batch-size", type=positive_int, default=64, help="images per forward (default 64)"
+    )
     p.add_argument(
         "--max-dims",
-        type=int,
+        type=non_negative_int,
         default=0,
         help="0 (default): global average pool, one value per channel; N: pool to the largest "
         "grid with at most N values, as the linear probes do (they use 4096)",
     )
-    p.add_argument("--workers", type=int, default=2, help="decoding processes (default 2)")
+    p.add_argument(
+        "--workers", type=non_negative_int, default=2, help="decoding processes (default 2)"
+    )
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
