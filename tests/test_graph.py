@@ -20,7 +20,7 @@ from selfsup.graph.build import (
     transitive_pairs,
 )
 from selfsup.graph.mining import cluster_and_search, four_cliques, have_faiss
-from selfsup.tasks.transitive import choose_negatives, ranking_loss
+from selfsup.tasks.transitive import choose_negatives, negative_mask, ranking_loss
 from tests.helpers import TINY
 
 COMMON = [item for item in TINY if not item.startswith("counting.")]
@@ -74,14 +74,55 @@ def test_ranking_loss_matches_a_naive_reference():
     assert float(ranking_loss(a, p, n, 0.5)) == pytest.approx(total / 15, rel=1e-5)
 
 
+def test_ranking_loss_averages_over_the_valid_triplets_only():
+    generator = torch.Generator().manual_seed(1)
+    a, p = (torch.nn.functional.normalize(torch.randn(4, 8, generator=generator), dim=1)
+            for _ in range(2))  # fmt: skip
+    n = torch.nn.functional.normalize(torch.randn(4, 3, 8, generator=generator), dim=2)
+    valid = torch.rand(4, 3, generator=generator) < 0.6
+    kept = [ranking_loss(a[i : i + 1], p[i : i + 1], n[i : i + 1, k : k + 1], 0.5)
+            for i, k in valid.nonzero().tolist()]  # fmt: skip
+    assert float(ranking_loss(a, p, n, 0.5, valid)) == pytest.approx(float(sum(kept) / len(kept)))
+
+
 def test_hard_mining_picks_the_most_similar_allowed_negatives():
     anchor = torch.tensor([[1.0, 0.0]])
     angles = torch.tensor([0.0, 0.1, 0.5, 1.0, 2.0, 3.0])
     pool = torch.stack([angles.cos(), angles.sin()], 1)
     allowed = torch.tensor([[False, True, True, True, True, True]])  # 0 is the anchor's track
-    picked = choose_negatives(anchor, pool, allowed, 4, 2, torch.rand(1, 6))
+    picked, valid = choose_negatives(anchor, pool, allowed, 4, 2, torch.rand(1, 6))
     assert picked[0, :2].tolist() == [1, 2]  # the two closest allowed
     assert set(picked[0, 2:].tolist()) <= {3, 4, 5} and len(set(picked[0].tolist())) == 4
+    assert valid.all()
+    # Two allowed items for four slots: both picked (the nearer one hard), the rest invalid.
+    few = torch.tensor([[False, False, False, True, False, True]])
+    picked, valid = choose_negatives(anchor, pool, few, 4, 2, torch.rand(1, 6))
+    assert sorted(picked[valid].tolist()) == [3, 5] and picked[0, 0] == 3
+    assert valid.sum() == 2
+
+
+def test_negatives_are_never_connected_to_the_anchor():
+    """The paper's rule: a negative is never connected to its anchor in the graph. Three
+    pairs (anchors 0-2, positives 3-5); the graph also pairs anchor 0 with patch 4 (a
+    clique-mate, say) and anchor 1 with patch 2 (a transitive partner)."""
+    tracks = torch.tensor([10, 11, 12, 13, 14, 15])
+    connected = torch.zeros(6, 6, dtype=torch.bool)
+    for a, b in [(0, 3), (1, 4), (2, 5), (0, 4), (1, 2)]:
+        connected[a, b] = connected[b, a] = True
+    allowed = negative_mask(tracks, connected)
+    assert allowed.tolist() == [
+        [False, True, True, False, False, True],  # not itself, its positive 3, nor 4
+        [True, False, False, True, False, True],  # not its positive 4, nor 2
+        [True, False, False, True, True, False],  # not its positive 5, nor 1
+    ]
+    # Same-track patches stay out too, whoever they are paired with.
+    same = negative_mask(torch.tensor([10, 11, 12, 13, 14, 10]), torch.zeros(6, 6, dtype=bool))
+    assert not same[0, 5] and not same[2, 0] and same[1, 0]
+    embeddings = torch.nn.functional.normalize(torch.randn(6, 4), dim=1)
+    for seed in range(20):  # whatever the embeddings rank first, only allowed ones are valid
+        noise = torch.rand(3, 6, generator=torch.Generator().manual_seed(seed))
+        picked, valid = choose_negatives(embeddings[:3], embeddings, allowed, 3, 2, noise)
+        assert allowed.gather(1, picked)[valid].all()
 
 
 @pytest.mark.parametrize("backend", ["torch", "faiss"])
