@@ -20,6 +20,7 @@ SMALL: dict[str, tuple[dict, int]] = {
     "resnet34": ({"stem": "small", "width": 0.25}, 32),
     "resnet50": ({"stem": "small", "width": 0.25}, 32),
     "resnet101": ({"stem": "small", "width": 0.125}, 32),
+    "vgg16": ({"width": 0.125}, 32),
 }
 
 
@@ -145,6 +146,39 @@ def test_alexnet_batch_norm_flag(arch: str) -> None:
     # Layer outputs are post-ReLU, as a linear probe expects.
     maps = without.eval().forward_layers(torch.randn(1, 3, 64, 64), ["conv1", "conv5"])
     assert all((fmap >= 0).all() for fmap in maps.values())
+
+
+def test_vgg16_layers_probe_points_and_the_papers_input() -> None:
+    net = build_backbone("vgg16", width=0.125)
+    names = ("conv1", "conv2", "conv3", "conv4", "conv5", "pool5", "fc6", "fc7")
+    assert net.layer_names == names
+    assert net.probe_layers == ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7")
+    assert net.vector_layers == ("fc6", "fc7") and net.final_is_vector
+    shapes = net.feature_shapes(227)  # the paper's patches: pool5 is 7x7, as at 224
+    assert [shapes[f"conv{i}"][1] for i in range(1, 6)] == [227, 113, 56, 28, 14]
+    assert shapes["pool5"] == (64, 7, 7) and shapes["fc7"] == (512, 1, 1)
+    assert net.feature_shapes(32)["pool5"] == (64, 1, 1)  # fc6 still reads 7x7 (pooled)
+    with pytest.raises(ValueError, match="at least"):
+        net(torch.zeros(1, 3, 16, 16))
+    assert not build_backbone("alexnet").final_is_vector
+
+
+def test_vgg16_has_the_weights_of_vgg16() -> None:
+    """Every conv and fc6/fc7 shaped as torchvision's VGG16 (with batch norm); its fc8
+    classifier is what a task's head replaces. Built on the meta device: the shapes without
+    drawing 138M initial weights three times."""
+    with torch.device("meta"):
+        ours = build_backbone("vgg16")
+        theirs = torchvision.models.vgg16_bn()
+        plain = build_backbone("vgg16", batch_norm=False)
+
+    def shapes(net: nn.Module, kinds: tuple) -> list[tuple]:
+        return [tuple(m.weight.shape) for m in net.modules() if isinstance(m, kinds)]
+
+    kinds = (nn.Conv2d, nn.BatchNorm2d, nn.Linear)
+    assert shapes(ours, kinds) == shapes(theirs, kinds)[:-1]
+    assert ours.layer_channels["fc7"] == 4096 and ours.layer_channels["conv5"] == 512
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in plain.modules())
 
 
 def test_resnet_layer_names() -> None:

@@ -16,7 +16,16 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # imports only from its own layer or below; the tools of one layer may use each other (the
 # dense protocols use evaluation's) as long as no cycle forms.
 LAYERS = {
-    "foundation": {"config", "outputs", "dist", "metrics", "runtime", "checkpoint", "presets"},
+    "foundation": {
+        "config",
+        "outputs",
+        "dist",
+        "metrics",
+        "runtime",
+        "checkpoint",
+        "presets",
+        "arguments",
+    },
     "data and models": {"data", "backbones"},
     "what tools share": {"runs", "features"},
     "tasks": {"tasks"},

@@ -2,13 +2,14 @@
 step, and the loop opening what a task declares."""
 
 import json
+from itertools import islice
 
 import numpy as np
 import pytest
 import torch
 
 from selfsup.config import ConfigError, parse_overrides, resolve
-from selfsup.data.pairs import PairStream
+from selfsup.data.pairs import PairStream, type_counts
 from selfsup.data.patch_graph import EDGE_TYPES, GraphError, load_patches
 from selfsup.data.streams import Streams, batch_items
 from selfsup.tasks import task_config_class
@@ -48,6 +49,12 @@ def pair_stream(graph_files, **kwargs) -> PairStream:
     return PairStream(patches, graph, **{"pairs_per_batch": 4, "seed": 1, **kwargs})
 
 
+def graph_types(graph) -> dict[tuple[int, int], int]:
+    """{(i, j) with i < j: type} of the pairs in a graph file."""
+    with np.load(graph) as data:
+        return {tuple(sorted(p)): int(t) for p, t in zip(data["pairs"].tolist(), data["pair_type"])}
+
+
 def pair_ids(stream: PairStream, start: int, count: int) -> list[list[int]]:
     """Each step's pairs as sorted (anchor, positive) ids, with the step numbers checked."""
     out = []
@@ -56,25 +63,39 @@ def pair_ids(stream: PairStream, start: int, count: int) -> list[list[int]]:
         patches, tracks = fields["patches"], fields["tracks"]
         assert patches.shape == (8, 3, 16, 16) and patches.dtype == torch.uint8
         assert torch.equal(tracks, stream.tracks[stream.patch_ids(step)])
+        assert fields["connected"].shape == (8, 8) and fields["pair_types"].shape == (4,)
         ids = stream.patch_ids(step).view(2, -1).T  # (B, 2): anchor, positive
         out.append(sorted(map(sorted, ids.tolist())))
     return out
 
 
 def test_the_pairs_of_a_step_are_fixed_by_the_seed_and_resume_exactly(graph_files):
-    whole = pair_ids(pair_stream(graph_files), 0, 12)  # more than an epoch (10 steps)
-    assert whole == pair_ids(pair_stream(graph_files), 0, 12)
-    assert pair_ids(pair_stream(graph_files), 7, 5) == whole[7:]  # a resumed run
-    assert whole != pair_ids(pair_stream(graph_files, seed=2), 0, 12)
-    # One epoch meets every pair once, in some orientation.
     stream = pair_stream(graph_files)
-    epoch = sorted(p for step in whole[:10] for p in step)
-    assert epoch == sorted(map(sorted, stream.pairs.tolist()))
+    assert stream.counts == [2, 1, 1] and stream.steps_per_epoch == 13  # 13 intra pairs, 1 a step
+    whole = pair_ids(stream, 0, 16)  # more than an epoch
+    assert whole == pair_ids(pair_stream(graph_files), 0, 16)
+    assert pair_ids(pair_stream(graph_files), 7, 5) == whole[7:12]  # a resumed run
+    assert whole != pair_ids(pair_stream(graph_files, seed=2), 0, 16)
+
+
+def test_every_pair_of_a_type_is_met_once_in_its_epoch(graph_files):
+    stream = pair_stream(graph_files)
+    for kind, order in stream.orders.items():
+        first = sum(stream.counts[:kind])  # the batch's pairs are grouped by type
+        met = [
+            tuple(sorted(pair))
+            for step in range(order.steps_per_epoch)
+            for pair in stream.patch_ids(step)
+            .view(2, -1)
+            .T[first : first + order.batch_size]
+            .tolist()
+        ]
+        assert sorted(met) == sorted(map(tuple, stream.by_type[kind].tolist())), kind
 
 
 def test_either_end_of_a_pair_can_be_the_anchor(graph_files):
     stream = pair_stream(graph_files)
-    given = {tuple(p) for p in stream.pairs.tolist()}
+    given = {tuple(p) for pairs in stream.by_type for p in pairs.tolist()}
     anchors_first = [
         tuple(pair) in given
         for step in range(10)
@@ -85,19 +106,60 @@ def test_either_end_of_a_pair_can_be_the_anchor(graph_files):
 
 def test_ranks_train_on_disjoint_pairs(graph_files):
     ranks = [pair_stream(graph_files, rank=r, world_size=2) for r in range(2)]
-    assert ranks[0].steps_per_epoch == 5  # 40 pairs, 4 per rank and step
-    for step in range(5):
+    assert ranks[0].steps_per_epoch == 6  # 13 intra pairs, 1 per rank and step
+    for step in range(6):
         a, b = (set(map(tuple, pair_ids(r, step, 1)[0])) for r in ranks)
         assert not a & b
 
 
+def test_batch_counts_follow_the_shares():
+    assert type_counts([1, 1, 1], 64) == [22, 21, 21]
+    assert type_counts([2, 1, 1], 8) == [4, 2, 2]
+    assert type_counts([0, 1, 0], 5) == [0, 5, 0]
+    assert type_counts([1, 1, 0], 2) == [1, 1, 0]
+    assert type_counts([0.1, 0.3, 0.6], 7) == [1, 2, 4]  # 0.7, 2.1, 4.2: the largest remainder
+    assert all(sum(type_counts([3, 1, 2], b)) == b for b in range(1, 40))
+
+
+def test_the_pair_mixture_is_realised_as_set(graph_files):
+    """Every batch holds the shares' counts of pairs of each type, as the graph types them
+    (transitive pairs no longer fill the batch in proportion to their number)."""
+    types = graph_types(graph_files[1])
+    stream = pair_stream(graph_files, shares=(2.0, 1.0, 1.0), pairs_per_batch=8)
+    for step, fields in islice(stream.batches(0), 20):
+        ids = stream.patch_ids(step).view(2, -1).T.tolist()
+        kinds = [types[tuple(sorted(pair))] for pair in ids]
+        assert sorted(kinds) == [0, 0, 0, 0, 1, 1, 2, 2]
+        assert fields["pair_types"].tolist() == kinds
+
+
 def test_edges_pick_one_pair_type_and_an_empty_type_is_named(graph_files, tmp_path):
-    stream = pair_stream(graph_files, edges="intra")
-    assert len(stream.pairs) == 13  # types 1 of 40 pairs dealt 0, 1, 2, ...
+    stream = pair_stream(graph_files, shares=(0.0, 1.0, 0.0))
+    assert len(stream.by_type[1]) == 13 and stream.counts == [0, 4, 0]  # types dealt 0, 1, 2
+    assert stream.pair_types.tolist() == [1, 1, 1, 1]
     patches, graph = write_graph(tmp_path / "only_inter", np.array([[0, 4]]), np.array([0]))
     with pytest.raises(GraphError, match="no intra pairs"):
-        PairStream(patches, graph, edges="intra", pairs_per_batch=1)
+        PairStream(patches, graph, shares=(0, 1, 0), pairs_per_batch=1)
     assert EDGE_TYPES.index("intra") == 1
+    # The mix goes to the types there are, and says which are missing.
+    lacking = PairStream(patches, graph, pairs_per_batch=1)
+    assert lacking.counts == [1, 0, 0] and "no intra, transitive pairs" in lacking.describe()
+    with pytest.raises(GraphError, match=r"1 inter pairs is fewer .*pair_shares"):
+        PairStream(patches, graph, pairs_per_batch=2)
+
+
+def test_connected_marks_exactly_the_graph_pairs_among_a_batch(graph_files):
+    """What keeps a negative from being connected to its anchor: the graph's pairs among the
+    batch's patches, of every type, whichever types the run trains on."""
+    types = graph_types(graph_files[1])
+    stream = pair_stream(graph_files, shares=(0.0, 1.0, 0.0), pairs_per_batch=6)
+    seen = 0
+    for step, fields in islice(stream.batches(0), 8):
+        ids = stream.patch_ids(step).tolist()
+        expected = [[tuple(sorted((a, b))) in types for b in ids] for a in ids]
+        assert fields["connected"].tolist() == expected
+        seen += sum(map(sum, expected))
+    assert seen > 8 * 2 * 6  # more than each pair itself, both ways: also other types' pairs
 
 
 class Numbers:
@@ -140,7 +202,8 @@ def test_a_transitive_run_reads_its_pairs_through_the_loop_and_resumes_exactly(
         "task=transitive", f"transitive.graph={graph}", f"data.path={patches}",
         "backbone.name=alexnet_small", "data.workers=0", "data.image_size=16",
         "transitive.crop_size=16", "transitive.pairs_per_batch=4", "transitive.embedding_dim=8",
-        "train.log_every=1", "optim.warmup_steps=1", "checkpoint.every=3",
+        "transitive.pair_shares=[1, 2, 1]", "train.log_every=1", "optim.warmup_steps=1",
+        "checkpoint.every=3",
     ]  # fmt: skip
 
     def config(steps: int):
@@ -152,11 +215,18 @@ def test_a_transitive_run_reads_its_pairs_through_the_loop_and_resumes_exactly(
     for key, value in whole.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[key]), key
 
-    def losses(run: str) -> list[float]:
+    def records(run: str) -> list[dict]:
         lines = (tmp_path / run / "metrics.jsonl").read_text().splitlines()
-        return [json.loads(line)["loss"] for line in lines]
+        return [json.loads(line) for line in lines]
+
+    def losses(run: str) -> list[float]:
+        return [record["loss"] for record in records(run)]
 
     assert losses("parts") == losses("whole") and len(losses("whole")) == 6
+    # The mix asked for is the mix trained on, and the log says so.
+    for record in records("whole"):
+        shares = [record[f"share_{name}"] for name in EDGE_TYPES]
+        assert shares == [0.25, 0.5, 0.25]
     assert config(6).task_config.patches == str(patches)  # transitive.patches = data.path
 
 

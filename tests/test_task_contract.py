@@ -66,8 +66,9 @@ def batch_inputs(task, seed: int = 0, batch: int = BATCH) -> dict:
 
 def views_on(task, device: torch.device, seed: int = 0) -> dict:
     """The task's views built from inputs on `device`, as the loop builds them there (track
-    ids stay on the host, as the pair stream gives them)."""
-    fields = {k: v if k == "tracks" else v.to(device) for k, v in batch_inputs(task, seed).items()}
+    ids, pair types and graph pairs stay on the host, as the pair stream gives them)."""
+    on_host = ("tracks", "pair_types", "connected")
+    fields = {k: v if k in on_host else v.to(device) for k, v in batch_inputs(task, seed).items()}
     return task.make_views(**fields, generator=torch.Generator().manual_seed(seed))
 
 
@@ -185,7 +186,8 @@ def required_inputs(tmp_path_factory, default_size_npz) -> dict[str, list[str]]:
     motion masks (--videos); transitive reads a patch graph from `selfsup graph build`
     (--graph; the data are the patches the graph was built on)."""
     folder = tmp_path_factory.mktemp("inputs")
-    patches = tiny_patches(folder / "patches.npz", size=32)
+    # 24 tracks: enough pairs of each type for the default batch of 64 pairs (21 or 22 each)
+    patches = tiny_patches(folder / "patches.npz", tracks=24, size=32)
     embed, graph = folder / "embed", folder / "graph.npz"
     assert main(["train", "counting", "--data", str(patches), "--out", str(embed),
                  "--steps", "1", "--quiet", *TINY_COUNTING]) == 0  # fmt: skip

@@ -152,8 +152,8 @@ class DataConfig:
 @dataclass
 class BackboneConfig:
     name: str = param("alexnet_small", "Backbone architecture (see `selfsup list backbones`).")
-    batch_norm: bool = param(True, "AlexNet: batch norm after every conv.")
-    width: float = param(1.0, "ResNet: channel width multiplier.", low=0.0, low_exclusive=True)
+    batch_norm: bool = param(True, "AlexNet, VGG: batch norm after every conv.")
+    width: float = param(1.0, "ResNet, VGG: channel width multiplier.", low=0.0, low_exclusive=True)
     stem: str = param(
         "imagenet",
         "ResNet stem: `imagenet` (7x7/2 + maxpool) or `small` (3x3/1, for 32-64 px inputs).",

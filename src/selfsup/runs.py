@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from selfsup import checkpoint
-from selfsup.backbones import Backbone, build_backbone
+from selfsup.backbones import Backbone, backbone_kwargs, build_backbone
 from selfsup.config import BackboneConfig, ConfigError, from_dict
 from selfsup.data.trunk_input import TrunkInput, input_of_checkpoint
 from selfsup.outputs import input_file
@@ -25,10 +25,11 @@ CONFIG_KEY = "training_config"  # and the run's config, so evaluation treats it 
 
 
 def backbone_from_config(cfg: BackboneConfig) -> Backbone:
-    """The backbone a config describes (keys an architecture has no use for are dropped)."""
-    if cfg.name.startswith("alexnet"):
-        return build_backbone(cfg.name, batch_norm=cfg.batch_norm)
-    return build_backbone(cfg.name, width=cfg.width, stem=cfg.stem, num_stages=cfg.num_stages)
+    """The backbone a config describes: the settings its factory takes (keys an
+    architecture has no use for are dropped; those it takes and the config lacks keep the
+    factory's defaults)."""
+    taken = backbone_kwargs(cfg.name)
+    return build_backbone(cfg.name, **{k: getattr(cfg, k) for k in taken if hasattr(cfg, k)})
 
 
 @dataclass

@@ -285,7 +285,7 @@ def open_pairs(cfg: ExperimentConfig, wanted: GraphPairs, device: torch.device) 
     return PairStream(
         wanted.patches or cfg.data.path,
         wanted.graph,
-        edges=wanted.edges,
+        shares=wanted.shares,
         pairs_per_batch=wanted.pairs_per_batch,
         seed=cfg.train.seed,
         rank=dist.rank(),

@@ -3,8 +3,9 @@
     net = build_backbone("resnet50", stem="small", width=0.5)
     maps = net.forward_layers(images, ["layer2", "final"])  # images: (B, 3, H, W)
 
-Registered: alexnet, alexnet_small, alexnet_torchvision (kwarg batch_norm) and
-resnet18/34/50/101 (kwargs width, stem, num_stages). Unknown names, unknown keyword arguments
+Registered: alexnet, alexnet_small, alexnet_torchvision (kwarg batch_norm),
+resnet18/34/50/101 (kwargs width, stem, num_stages) and vgg16 (kwargs width, batch_norm,
+dropout). Unknown names, unknown keyword arguments
 and invalid values all raise ValueError naming the culprit, so a config typo fails at build time.
 """
 
@@ -16,9 +17,11 @@ from typing import TypeVar
 
 from selfsup.backbones import alexnet as _alexnet
 from selfsup.backbones import resnet_v2 as _resnet
+from selfsup.backbones import vgg as _vgg
 from selfsup.backbones.alexnet import AlexNet
 from selfsup.backbones.base import Backbone
 from selfsup.backbones.resnet_v2 import ResNetV2
+from selfsup.backbones.vgg import VGG
 
 Factory = TypeVar("Factory", bound=Callable[..., Backbone])
 
@@ -91,8 +94,10 @@ register_backbone("alexnet_torchvision")(_alexnet.alexnet_torchvision)
 for _depth in sorted(_resnet.DEPTHS):
     register_backbone(f"resnet{_depth}")(getattr(_resnet, f"resnet{_depth}"))
 del _depth
+register_backbone("vgg16")(_vgg.vgg16)
 
 __all__ = [
+    "VGG",
     "AlexNet",
     "Backbone",
     "ResNetV2",

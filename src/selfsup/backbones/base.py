@@ -25,6 +25,8 @@ class Backbone(nn.Module):
         num_features: channels of the final map, `layer_channels[layer_names[-1]]`.
         probe_layers: the layers a linear probe reads by default.
         min_input_size: smallest input side (px) the architecture can run on.
+        vector_layers: the layers that are vectors (fully connected layers, as VGG's fc6 and
+            fc7), given as (B, C, 1, 1) maps so that every layer is read the same way.
 
     Subclasses call `add_stage` in forward order, then may fill `aliases` via `add_alias` and
     set `_probe_layers` and `min_input_size`.
@@ -40,16 +42,20 @@ class Backbone(nn.Module):
         self._names: list[str] = []
         self.aliases: dict[str, str] = {}
         self.layer_channels: dict[str, int] = {}
+        self.vector_layers: tuple[str, ...] = ()
         self._probe_layers: tuple[str, ...] = ()
 
     # -- construction -------------------------------------------------------------------------
-    def add_stage(self, name: str, module: nn.Module, channels: int) -> None:
-        """Append a stage whose output is the layer `name`, with `channels` channels."""
+    def add_stage(self, name: str, module: nn.Module, channels: int, vector: bool = False) -> None:
+        """Append a stage whose output is the layer `name`, with `channels` channels;
+        `vector`: a fully connected layer, whose module returns (B, channels, 1, 1)."""
         if name in self.layer_channels:
             raise ValueError(f"layer {name!r} defined twice")
         self.stages[name.replace(".", "_")] = module
         self._names.append(name)
         self.layer_channels[name] = channels
+        if vector:
+            self.vector_layers = (*self.vector_layers, name)
 
     def add_alias(self, alias: str, target: str) -> None:
         """Make `alias` another name for the existing layer `target`."""
@@ -70,6 +76,11 @@ class Backbone(nn.Module):
     @property
     def probe_layers(self) -> tuple[str, ...]:
         return self._probe_layers or self.layer_names
+
+    @property
+    def final_is_vector(self) -> bool:
+        """Whether the final layer is a vector (a fully connected layer), not a spatial map."""
+        return self._names[-1] in self.vector_layers
 
     def _check_input(self, x: torch.Tensor) -> None:
         if x.dim() != 4 or x.shape[1] != 3:
@@ -148,6 +159,21 @@ def init_weights(module: nn.Module) -> None:
         elif isinstance(m, nn.BatchNorm2d | nn.GroupNorm) and m.affine:
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+
+
+def scaled(channels: int, width: float) -> int:
+    """`channels * width` rounded to a multiple of 8 (at least 8), for tensor-core shapes."""
+    return max(8, round(channels * width / 8) * 8)
+
+
+def check_width(width: object) -> None:
+    """A channel width multiplier: a number > 0."""
+    check_kwarg(
+        "width",
+        width,
+        isinstance(width, int | float) and not isinstance(width, bool) and width > 0,
+        "a number > 0",
+    )
 
 
 def check_kwarg(name: str, value: object, ok: bool, expected: str) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from selfsup.backbones.base import Backbone, check_kwarg, init_weights
+from selfsup.backbones.base import Backbone, check_kwarg, check_width, init_weights, scaled
 from selfsup.backbones.conv import LayoutConv2d
 
 # Residual units per stage.
@@ -85,11 +85,6 @@ class PreActBottleneck(PreActUnit):
         )
 
 
-def scaled(channels: int, width: float) -> int:
-    """`channels * width` rounded to a multiple of 8 (at least 8), for tensor-core shapes."""
-    return max(8, round(channels * width / 8) * 8)
-
-
 class ResNetV2(Backbone):
     """Pre-activation ResNet trunk.
 
@@ -110,12 +105,7 @@ class ResNetV2(Backbone):
     ) -> None:
         super().__init__()
         check_kwarg("depth", depth, depth in DEPTHS, f"one of {sorted(DEPTHS)}")
-        check_kwarg(
-            "width",
-            width,
-            isinstance(width, int | float) and not isinstance(width, bool) and width > 0,
-            "a number > 0",
-        )
+        check_width(width)
         check_kwarg("stem", stem, stem in STEMS, f"one of {STEMS}")
         check_kwarg(
             "num_stages",

@@ -9,7 +9,8 @@ each step's fields as keyword arguments:
     Images(labels=True)               -> images, labels (B,) int64
     Images(masks=True)                -> images, masks (B, S, S) uint8 0/1
     Images(path=..., prefix="motion_") -> motion_images, ...
-    GraphPairs(...)                   -> patches (2B, 3, P, P) uint8, tracks (2B,) int64
+    GraphPairs(...)                   -> patches (2B, 3, P, P) uint8, tracks (2B,) int64,
+                                         pair_types (B,) int64, connected (2B, 2B) bool
 
 Every stream fixes the batch of step t by (seed, step, rank), so a resumed run continues
 exactly, whatever the task reads. Tasks hold no data.
@@ -44,7 +45,7 @@ class GraphPairs:
 
     graph: str
     patches: str
-    edges: str = "transitive"  # transitive (every pair), inter or intra
+    shares: tuple[float, float, float] = (1.0, 1.0, 1.0)  # of inter, intra, transitive pairs
     pairs_per_batch: int = 64
 
 
@@ -98,6 +99,9 @@ def synthetic_fields(
         if isinstance(request, GraphPairs):  # B pairs: anchors, then positives of their tracks
             fields["patches"] = images(2 * batch)
             fields["tracks"] = torch.arange(batch).repeat(2)
+            fields["pair_types"] = torch.arange(batch) % 3
+            pairs = torch.arange(2 * batch) % batch  # each anchor and its positive
+            fields["connected"] = pairs[:, None] == pairs[None, :]
             continue
         fields[f"{request.prefix}images"] = images(batch)
         if request.labels:

@@ -3,15 +3,19 @@
 Nodes are the patches of a patch dataset (`selfsup video patches`). Edges:
 
 - **inter-instance**: the pairs inside 4-cliques of the within-cluster neighbour graph of the
-  patches' embeddings (see `mining`), between different tracks;
-- **intra-instance**: pairs of patches of one track (one object seen at different times),
-  at most `intra_max_gap` frames apart (0: any two of the track);
+  patches' embeddings (see `mining`), whose neighbour lists hold other tracks only (or other
+  videos), so every clique joins four different objects;
+- **intra-instance**: an object and its view after tracking (A and A'): the first patch of a
+  track with each of its patches at least `intra_min_gap` frames later (`intra=all`: every
+  two patches of a track that far apart). Patches a few frames apart are near duplicates,
+  which teach no invariance to viewpoint or pose;
 - **transitive**: A ~ B (inter) and B ~ B' (intra) give A ~ B'; with A ~ A' (intra) also
   A' ~ B and A' ~ B'. These pairs carry both kinds of variation at once.
 
 A pair appears once, under the first type it has in that order. The graph is an .npz holding
-the pairs, their types, the cliques, the clusters, the parameters and a fingerprint of the
-patch dataset, so training refuses a graph built for other patches.
+the pairs, their types, the cliques, the clusters, the patches' tracks and frames (for
+`graph stats`), the parameters and a fingerprint of the patch dataset, so training refuses a
+graph built for other patches.
 """
 
 from __future__ import annotations
@@ -47,27 +51,51 @@ class GraphConfig:
     backend: str = param(
         "auto", "auto (faiss when installed), faiss or torch.", choices=("auto", "faiss", "torch")
     )
+    neighbours_from: str = param(
+        "other_tracks",
+        "Whose patches fill a patch's neighbour lists: `other_tracks` (its own track's patches "
+        "are the same object, near duplicates, not another instance) or `other_videos` (also "
+        "leaves out other objects of its video, which often look alike for reasons of scene, "
+        "not category; patches of no video, video < 0, count as their own track; a plain "
+        "image set is one video).",
+        choices=("other_tracks", "other_videos"),
+    )
     layer: str = param("", "Backbone layer embedded (globally pooled); empty: the final one.")
-    intra_max_gap: int = param(0, "Intra pairs at most this many frames apart; 0: any.", low=0)
+    intra: str = param(
+        "first",
+        "Intra-instance pairs: `first` links the first patch of each track to its views at "
+        "least intra_min_gap frames later (the paper's A and A' after tracking); `all`: every "
+        "two patches of a track at least intra_min_gap frames apart.",
+        choices=("first", "all"),
+    )
+    intra_min_gap: int = param(
+        15,
+        "Frames (after `video patches --stride`) an intra pair spans at least. Tracks follow "
+        "an object for at most 30 frames (video track.max_length) with a patch every 5, so 15 "
+        "keeps the views of the track's second half; 0: any gap.",
+        low=0,
+    )
     seed: int = param(0, "Seed of the k-means initialisation.")
 
 
-def tracks_of(track: np.ndarray) -> list[np.ndarray]:
-    """Members of every track with more than one patch (grouped by one sort, not a scan per
-    track: a plain image set has as many tracks as images)."""
-    order = np.argsort(track, kind="stable")
-    _ids, starts, counts = np.unique(track[order], return_index=True, return_counts=True)
-    return [order[s : s + c] for s, c in zip(starts, counts) if c > 1]
-
-
-def intra_pairs(patches: PatchSet, max_gap: int) -> np.ndarray:
-    pairs = []
-    for members in tracks_of(patches.track):
-        for i, a in enumerate(members):
-            for b in members[i + 1 :]:
-                if max_gap == 0 or abs(patches.frame[b] - patches.frame[a]) <= max_gap:
-                    pairs.append((a, b))
-    return np.asarray(pairs, np.int64).reshape(-1, 2)
+def intra_pairs(track: np.ndarray, frame: np.ndarray, rule: str, min_gap: int) -> np.ndarray:
+    """(M, 2) patch ids of one track at least `min_gap` frames apart: with rule `first`, the
+    track's first patch and each later one; with `all`, every two. Vectorised over patches
+    (one sort, no loop per track: a plain image set has as many tracks as images)."""
+    order = np.lexsort((frame, track))  # by track, then frame
+    sorted_track = track[order]
+    starts = np.flatnonzero(np.r_[True, sorted_track[1:] != sorted_track[:-1]])
+    sizes = np.diff(np.r_[starts, len(order)])
+    position = np.arange(len(order))
+    if rule == "first":
+        a = np.repeat(starts, sizes)  # the first position of each position's track
+        b = position
+    else:
+        later = np.repeat(starts + sizes, sizes) - position - 1  # patches after, same track
+        a = np.repeat(position, later)
+        b = a + 1 + np.arange(len(a)) - np.repeat(np.cumsum(later) - later, later)
+    keep = (b != a) & (frame[order[b]] - frame[order[a]] >= min_gap)
+    return np.stack([order[a[keep]], order[b[keep]]], 1).astype(np.int64)
 
 
 def inter_pairs(cliques: np.ndarray, track: np.ndarray) -> np.ndarray:
@@ -139,16 +167,25 @@ def embed(run: str, images: np.ndarray, layer: str, progress: bool = True) -> np
     return features[layer].float().numpy()
 
 
+def neighbour_groups(patches: PatchSet, neighbours_from: str) -> np.ndarray:
+    """(N,) the group each patch takes no neighbours from: its track, or its video (a patch
+    of no video, video < 0, as the images of a mixed set, is a group of its own track)."""
+    if neighbours_from == "other_tracks":
+        return patches.track
+    return np.where(patches.video >= 0, patches.video, -1 - patches.track)
+
+
 def build_graph(patches: PatchSet, features: np.ndarray, cfg: GraphConfig) -> dict:
     """Every edge type, the cliques and clusters; the arrays `save_graph` writes."""
     if len(features) != len(patches.images):
         raise GraphError(f"{len(features)} embeddings for {len(patches.images)} patches")
     clusters = cfg.clusters or max(1, round(len(features) ** 0.5))
+    groups = neighbour_groups(patches, cfg.neighbours_from)
     assign, neighbours = cluster_and_search(
-        features, clusters, cfg.neighbours, cfg.seed, cfg.index, backend=cfg.backend
+        features, clusters, cfg.neighbours, cfg.seed, cfg.index, backend=cfg.backend, groups=groups
     )
     cliques = four_cliques(neighbours)
-    intra = intra_pairs(patches, cfg.intra_max_gap)
+    intra = intra_pairs(patches.track, patches.frame, cfg.intra, cfg.intra_min_gap)
     inter = inter_pairs(cliques, patches.track)
     transitive = transitive_pairs(inter, intra, len(features))
     pairs, types = merge_pairs([inter, intra, transitive])
@@ -158,6 +195,8 @@ def build_graph(patches: PatchSet, features: np.ndarray, cfg: GraphConfig) -> di
         "edge_types": np.asarray(EDGE_TYPES),
         "cliques": cliques,
         "clusters": assign,
+        "track": patches.track,
+        "frame": patches.frame,
         "patches_fingerprint": np.asarray(patches.fingerprint()),
         "patches_path": np.asarray(str(patches.path.resolve())),
         "patch_count": np.asarray(len(features)),
@@ -175,14 +214,24 @@ def save_graph(graph: dict, out: str | Path) -> Path:
 
 
 def graph_stats(graph: dict, labels: np.ndarray | None = None) -> dict:
+    """Counts per edge type, cliques and clusters; with the patches' tracks and frames (in
+    graphs built since they are saved) how many cliques join four tracks and the frame gaps
+    of the intra pairs; with class labels, purity and label agreement."""
     counts = np.bincount(graph["pair_type"], minlength=len(EDGE_TYPES))
     stats = {
         "patches": int(graph["patch_count"]),
         "clusters": len(np.unique(graph["clusters"])),
         "cliques": len(graph["cliques"]),
         **{f"{name}_pairs": int(c) for name, c in zip(EDGE_TYPES, counts)},
-        "params": json.loads(str(graph["params"])),
     }
+    if "track" in graph:
+        stats["cliques_of_four_tracks"] = cliques_of_distinct_tracks(
+            graph["cliques"], graph["track"]
+        )
+    if "frame" in graph:
+        intra = graph["pairs"][graph["pair_type"] == EDGE_TYPES.index("intra")]
+        stats["intra_frame_gap"] = gap_summary(np.abs(np.diff(graph["frame"][intra], axis=1)))
+    stats["params"] = json.loads(str(graph["params"]))
     if labels is not None:
         stats["cluster_purity"] = cluster_purity(graph["clusters"], labels)
         pairs, types = graph["pairs"], graph["pair_type"]
@@ -194,6 +243,26 @@ def graph_stats(graph: dict, labels: np.ndarray | None = None) -> dict:
                 same = labels[chosen[:, 0]] == labels[chosen[:, 1]]
                 stats[f"{name}_label_agreement"] = float(same.mean())
     return stats
+
+
+def cliques_of_distinct_tracks(cliques: np.ndarray, track: np.ndarray) -> int:
+    """How many cliques have their four patches on four different tracks."""
+    if not len(cliques):
+        return 0
+    ordered = np.sort(track[cliques], axis=1)
+    return int((np.diff(ordered, axis=1) != 0).all(axis=1).sum())
+
+
+def gap_summary(gaps: np.ndarray) -> dict:
+    """Min, median, mean and max of frame gaps (empty: {})."""
+    if not gaps.size:
+        return {}
+    return {
+        "min": int(gaps.min()),
+        "median": float(np.median(gaps)),
+        "mean": round(float(gaps.mean()), 2),
+        "max": int(gaps.max()),
+    }
 
 
 def cluster_purity(assign: np.ndarray, labels: np.ndarray) -> float:

@@ -53,9 +53,14 @@ def add_graph_parser(commands: argparse._SubParsersAction) -> None:
         "overrides",
         nargs="*",
         metavar="key=value",
-        help="clusters=, neighbours=, index=ivfflat|ivfpq, backend=, layer=, intra_max_gap=",
+        help="clusters=, neighbours=, neighbours_from=other_tracks|other_videos, "
+        "index=ivfflat|ivfpq, backend=, layer=, intra=first|all, intra_min_gap=",
     )
-    stats = sub.add_parser("stats", help="counts per edge type, cliques, cluster purity")
+    stats = sub.add_parser(
+        "stats",
+        help="counts per edge type, cliques (and how many join four tracks), the frame gaps "
+        "of intra pairs, cluster purity",
+    )
     stats.add_argument("graph", help=GRAPH_HELP)
     stats.add_argument("--patches", help="patches the graph was built on (checks the match)")
     show = sub.add_parser("show", help="image grids of sample cliques and transitive chains")

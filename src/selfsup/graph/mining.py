@@ -5,6 +5,11 @@ buys purity with recall: coarse k-means into C clusters, the k nearest neighbour
 patch *within its cluster*, and only 4-cliques of the neighbour graph (four patches each of
 which is in the other three's neighbour lists) become edges.
 
+Neighbours come from other groups (tracks, or videos): a patch's own track-mates are near
+duplicates of it, the same instance, so left in they fill up to half of its neighbour slots
+and form cliques that are not inter-instance at all. They are left out of the lists before
+the clique search, so every slot holds another instance.
+
 faiss does the k-means and the search: an IVF index whose coarse quantiser is the k-means
 centroids and which probes one list searches exactly within each point's own cluster, and
 scales to millions of vectors (`index="ivfpq"` compresses the vectors for larger sets at some
@@ -53,18 +58,22 @@ def cluster_and_search(
     index: str = "ivfflat",
     iterations: int = 20,
     backend: str = "auto",
+    groups: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(cluster of every row (N,), its k nearest neighbours within its cluster (N, k), -1
-    where the cluster has fewer than k + 1 members). Cosine similarity on normalised rows."""
+    where the cluster has fewer than k others). Cosine similarity on normalised rows.
+    `groups` (N,) ints: neighbours come from other groups only (a patch's track, or video);
+    None: from any other row."""
     x = normalise(features)
     clusters = max(1, min(clusters, len(x)))
+    groups = np.arange(len(x)) if groups is None else np.asarray(groups, np.int64)
     use_faiss = backend == "faiss" or (backend == "auto" and have_faiss())
     if use_faiss:
-        return _faiss_cluster_and_search(x, clusters, k, seed, index, iterations)
-    return _torch_cluster_and_search(x, clusters, k, seed, iterations)
+        return _faiss_cluster_and_search(x, clusters, k, seed, index, iterations, groups)
+    return _torch_cluster_and_search(x, clusters, k, seed, iterations, groups)
 
 
-def _faiss_cluster_and_search(x, clusters, k, seed, index, iterations):
+def _faiss_cluster_and_search(x, clusters, k, seed, index, iterations, groups):
     import faiss
 
     d = x.shape[1]
@@ -92,29 +101,58 @@ def _faiss_cluster_and_search(x, clusters, k, seed, index, iterations):
     ivf.add(x)
     ivf.nprobe = 1  # search only the query's own cluster
     _, assign = quantizer.search(x, 1)
-    _, neighbours = ivf.search(x, k + 1)
-    return assign[:, 0].astype(np.int64), drop_self(neighbours, k)
+
+    def search(rows: np.ndarray, count: int) -> np.ndarray:
+        return ivf.search(x[rows], count)[1]
+
+    return assign[:, 0].astype(np.int64), search_other_groups(search, groups, k)
 
 
-def _torch_cluster_and_search(x, clusters, k, seed, iterations):
+def search_other_groups(search, groups: np.ndarray, k: int) -> np.ndarray:
+    """(N, k) nearest neighbours from other groups, -1 padded, from `search(rows, count)`,
+    which gives the `count` nearest rows (-1 padded) to each of `rows`, nearest first.
+
+    An index cannot leave a group out of its search, so ask for more than k and drop the
+    query's own group; rows left short while their list was full (more candidates beyond it)
+    ask again with twice as many. Each round is one vectorised search; a patch among few
+    track-mates is done in the first."""
+    neighbours = np.full((len(groups), k), -1, np.int64)
+    rows, count = np.arange(len(groups)), 2 * (k + 1)
+    while len(rows):
+        found = search(rows, count)  # (r, count)
+        kept = drop_same_group(found, groups, rows, k)
+        neighbours[rows] = kept
+        rows = rows[(kept < 0).any(1) & (found[:, -1] >= 0)]
+        count *= 2
+    return neighbours
+
+
+def _torch_cluster_and_search(x, clusters, k, seed, iterations, groups):
     centroids = kmeans_torch(x, clusters, iterations, seed)
     assign = (x @ centroids.T).argmax(1).astype(np.int64)
-    neighbours = np.full((len(x), k + 1), -1, np.int64)
+    neighbours = np.full((len(x), k), -1, np.int64)
     for c in np.unique(assign):
         members = np.flatnonzero(assign == c)
         sims = torch.from_numpy(x[members] @ x[members].T)
-        top = sims.topk(min(k + 1, len(members)), dim=1).indices.numpy()
-        neighbours[members, : top.shape[1]] = members[top]
-    return assign, drop_self(neighbours, k)
+        own = torch.from_numpy(groups[members])
+        sims.masked_fill_(own[:, None] == own[None, :], float("-inf"))  # oneself included
+        top = sims.topk(min(k, len(members)), dim=1)
+        ids = np.where(torch.isfinite(top.values).numpy(), members[top.indices.numpy()], -1)
+        neighbours[members, : ids.shape[1]] = ids
+    return assign, neighbours
 
 
-def drop_self(neighbours: np.ndarray, k: int) -> np.ndarray:
-    """Remove each row's own index from its k + 1 neighbours (keep the first k others)."""
-    rows = np.arange(len(neighbours))[:, None]
-    others = np.where(neighbours == rows, -1, neighbours)
+def drop_same_group(
+    neighbours: np.ndarray, groups: np.ndarray, rows: np.ndarray, k: int
+) -> np.ndarray:
+    """The first k entries of each row's list (the neighbours of `rows`, -1 padded) that are
+    not of the row's own group, which holds the row itself; -1 padded, similarity order kept."""
+    listed = np.maximum(neighbours, 0)
+    others = np.where((neighbours < 0) | (groups[listed] == groups[rows][:, None]), -1, neighbours)
     # stable: move -1 entries to the end, keep the similarity order of the rest
     order = np.argsort(others < 0, axis=1, kind="stable")
-    return np.take_along_axis(others, order, axis=1)[:, :k]
+    kept = np.take_along_axis(others, order, axis=1)[:, :k]
+    return np.pad(kept, ((0, 0), (0, k - kept.shape[1])), constant_values=-1)
 
 
 def mutual_neighbours(neighbours: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:

@@ -9,9 +9,9 @@ calls
 
 and back-propagates `out["loss"]`. The fields are those of the declared inputs: `images`
 (uint8), `labels` with `Images(labels=True)`, `masks` ((B, S, S) uint8 0/1, pixel-aligned with
-the images) with `Images(masks=True)`, `patches` and `tracks` with `GraphPairs`. A task holds
-no data. The backbone is `task.backbone`, which is what evaluation and export read from a
-checkpoint.
+the images) with `Images(masks=True)`, `patches`, `tracks`, `pair_types` and `connected` with
+`GraphPairs`. A task holds no data. The backbone is `task.backbone`, which is what evaluation
+and export read from a checkpoint.
 """
 
 from __future__ import annotations
