@@ -137,7 +137,7 @@ def prepare_transitive(data: Path) -> tuple[Path, Path]:
         *selfsup, "graph", "build", "--patches", str(patches), "--embed", str(embed),
         "--out", str(graph), "--quiet",
     ]  # fmt: skip
-    seconds = run(commands["graph"])
+    seconds = run(commands["graph"]).seconds
     from selfsup.data.patch_graph import load_graph, load_patches
     from selfsup.graph.build import graph_stats
 
@@ -208,7 +208,7 @@ def bench_entry(name: str, entry: dict, steps: int | None) -> dict:
         # Features are cached by now: this times the probes alone.
         cached = ["--json", str(WORK / f"{name}_linear_cached.json")]
         commands["linear_cached"] = [*selfsup, "eval", "linear", str(out), *data, *cache, *cached]
-    seconds = {key: round(run(command), 1) for key, command in commands.items()}
+    seconds = {key: round(run(command).seconds, 1) for key, command in commands.items()}
     scrub(report_dir)
     if first:
         scrub(RESULTS / entry["baselines"].removeprefix("shared:"))

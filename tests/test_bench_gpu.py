@@ -80,7 +80,7 @@ def test_cuda_tests_stopped_at_their_limit_still_count_what_finished():
         b"tests/test_train.py::test_resume_continues_exactly[cuda] PASSED        [ 12%]\n"
         b"tests/test_train.py::test_run_folder_layout_and_metrics[cuda] "
     )  # stopped while the last test ran
-    counts = gpu.verdicts_so_far(output)
+    counts = gpu.pytest_verdicts(output)
     assert counts["passed"] == 2 and counts["skipped"] == 1
     assert counts["failed"] == {
         "tests/test_gpu.py::test_views_on_cuda_match_the_cpu[rotation]": "FAILED"

@@ -50,10 +50,11 @@ def exemplar_argv(data: Path, batch: int, schedule: str = "constant") -> list[st
     ]  # fmt: skip
 
 
-def task_argv(name: str, data: Path, sizes: Sizes) -> list[str]:
-    """The command line of task `name` (a TASKS entry, or INFONCE) at `sizes`' batch."""
+def task_argv(name: str, data: Path, sizes: Sizes, schedule: str = "constant") -> list[str]:
+    """The command line of task `name` (a TASKS entry, or INFONCE with lr `schedule`) at
+    `sizes`' batch."""
     if name == INFONCE:
-        return exemplar_argv(data, sizes.peer_batch)
+        return exemplar_argv(data, sizes.peer_batch, schedule)
     return train_argv(TASKS[name], data, sizes.batch, [])
 
 
