@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 import yaml
-from harness.record import RESULTS, WORK, data_dir, machine, portable, run, write_json
+from harness.record import RESULTS, WORK, data_dir, machine, parser, portable, run, say, write_json
 
 HEADLINE = {
     "depth": ("delta1", "abs_rel", "rmse"),
@@ -110,14 +110,13 @@ def markdown(rows: list[dict]) -> str:
 
 def parse_args() -> argparse.Namespace:
     data = data_dir()
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = parser(__doc__)
     p.add_argument("runs", nargs="*", help="run folders (default: those under bench/work/)")
     p.add_argument(
-        "--models",
-        nargs="+",
+        "--models", nargs="+",
         help="evaluate exactly these (runs, random:RUN, supervised:RUN) instead of the runs and "
         "their baselines; with the same options a later full run reads their results back",
-    )
+    )  # fmt: skip
     p.add_argument("--tasks", nargs="+", default=list(HEADLINE), choices=list(HEADLINE))
     p.add_argument("--depth-data", default=data / "depth" / "7scenes_redkitchen_200.npz")
     p.add_argument("--det-data", default=data / "detection" / "coco128")
@@ -154,7 +153,7 @@ def main() -> None:
                 done.write_text(json.dumps(cmd))
             commands[name] = portable(cmd)
             rows.append(row(model, task, json.loads(out.read_text())))
-            print(json.dumps(rows[-1]), flush=True)
+            say(json.dumps(rows[-1]))
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     report = {
         "rows": rows,

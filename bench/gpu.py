@@ -6,7 +6,7 @@ its own set-up included, and runs on a CPU with --quick (so CI runs every line o
     python bench/gpu.py --quick        # tiny sizes, no demo, on any machine -> bench/work
     python bench/gpu.py --only tasks peer
 
-A profile of the library in bench/harness, at the gpu sizes of harness/sizes.py. Its
+A profile of the library in bench/harness, at the gpu sizes of harness/sizes.yaml. Its
 sections run in order (docs/performance.md says what each measures): hardware, tasks (the
 overhead section on every task and the peer comparison's step), peer, counting_paper, demo,
 decode, cuda_tests, compile; one that would end past `--deadline` (510 s after start) is
@@ -16,18 +16,16 @@ skipped and says so, so the whole run fits its 9 minutes.
 (a 25,000-image CIFAR-10 subset and Tiny ImageNet's training images, xz-compressed, and the
 LightlySSL wheel: about 21 MiB), so that both travel in 64 MiB to a machine with PyTorch but
 no network; there the script unpacks the data and puts `src/` and the wheel on its own import
-path. With `--out DIR` (e.g. `--out
-"$OUT"`) it also packs the JSON and the log in DIR/gpu_results.tar.gz.
+path. With `--out DIR` (e.g. `--out "$OUT"`) it also packs the JSON and the log in
+DIR/gpu_results.tar.gz.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import json
 import shutil
-import subprocess
 import sys
 import tarfile
 import time
@@ -38,8 +36,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # nothing 
 from harness import gpu_sections, hardware, overhead, peer
 from harness.commands import INFONCE, TASKS
 from harness.data import carry, check_travels, data_root, subset_npz
-from harness.record import RESULTS, WORK, data_dir, machine, portable, write_json
-from harness.runner import Bench, run_sections
+from harness.record import (
+    WORK,
+    data_dir,
+    earlier,
+    machine,
+    parser,
+    portable,
+    results_file,
+    run,
+    write_json,
+)
+from harness.runner import Bench, finish, run_sections
 from harness.sizes import PROFILES
 
 from selfsup.outputs import written_atomically
@@ -69,7 +77,7 @@ def prepare_inputs() -> None:
     carry({CIFAR: cifar, TINY: data_dir() / TINY}, INPUTS)
     # lightly's loss, heads and transforms import nothing beyond torch, torchvision and PIL.
     download = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
-    subprocess.run([*download, "-d", str(INPUTS / "wheels"), "lightly==1.6.0"], check=True)
+    run([*download, "-d", str(INPUTS / "wheels"), "lightly==1.6.0"])
     check_travels(INPUTS, "inputs")
 
 
@@ -83,56 +91,35 @@ def inputs(quick: bool) -> dict[str, Path]:
     return {"cifar": subset_npz(root / CIFAR, sizes.train_images), "tiny": root / TINY}
 
 
-def earlier_results(path: Path, device: str, only: list[str] | None) -> dict:
-    """With --only, the sections of an earlier run on this device stay in the file."""
-    if not (only and path.is_file()):
-        return {}
-    earlier = json.loads(path.read_text())
-    if earlier.get("device") != device:
-        return {}
-    print(f"--only: the other sections of {portable([path])} are kept")
-    return earlier
-
-
 def pack(out: Path, results: Path, log: str) -> None:
-    """Results and log in one archive (the GPU machine sends back a few files only)."""
-    # Both replaced whole (rewritten after every section: a stop mid-write keeps the last).
+    """Results and log in one archive (the GPU machine sends back a few files only), and the
+    results beside it; both replaced whole, as they are rewritten after every section."""
     archive_path = out / "gpu_results.tar.gz"
     with written_atomically(archive_path) as packing, tarfile.open(packing, "w:gz") as archive:
         archive.add(results, arcname=results.name)
-        data = log.encode()
         info = tarfile.TarInfo("gpu_log.txt")
-        info.size = len(data)
-        archive.addfile(info, io.BytesIO(data))
+        info.size = len(log.encode())
+        archive.addfile(info, io.BytesIO(log.encode()))
     with written_atomically(out / results.name) as copying:
         copying.write_text(results.read_text())
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--prepare", action="store_true", help="write bench/work/gpu_inputs")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes (CPU, CI)")
-    parser.add_argument("--only", nargs="+", choices=list(SECTIONS), help="run these sections")
-    parser.add_argument(
-        "--deadline", type=float, default=510.0,
-        help="seconds after start to stop starting sections",
-    )  # fmt: skip
-    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
-    parser.add_argument("--out", type=Path, help="also pack the results and log in OUT")
-    parser.add_argument("--results", type=Path, help="results JSON (default by mode)")
-    return parser.parse_args(argv)
-
-
 def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
-    args = parse_args(argv)
+    p = parser(__doc__, "--quick", "--results", only=SECTIONS)
+    p.add_argument("--prepare", action="store_true", help="write bench/work/gpu_inputs")
+    p.add_argument("--deadline", type=float, default=510.0, help="seconds to stop starting at")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
+    p.add_argument("--out", type=Path, help="also pack the results and log in OUT")
+    args = p.parse_args(argv)
     if args.prepare:
         prepare_inputs()
         return
     sys.path.extend(str(w) for w in sorted((INPUTS / "wheels").glob("*-py3-none-any.whl")))
     WORK.mkdir(parents=True, exist_ok=True)
     device = resolve_device(args.device)
-    path = args.results or (WORK / "gpu_quick.json" if args.quick else RESULTS / "gpu.json")
+    path = results_file("gpu", args.quick, args.results)
+    results = earlier(path, args.only)  # the sections of an earlier run on this device
     bench = Bench(
         sizes=PROFILES["quick" if args.quick else "gpu"],
         device=device,
@@ -145,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
         # dominate them.
         extra=["data.workers=0"] if args.quick else [],
         deadline=args.deadline,
-        results=earlier_results(path, str(device), args.only),
+        results=results if results.get("device") == str(device) else {},
         started=started,
     )
     bench.results.update(machine=machine(), device=str(device), date=time.strftime("%Y-%m-%d"))
@@ -164,8 +151,7 @@ def main(argv: list[str] | None = None) -> None:
     expected = {} if args.quick else gpu_sections.EXPECTED_SECONDS
     failed = run_sections(bench, SECTIONS, names, save, expected)
     print(f"results: {portable([path])} ({bench.results['seconds']:.0f} s)")
-    if failed:
-        sys.exit(f"sections that failed: {', '.join(failed)} (their errors are above)")
+    finish(failed, "sections")
 
 
 if __name__ == "__main__":

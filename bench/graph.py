@@ -11,29 +11,27 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
 import sys
 
-from harness.record import RESULTS, machine, write_json
+from harness.record import RESULTS, machine, parser, run, say, write_json
 from harness.scaling import graph_cost
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
-    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # child process
-    args = parser.parse_args()
-    if args.one:
-        row = graph_cost(args.one)
-        row["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-        print(json.dumps(row))
+    p = parser(__doc__)
+    p.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    p.add_argument("--one", type=int, help=argparse.SUPPRESS)  # child process
+    args = p.parse_args()
+    if args.one:  # its row, as the last line it prints
+        peak = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        print(json.dumps({**graph_cost(args.one), "peak_rss_mib": peak}))
         return
     rows = []
     for size in args.sizes:
-        out = subprocess.run([sys.executable, __file__, "--one", str(size)], check=True,
-                             capture_output=True, text=True).stdout  # fmt: skip
-        rows.append(json.loads(out.strip().splitlines()[-1]))
-        print(rows[-1], flush=True)
+        rows.append(
+            json.loads(run([sys.executable, __file__, "--one", size]).stdout.splitlines()[-1])
+        )
+        say(str(rows[-1]))
     result = {"rows": rows, "command": "python bench/graph.py", "machine": machine()}
     write_json(RESULTS / "graph.json", result)
 

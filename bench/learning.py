@@ -9,72 +9,57 @@ Each contender runs in its own one-thread process and trains until it has used `
 seconds of process CPU time (the peer's augmentations included, DataLoader workers=0), its
 cosine schedule sized to the steps the budget affords; then a weighted kNN (cosine, k=200,
 T=0.1) on the pooled final layer scores it, random-init rows untrained. The sizes are the
-quick and cpu profiles of bench/harness/sizes.py; docs/performance.md ("Learning per
+quick and cpu profiles of bench/harness/sizes.yaml; docs/performance.md ("Learning per
 CPU-minute") has the details.
 """
 
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
-import functools
 import json
 import math
-import os
-import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
-from harness.commands import TASKS, command_text, exemplar_argv, loop_config, run_folder, task_argv
+from harness.commands import INFONCE, TASKS, command_text, loop_config, run_folder, task_argv
 from harness.data import subset_npz
 from harness.lightly_peer import PeerSimCLR, decode_pil
-from harness.record import RESULTS, ROOT, WORK, cifar, machine, plotted, portable, write_json
+from harness.record import (
+    cifar,
+    earlier,
+    machine,
+    parser,
+    plotted,
+    portable,
+    results_file,
+    run,
+    say,
+    write_json,
+)
+from harness.runner import finish, run_all
 from harness.sizes import PROFILES, Sizes
 from harness.stepper import LoopStepper
 
 from selfsup.runtime import resolve_device, resolve_precision
 
-SCRATCH = WORK / "learning"  # one result file per contender (git-ignored)
 WARMUP_STEPS = 3  # untimed first steps: caches fill, the heap (train.heap=reuse) settles
 TIMED_STEPS = 2  # at least this many steps timed after them to size each schedule
 TIMED_SECONDS = 20.0  # and this much CPU time (at most a tenth of the budget): a 0.06 s step
 # timed twice misjudged relative position's rate by a third
 LEARNING_SIZES = ("budget", "train_images", "test_images", "batch")  # what the rows depend on
-
-
-@dataclass(frozen=True)
-class Contender:
-    """kind: "ours" (a `selfsup train` command), "peer" (LightlySSL SimCLR) or "random"
-    (the backbone of `argv`'s config, untrained); `argv(data, sizes)` its command line."""
-
-    kind: str
-    argv: Callable[[Path, Sizes], list[str]] | None = None
-    label: str = ""
-
-
-def infonce_argv(data: Path, sizes: Sizes) -> list[str]:
-    # perf.py's peer comparison: ResNet-18, InfoNCE, the peer's batch and SGD settings; the
-    # schedule here is cosine like every other contender's.
-    return exemplar_argv(data, sizes.peer_batch, schedule="cosine")
-
-
-CONTENDERS: dict[str, Contender] = {
-    **{name: Contender("ours", functools.partial(task_argv, name), label=name) for name in TASKS},
-    "exemplar-infonce-resnet18": Contender(
-        "ours", infonce_argv, label="exemplar, InfoNCE, ResNet-18 (the peer's setup)"
-    ),
-    "simclr-lightly": Contender("peer", label="LightlySSL SimCLR, ResNet-18"),
-    "random-alexnet_small": Contender(
-        "random", functools.partial(task_argv, "counting"), label="random init: counting's AlexNet"
-    ),
-    "random-multitask-trunk": Contender(
-        "random", functools.partial(task_argv, "exemplar"), label="random init: multi-task trunk"
-    ),
-    "random-resnet18": Contender("random", infonce_argv, label="random init: ResNet-18"),
+# name: (kind, task, label). "ours" trains the task's command (a TASKS name or INFONCE, the
+# peer comparison's step), "random" leaves its backbone untrained, "peer" is LightlySSL's.
+CONTENDERS = {
+    **{task: ("ours", task, task) for task in TASKS},
+    INFONCE: ("ours", INFONCE, "exemplar, InfoNCE, ResNet-18 (the peer's setup)"),
+    "simclr-lightly": ("peer", None, "LightlySSL SimCLR, ResNet-18"),
+    "random-alexnet_small": ("random", "counting", "random init: counting's AlexNet"),
+    "random-multitask-trunk": ("random", "exemplar", "random init: multi-task trunk"),
+    "random-resnet18": ("random", INFONCE, "random init: ResNet-18"),
 }
 
 
@@ -181,8 +166,8 @@ def backbone_features(backbone: torch.nn.Module, trunk_input, setup: tuple) -> t
     return features, layer
 
 
-def run_one(name: str, sizes: Sizes, out: Path) -> None:
-    """Train (or not) and score contender `name`; the row goes to `out`."""
+def run_one(name: str, sizes: Sizes) -> dict:
+    """Train (or not) and score contender `name`: its row."""
     from selfsup.config import dump
     from selfsup.data.trunk_input import input_of_config
     from selfsup.eval.protocol import load_labelled
@@ -190,17 +175,18 @@ def run_one(name: str, sizes: Sizes, out: Path) -> None:
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    contender = CONTENDERS[name]
+    kind, task, label = CONTENDERS[name]
     device = resolve_device("auto")
     setup = (device, resolve_precision("auto", device))
     data = subset_npz(cifar("train"), sizes.train_images)
-    row: dict = {"name": name, "kind": contender.kind, "label": contender.label}
-    if contender.kind == "peer":
+    row: dict = {"name": name, "kind": kind, "label": label}
+    if kind == "peer":
         peer, trained = train_peer(setup, data, sizes.peer_batch, sizes.budget)
         features, layer = peer.features, "backbone (512-d pooled)"
     else:
-        argv = contender.argv(data, sizes)
-        if contender.kind == "ours":
+        # The peer comparison's step times a constant lr; here it learns, cosine like the rest.
+        argv = task_argv(task, data, sizes, schedule="cosine")
+        if kind == "ours":
             backbone, trained = train_ours(argv, sizes.budget)
         else:
             backbone = backbone_from_config(loop_config(argv).backbone)
@@ -211,8 +197,7 @@ def run_one(name: str, sizes: Sizes, out: Path) -> None:
     train = load_labelled(str(data), 32, progress=False)
     test = load_labelled(str(subset_npz(cifar("test"), sizes.test_images)), 32, progress=False)
     row.update(trained, knn_layer=layer, **knn_score(features, train, test))
-    row.update(train_images=len(train.labels), test_images=len(test.labels))
-    out.write_text(json.dumps(row, indent=2) + "\n")
+    return {**row, "train_images": len(train.labels), "test_images": len(test.labels)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -220,24 +205,12 @@ def run_one(name: str, sizes: Sizes, out: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def launch(name: str, args: argparse.Namespace) -> dict:
-    """Run one contender in a one-thread child process and read its row back."""
-    out = SCRATCH / ("quick" if args.quick else "full") / f"{name}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.unlink(missing_ok=True)
+def launch(name: str, args) -> dict:
+    """Run one contender in a one-thread child process; the row it prints last."""
     command = [sys.executable, __file__, "--one", name, "--budget", str(args.budget)]
-    command += ["--quick"] if args.quick else []
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    print(f"  started {name}", flush=True)
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
-    if done.returncode or not out.exists():
-        raise RuntimeError(f"{name} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
-    row = json.loads(out.read_text())
-    print(
-        f"  {name:28s} {row['steps']:5d} steps in {row['cpu_seconds']:6.0f} CPU-s -> kNN top-1 "
-        f"{row['knn_top1']:5.1f} %",
-        flush=True,
-    )
+    ran = run([*command, *(["--quick"] if args.quick else [])], threads=1)
+    row = json.loads(ran.stdout.splitlines()[-1])
+    say(f"  {name}: {row['steps']} steps in {row['cpu_seconds']} CPU-s, kNN {row['knn_top1']} %")
     return row
 
 
@@ -258,64 +231,57 @@ def plot(rows: dict[str, dict], path: Path, budget: float) -> None:
         axes.tick_params(axis="y", labelsize=8)
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny budget and data: a smoke run")
-    parser.add_argument("--only", nargs="+", choices=sorted(CONTENDERS), help="contenders")
-    parser.add_argument(
-        "--budget", type=float, help="CPU seconds of training per contender (default 600)"
-    )
-    parser.add_argument("--jobs", type=int, default=2, help="contenders run at once")
-    parser.add_argument("--one", choices=sorted(CONTENDERS), help=argparse.SUPPRESS)
-    parser.add_argument("--out", type=Path, help="results file (default by mode)")
-    args = parser.parse_args()
+def main() -> None:
+    p = parser(__doc__, "--quick", only=CONTENDERS)
+    p.add_argument("--budget", type=float, help="CPU seconds of training each (default 600)")
+    p.add_argument("--jobs", type=int, default=2, help="contenders run at once")
+    p.add_argument("--one", choices=sorted(CONTENDERS), help=argparse.SUPPRESS)
+    p.add_argument("--out", type=Path, help="results file (default by mode)")
+    args = p.parse_args()
     sizes = PROFILES["quick" if args.quick else "cpu"]
     args.budget = args.budget or sizes.budget
-    args.sizes = replace(sizes, budget=args.budget)
-    return args
-
-
-def main() -> None:
-    args = parse_args()
+    sizes = replace(sizes, budget=args.budget)
     if not cifar("train").exists():
         sys.exit(f"CIFAR-10 not found at {cifar('train')}; set SELFSUP_DATA")
-    if args.one:  # a child process
-        name = args.one
-        run_one(name, args.sizes, SCRATCH / ("quick" if args.quick else "full") / f"{name}.json")
+    if args.one:  # a child process: its row, as the last line it prints
+        print(json.dumps(run_one(args.one, sizes)))
         return
     names = args.only or list(CONTENDERS)
     if "simclr-lightly" in names:
         try:
             import lightly  # noqa: F401
         except ImportError:
-            print("  skipped simclr-lightly: pip install -e '.[bench]'", flush=True)
+            say("  skipped simclr-lightly: pip install -e '.[bench]'")
             names.remove("simclr-lightly")
-    out = args.out or (WORK / "learning_quick.json" if args.quick else RESULTS / "learning.json")
-    results = json.loads(out.read_text()) if out.exists() and args.only else {}
+    out = results_file("learning", args.quick, args.out)
+    results = earlier(out, args.only)
     if results.get("budget_cpu_seconds", args.budget) != args.budget:
         sys.exit(f"{out} holds a {results['budget_cpu_seconds']} s budget; rerun all or match it")
-    rows = results.get("rows", {})
-    started = time.perf_counter()
-    with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
-        for row in pool.map(lambda n: launch(n, args), names):
-            rows[row["name"]] = row
+    rows, started = results.get("rows", {}), time.perf_counter()
     figure = out.parent / out.stem / "knn_after_budget.png"
-    plot(rows, figure, args.budget)
-    results = {
-        "what": "CIFAR-10 kNN top-1 (k=200, T=0.1, cosine, final layer pooled) of each "
-        "contender after the same CPU budget of training, one thread per contender",
-        "budget_cpu_seconds": args.budget,
-        "sizes": {size: getattr(args.sizes, size) for size in LEARNING_SIZES},
-        "command": portable(["python", "bench/learning.py", *sys.argv[1:]]),
-        "seconds": round(time.perf_counter() - started, 1),
-        "machine": {**machine(), "threads": 1, "jobs_at_once": args.jobs},
-        "plot": portable([figure]),
-        "rows": rows,
-    }
-    write_json(out, results)
-    print(f"wrote {portable([out])}")
-    best = max(rows.values(), key=lambda r: r["knn_top1"])
-    print(f"best: {best['name']} {best['knn_top1']:.1f} %")
+
+    def save(name: str, row: dict) -> None:  # after each contender: a stopped run keeps them
+        if "error" in row:
+            return
+        rows[name] = row
+        plot(rows, figure, args.budget)
+        write_json(out, {
+            "what": "CIFAR-10 kNN top-1 (k=200, T=0.1, cosine, final layer pooled) of each "
+            "contender after the same CPU budget of training, one thread per contender",
+            "budget_cpu_seconds": args.budget,
+            "sizes": {size: getattr(sizes, size) for size in LEARNING_SIZES},
+            "command": portable(["python", "bench/learning.py", *sys.argv[1:]]),
+            "seconds": round(time.perf_counter() - started, 1),
+            "machine": {**machine(), "threads": 1, "jobs_at_once": args.jobs},
+            "plot": portable([figure]),
+            "rows": rows,
+        })  # fmt: skip
+
+    failed = run_all(names, lambda name: launch(name, args), save, args.jobs)
+    if rows:
+        best = max(rows.values(), key=lambda r: r["knn_top1"])
+        print(f"wrote {portable([out])}; best: {best['name']} {best['knn_top1']:.1f} %")
+    finish(failed, "contenders")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ with processes and data.
     python bench/perf.py --only overhead --compile    # also time train.compile=true
 
 A profile of the library in bench/harness: its overhead, peer, hardware, scaling and profile
-sections at the cpu sizes of harness/sizes.py (docs/performance.md says what each measures).
+sections at the cpu sizes of harness/sizes.yaml (docs/performance.md says what each measures).
 With --only the named sections replace theirs in the results file; the hardware section
 reads the overhead and peer sections there. Each section records its settings, the command
 and the machine. Data: $SELFSUP_DATA/cifar10.
@@ -17,8 +17,6 @@ and the machine. Data: $SELFSUP_DATA/cifar10.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import shlex
 import sys
@@ -28,8 +26,8 @@ from pathlib import Path
 from harness import hardware, overhead, peer, profile, scaling
 from harness.commands import TASKS
 from harness.data import subset_npz
-from harness.record import RESULTS, WORK, cifar, machine, portable, write_json
-from harness.runner import Bench, run_sections
+from harness.record import cifar, earlier, machine, parser, portable, results_file, write_json
+from harness.runner import Bench, finish, run_sections
 from harness.sizes import PROFILES
 
 from selfsup.runtime import cpu_has_amx, resolve_device, resolve_precision
@@ -43,29 +41,21 @@ SECTIONS = {
 }
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
-    parser.add_argument("--only", nargs="+", choices=list(SECTIONS), help="sections to run")
-    parser.add_argument("--tasks", nargs="+", choices=sorted(TASKS), help="overhead: tasks")
-    parser.add_argument("--compile", action="store_true", help="also time train.compile=true")
-    parser.add_argument(
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    p = parser(__doc__, "--quick", only=SECTIONS)
+    p.add_argument("--tasks", nargs="+", choices=sorted(TASKS), help="overhead: tasks")
+    p.add_argument("--compile", action="store_true", help="also time train.compile=true")
+    p.add_argument(
         "--peer-workers", type=int, default=min(8, os.cpu_count() or 1),
         help="DataLoader workers of the peer (LightlySSL's benchmark uses 8)",
     )  # fmt: skip
-    parser.add_argument(
-        "--out", type=Path, help="results file (default by mode); figures go to OUT without .json"
-    )
-    return parser.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    args = parse_args(argv)
+    p.add_argument("--out", type=Path, help="results file; figures go to OUT without .json")
+    args = p.parse_args(argv)
     if not cifar("train").exists():
         sys.exit(f"CIFAR-10 not found at {cifar('train')}; set SELFSUP_DATA")
     sizes = PROFILES["quick" if args.quick else "cpu"]
-    out = args.out or (WORK / "perf_quick.json" if args.quick else RESULTS / "perf.json")
+    out = results_file("perf", args.quick, args.out)
     device = resolve_device("auto")
     bench = Bench(
         sizes=sizes,
@@ -76,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
         tasks=args.tasks or list(TASKS),
         compile=args.compile,
         peer_workers=args.peer_workers,
-        results=json.loads(out.read_text()) if out.exists() and args.only else {},
+        results=earlier(out, args.only),
     )
     stamp = {
         "mode": "quick" if args.quick else "full",
@@ -89,8 +79,7 @@ def main(argv: list[str] | None = None) -> None:
         bench, SECTIONS, names, lambda _: write_json(out, bench.results), stamp=stamp
     )
     print(f"wrote {portable([out])}")
-    if failed:
-        sys.exit(f"sections that failed: {', '.join(failed)} (their errors are above)")
+    finish(failed, "sections")
 
 
 if __name__ == "__main__":

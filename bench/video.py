@@ -20,7 +20,6 @@ to `bench/results/video.json` with the commands and the machine.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import shutil
@@ -28,7 +27,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from harness.record import RESULTS, WORK, data_dir, machine, portable, run, write_json
+from harness.record import RESULTS, WORK, data_dir, machine, parser, portable, run, write_json
 
 FOLLOW_WINDOW = 0.7  # the followed window's side, as a share of the frame's
 # Leave-one-out grid: the settings with the most effect (see docs/video.md).
@@ -173,9 +172,9 @@ def leave_one_out(masks_command: list[str], out: Path) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--loo", action="store_true", help="also run the leave-one-out grid")
-    args = parser.parse_args()
+    p = parser(__doc__)
+    p.add_argument("--loo", action="store_true", help="also run the leave-one-out grid")
+    args = p.parse_args()
     davis = data_dir() / "video" / "davis2016"
     frames, truth = davis / "JPEGImages" / "480p", davis / "Annotations" / "480p"
     vtest = data_dir() / "video" / "opencv_vtest" / "vtest_first200_384x288.npz"
@@ -214,7 +213,7 @@ def main() -> None:
             *selfsup, "patches", str(frames), str(vtest), "--out", str(out / f"patches{n}"),
             "--workers", str(n), "--quiet", "masks.min_residual=1"] for n in (1, 2)},
     }  # fmt: skip
-    seconds = {name: round(run(command), 1) for name, command in commands.items()}
+    seconds = {name: round(run(command).seconds, 1) for name, command in commands.items()}
     scored = {name: mask_scores(out / name) for name in commands if name.startswith("masks")}
     for name, result in scored.items():  # the earlier method's J and speed beside ours
         old = scored.get(f"{name}_residual")

@@ -80,7 +80,7 @@ def test_cuda_tests_stopped_at_their_limit_still_count_what_finished():
         b"tests/test_train.py::test_resume_continues_exactly[cuda] PASSED        [ 12%]\n"
         b"tests/test_train.py::test_run_folder_layout_and_metrics[cuda] "
     )  # stopped while the last test ran
-    counts = gpu.verdicts_so_far(output)
+    counts = gpu.pytest_verdicts(output)
     assert counts["passed"] == 2 and counts["skipped"] == 1
     assert counts["failed"] == {
         "tests/test_gpu.py::test_views_on_cuda_match_the_cpu[rotation]": "FAILED"
@@ -170,17 +170,16 @@ def test_a_kept_graph_spares_the_transitive_rows_their_embedder_run(tmp_path, mo
     """A run on a bare machine given the graph an earlier run kept (--keep-graph, then
     --prepare --graph) merges the patches again and trains nothing before the rows."""
     module = bench_module("gpu_results")
+    rows = bench_module("harness.rows")
     monkeypatch.setattr(module, "RUNS", tmp_path / "runs")
-    monkeypatch.setattr(module, "data_paths", lambda row, root: {"train": root / "train.npz"})
     merged = []
-    monkeypatch.setattr(
-        module, "merge_patches", lambda videos, images, out, size: merged.append(out)
-    )
+    monkeypatch.setattr(rows, "merge_patches", lambda videos, images, out, size: merged.append(out))
 
-    def selfsup(*argv):
-        raise AssertionError(f"ran selfsup {' '.join(argv[:2])} with a graph at hand")
+    def ran(*argv, **options):
+        raise AssertionError(f"ran {' '.join(map(str, argv[:2]))} with a graph at hand")
 
-    monkeypatch.setattr(module, "selfsup", selfsup)
+    monkeypatch.setattr(module, "selfsup", ran)
+    monkeypatch.setattr(rows, "run", ran)
     root = tmp_path / "inputs"
     (root / "transitive" / "davis").mkdir(parents=True)
     (root / "transitive" / "davis" / "patches.npz").write_bytes(b"patches")
@@ -206,7 +205,7 @@ def test_the_runner_runs_selfsup_from_the_checkout_where_nothing_is_installed(mo
     if subprocess.run([bare, "-c", "import numpy"], capture_output=True).returncode != 0:
         pytest.skip("the base interpreter has no NumPy, which the GPU machine's Python has")
     monkeypatch.setattr(module.sys, "executable", str(bare))
-    assert module.selfsup("--version", quiet=False) > 0
+    assert module.selfsup("--version") > 0
 
 
 def test_claims_read_the_table_as_the_papers_state_them():

@@ -83,3 +83,21 @@ def test_hardware_fractions_are_of_the_overhead_and_peer_rates_in_the_results():
     assert rows["peer_section_ours"]["full_fraction_of_matmul"] == pytest.approx(0.3)
     assert rows["peer_section_peer"]["bare_fraction_of_matmul"] == pytest.approx(0.5)
     assert fractions(bench(), peak=1.0) == {}  # nothing measured yet: no fractions
+
+
+def test_the_cpu_suites_are_rows_of_the_results_table_with_known_settings():
+    """bench/suites.yaml is data bench/run.py trusts: every entry a row of
+    bench/gpu_results.yaml (whose commands the CLI accepts: tests/test_bench_gpu.py) with only
+    the settings an entry has, so a misspelt row or key fails here, not hours into a run."""
+    import importlib
+
+    run = importlib.import_module("run")
+    from harness.rows import ROWS
+
+    for suite, entries in run.SUITES.items():
+        for name, settings in entries.items():
+            entry = run.Entry(**settings)  # an unknown key is a TypeError
+            assert entry.row in ROWS and entry.steps > 0, name
+            assert entry.baselines in ("full", "random") or entry.baselines.startswith("shared:")
+            # The transitive suite trains on the patch graph bench/run.py builds first.
+            assert ROWS[entry.row].graph == (suite == "transitive"), name

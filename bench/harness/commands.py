@@ -12,20 +12,16 @@ from selfsup import cli
 from selfsup.config import ExperimentConfig
 
 from .record import SCRATCH, portable
+from .rows import GROUPS, ROWS
 from .sizes import Sizes
 
 PEER_LR_PER_128 = 0.06  # LightlySSL's CIFAR-10 benchmark: SGD 0.06 x batch / 128
-
-# Every task as `selfsup train` runs it (bench/run.py's settings): counting with its own
+# Every task as the results rows train it (bench/gpu_results.yaml): counting with its own
 # config, the multi-task paper's tasks alone on the multitask trunk.
-TASKS: dict[str, list[str]] = {
-    "counting": ["counting", "--config", "counting_small"],
-    **{
-        task: ["multitask", "--config", "multitask_small", "--tasks", task,
-               "multitask.lasso=false"]
-        for task in ("relative-position", "colorization", "exemplar", "rotation", "jigsaw")
-    },
-}  # fmt: skip
+TASKS = {
+    name: list(ROWS[name].train)
+    for name in ("counting", "relative-position", "colorization", "exemplar", "rotation", "jigsaw")
+}
 # The step of the peer comparison, a task of its own where the tasks are timed on a GPU.
 INFONCE = "exemplar-infonce-resnet18"
 
@@ -36,25 +32,15 @@ def train_argv(base: list[str], data: Path, batch: int | None, extra: list[str])
     return [*argv, *([f"data.batch_size={batch}"] if batch else []), *extra]
 
 
-def exemplar_argv(data: Path, batch: int, schedule: str = "constant") -> list[str]:
-    """Our exemplar task in its InfoNCE form, set up as the peer: ResNet-18 (small stem,
-    width 1), same batch, resolution, loss temperature and SGD settings (a constant lr for
-    timing; the loop keeps its Nesterov momentum and gradient clipping)."""
-    return [
-        "train", "exemplar", "--data", str(data), "--out", "runs/perf",
-        "backbone.name=resnet18", "backbone.stem=small", "backbone.width=1.0",
-        "backbone.num_stages=4", "data.image_size=32", f"data.batch_size={batch}",
-        "exemplar.loss=infonce", "exemplar.temperature=0.5", "optim.name=sgd",
-        f"optim.lr={PEER_LR_PER_128 * batch / 128:g}", "optim.momentum=0.9",
-        "optim.weight_decay=0.0005", f"optim.schedule={schedule}", "optim.warmup_steps=0",
-    ]  # fmt: skip
-
-
-def task_argv(name: str, data: Path, sizes: Sizes) -> list[str]:
-    """The command line of task `name` (a TASKS entry, or INFONCE) at `sizes`' batch."""
-    if name == INFONCE:
-        return exemplar_argv(data, sizes.peer_batch)
-    return train_argv(TASKS[name], data, sizes.batch, [])
+def task_argv(name: str, data: Path, sizes: Sizes, schedule: str = "constant") -> list[str]:
+    """The command line of task `name` at `sizes`' batch: a TASKS entry, or INFONCE, the
+    peer comparison's step at the peer's batch and lr (a constant one for timing)."""
+    if name != INFONCE:
+        return train_argv(TASKS[name], data, sizes.batch, [])
+    lr = f"optim.lr={PEER_LR_PER_128 * sizes.peer_batch / 128:g}"
+    return train_argv(
+        list(GROUPS["peer"]), data, sizes.peer_batch, [lr, f"optim.schedule={schedule}"]
+    )
 
 
 def loop_config(argv: list[str]) -> ExperimentConfig:

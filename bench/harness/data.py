@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import lzma
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .record import ASSETS, ROOT, SCRATCH, WORK, data_dir, portable
+from .record import ASSETS, ROOT, SCRATCH, WORK, data_dir, portable, run
 
 QUICK_DATA = WORK / "quick_data"  # laid out like the data folder, from the bundled sample
 CARRY_LIMIT_MIB = 64.0  # what travels to a GPU machine: the repository and one inputs folder
@@ -58,8 +57,8 @@ def carry(files: dict[str, Path], folder: Path) -> None:
 def check_travels(folder: Path, what: str) -> None:
     """Refuse a carried folder that would not travel with the repository in CARRY_LIMIT_MIB."""
     size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2**20
-    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True)
-    repo = sum((ROOT / p).stat().st_size for p in tracked.stdout.decode().split("\0") if p) / 2**20
+    tracked = run(["git", "ls-files", "-z"]).stdout.split("\0")
+    repo = sum((ROOT / p).stat().st_size for p in tracked if p) / 2**20
     print(f"{what}: {size:.1f} MiB (+ repository {repo:.1f} MiB) in {portable([folder])}")
     if size + repo > CARRY_LIMIT_MIB:
         sys.exit(f"{size + repo:.1f} MiB would not travel in {CARRY_LIMIT_MIB:.0f} MiB")

@@ -15,8 +15,8 @@ import torch
 
 from .commands import INFONCE, command_text, loop_config, run_folder, task_argv, train_argv
 from .lightly_peer import decode_pil
-from .overhead import measure_task
-from .record import ROOT, WORK, portable
+from .overhead import SHOWN, measure_task
+from .record import CHILD_ENV, ROOT, WORK, figures, portable, say
 from .runner import Bench
 from .stepper import LoopStepper
 from .timing import alternate, warm_up
@@ -42,11 +42,7 @@ def counting_paper_section(bench: Bench) -> dict:
     workers = [f"data.workers={loader_workers()}"]
     argv = train_argv(base, bench.data["tiny"], bench.sizes.paper_batch, bench.extra or workers)
     row = measure_task(bench, argv)
-    print(
-        f"  counting at paper scale: full {row['full_images_per_sec']:.0f} img/s, bare "
-        f"{row['bare_images_per_sec']:.0f} img/s ({row['data_cache']} cache)",
-        flush=True,
-    )
+    say(f"  counting at paper scale: {figures(row, *SHOWN, 'data_cache')}")
     return row
 
 
@@ -72,9 +68,8 @@ def demo_section(bench: Bench) -> dict:
     with tempfile.TemporaryDirectory(dir=WORK) as folder:
         clock = PhaseClock()
         argv = [sys.executable, "-m", "selfsup", "demo", "--out", str(Path(folder) / "demo")]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
         with subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=CHILD_ENV
         ) as child:
             for line in child.stdout:
                 clock.see(line)
@@ -88,11 +83,7 @@ def demo_section(bench: Bench) -> dict:
         "pretrain_seconds": round(clock.marks["2"] - clock.marks["1"], 1),
         "probe_seconds": round(total - clock.marks["2"], 1),
     }
-    print(
-        f"  selfsup demo: {row['total_seconds']:.0f} s in all, pretraining "
-        f"{row['pretrain_seconds']:.0f} s, probes {row['probe_seconds']:.0f} s",
-        flush=True,
-    )
+    say(f"  selfsup demo: {figures(row, 'total_seconds', 'pretrain_seconds', 'probe_seconds')}")
     return row
 
 
@@ -128,11 +119,7 @@ def decode_section(bench: Bench) -> dict:
             decode: round(decode_throughput(images, sizes.decode_size, decode=decode, **common), 1)
             for decode in ("cpu", "device")
         }
-    print(
-        f"  JPEG {side[0]}x{side[1]} -> {sizes.decode_size} px: PIL in {workers} workers "
-        f"{rates['cpu']:.0f} img/s, on {bench.device.type} {rates['device']:.0f} img/s",
-        flush=True,
-    )
+    say(f"  {side} JPEGs to {sizes.decode_size} px, images/s by where they decode: {rates}")
     return {
         "images": f"{sizes.decode_images} JPEGs of {side[0]}x{side[1]} "
         "(Tiny ImageNet upscaled, quality 90)",
@@ -161,11 +148,7 @@ def compile_section(bench: Bench) -> dict:
                 {"full": stepper.full}, bench.sizes.windows, bench.sizes.window_steps, bench.device
             )
         rows[mode] = {"first_step_seconds": first, "images_per_sec": rate["full"]["images_per_sec"]}
-        print(
-            f"  train.compile={mode:16s} first step {first:6.1f} s, "
-            f"{rows[mode]['images_per_sec']:8.0f} img/s",
-            flush=True,
-        )
+        say(f"  train.compile={mode}: {figures(rows[mode], *rows[mode])}")
         torch._dynamo.reset()  # each mode compiles anew
     return {"command": command_text(argv), "modes": rows}
 
@@ -178,65 +161,42 @@ CUDA_TEST_SECONDS = 240  # at most, and never past the deadline
 
 def cuda_tests_section(bench: Bench) -> dict:
     """The CUDA variants of the tests, in a child pytest bounded by the deadline: counts,
-    and each failure's test and message. On a CPU they all skip (the plumbing still runs)."""
+    and each failure's test and message, also of a run stopped at its bound. On a CPU they
+    all skip (the plumbing still runs)."""
     # The compile section (the compiled-step target) comes next: leave it its time.
     room = bench.seconds_left() - EXPECTED_SECONDS["compile"] - 10
     limit = max(60.0, min(CUDA_TEST_SECONDS, room))
-    report = WORK / "cuda_tests.xml"
-    report.unlink(missing_ok=True)
-    argv = [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", "-k",
-            "cuda or test_gpu", f"--junitxml={report}", *CUDA_TEST_FILES]  # fmt: skip
-    paths = [str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
-    started = time.perf_counter()
+    argv = [sys.executable, "-m", "pytest", "-v", "-rfE", "-p", "no:cacheprovider", "-k",
+            "cuda or test_gpu", *CUDA_TEST_FILES]  # fmt: skip
+    row: dict = {"command": portable(argv)}
     try:
         done = subprocess.run(
-            argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=limit
+            argv, cwd=ROOT, env=CHILD_ENV, capture_output=True, text=True, timeout=limit
         )
+        row["exit_code"], output = done.returncode, done.stdout
     except subprocess.TimeoutExpired as stopped:
-        # No report is written when pytest is stopped: count the verdicts printed so far.
-        row = {"error": f"the CUDA tests ran past {limit:.0f} s; counts are of those done",
-               **verdicts_so_far(stopped.stdout or ""), "command": portable(argv)}  # fmt: skip
-        print(f"  stopped after {limit:.0f} s: {row['passed']} passed, "
-              f"{len(row['failed'])} failed, {row['skipped']} skipped", flush=True)  # fmt: skip
-        return row
-    if not report.is_file():
-        return {"error": f"pytest wrote no report: {done.stdout[-1500:]}{done.stderr[-1500:]}"}
-    row = {"command": portable(argv), "exit_code": done.returncode, **junit_counts(report)}
-    print(
-        f"  {row['passed']} passed, {len(row['failed'])} failed, {row['skipped']} skipped "
-        f"({time.perf_counter() - started:.0f} s)",
-        flush=True,
-    )
-    for name, message in row["failed"].items():
-        print(f"  FAILED {name}: {message}", flush=True)
+        row["error"] = f"the CUDA tests ran past {limit:.0f} s; counts are of those done"
+        output = stopped.stdout or ""
+    row.update(pytest_verdicts(output))
+    say(f"  {figures(row, 'passed', 'skipped', 'failed', 'error')}")
     return row
 
 
-def junit_counts(report: Path) -> dict:
-    """Passed and skipped counts, and each failure's test and first line, of a JUnit XML."""
-    import xml.etree.ElementTree as ET
-
-    cases = list(ET.parse(report).getroot().iter("testcase"))
-    failures = {}
-    for case in cases:
-        problem = case.find("failure")
-        problem = case.find("error") if problem is None else problem
-        if problem is not None:
-            name = f"{case.get('classname')}::{case.get('name')}"
-            failures[name] = (problem.get("message") or "").splitlines()[0][:300]
-    skipped = sum(case.find("skipped") is not None for case in cases)
-    return {"passed": len(cases) - skipped - len(failures), "skipped": skipped, "failed": failures}
-
-
-def verdicts_so_far(output: str | bytes) -> dict:
-    """Counts from `pytest -v` lines ("tests/x.py::test_y[z] PASSED [ 10%]") printed so far."""
+def pytest_verdicts(output: str | bytes) -> dict:
+    """Passed and skipped counts, and each failure's test and message, from the output of
+    `pytest -v -rfE`, also of a run stopped midway: its verdict lines count ("tests/x.py::
+    test_y[z] PASSED [ 10%]"), and its summary, when it got that far, gives the messages
+    ("FAILED tests/x.py::test_y[z] - AssertionError: ...")."""
     text = output.decode(errors="replace") if isinstance(output, bytes) else output
     found = re.findall(r"^(\S+::\S+) (PASSED|FAILED|SKIPPED|ERROR|XFAIL|XPASS)", text, re.M)
     verdicts = dict(found)
-    failed = {name: verdict for name, verdict in verdicts.items() if verdict in ("FAILED", "ERROR")}
+    messages = dict(re.findall(r"^(?:FAILED|ERROR) (\S+::\S+)(?: - (.*))?$", text, re.M))
     return {
         "passed": sum(v in ("PASSED", "XPASS") for v in verdicts.values()),
         "skipped": sum(v in ("SKIPPED", "XFAIL") for v in verdicts.values()),
-        "failed": failed,
+        "failed": {
+            name: (messages.get(name) or verdict)[:300]
+            for name, verdict in verdicts.items()
+            if verdict in ("FAILED", "ERROR")
+        },
     }

@@ -7,6 +7,7 @@ import torch
 
 from selfsup.runtime import cpu_has_amx
 
+from .record import figures, say
 from .runner import Bench
 from .timing import matmul_tflops, utilisation
 
@@ -43,17 +44,11 @@ def hardware_section(bench: Bench) -> dict:
         for name in names
     }
     device = torch.cuda.get_device_name(bench.device) if bench.device.type == "cuda" else "cpu"
-    for name, row in matmul.items():
-        print(f"  {device} matmul {name} {row['side']}^3: {row['best_tflops']:.3f} TFLOP/s")
+    say(f"  {device} matmul TFLOP/s at {sizes.matmul}^3: {figures(matmul, *names)}")
     bench.peak_tflops = matmul[bench.precision]["best_tflops"]
     tasks = fractions(bench, bench.peak_tflops)
     for name, row in tasks.items():
-        print(
-            f"  {name:26s} {row['train_gflops_per_image']:7.3f} GFLOP/img  "
-            f"{100 * row['full_fraction_of_matmul']:5.1f} % of the {bench.precision} matmul rate "
-            f"(bare {100 * row['bare_fraction_of_matmul']:.1f} %)",
-            flush=True,
-        )
+        say(f"  {name}: {figures(row, *row)} (of the {bench.precision} matmul rate)")
     return {
         "what": "training FLOPs per image (forward + backward, FlopCounterMode) x measured "
         "images/s, as a fraction of the best square-matmul rate in the training precision",

@@ -8,6 +8,7 @@ import itertools
 import multiprocessing
 import resource
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -162,56 +163,39 @@ def peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-def serve_peer(conn, data: str, batch: int, workers: int, device: str, amp_dtype, heap: str):
-    """A PeerSimCLR in a process of its own, stepped on request over `conn`: the C heap
-    settings are per process, so the peer runs with the defaults a plain PyTorch script gets
-    (heap="system") or with `selfsup train`'s (heap="reuse")."""
+PEER: PeerSimCLR | None = None  # in a PeerProcess's child: the peer it steps
+
+
+def start_peer(data: str, batch: int, workers: int, device: str, amp_dtype, heap: str) -> None:
+    """Make this process's PEER, with `selfsup train`'s C heap settings (heap="reuse") or
+    with the defaults a plain PyTorch script gets (heap="system")."""
+    global PEER
     if heap == "reuse":
         keep_freed_memory()
-    peer = PeerSimCLR(decode_pil(Path(data)), batch, workers, torch.device(device), amp_dtype)
-    conn.send("ready")
+    PEER = PeerSimCLR(decode_pil(Path(data)), batch, workers, torch.device(device), amp_dtype)
+
+
+def call_peer(method: str):
     own = {"minor_page_faults": minor_page_faults, "peak_rss_mb": peak_rss_mb}
-    while (method := conn.recv()) != "close":
-        conn.send(own[method]() if method in own else getattr(peer, method)())
-    peer.close()
-    conn.send("closed")
+    return own[method]() if method in own else getattr(PEER, method)()
 
 
 class PeerProcess:
-    """A PeerSimCLR in a child process (see serve_peer): its methods, and the child's
-    `minor_page_faults` and `peak_rss_mb`, called by name (`peer.full()`) run there."""
+    """A PeerSimCLR in a child process of its own, as the C heap settings are per process:
+    its methods, and the child's `minor_page_faults` and `peak_rss_mb`, called by name
+    (`peer.full()`), run there."""
 
     def __init__(self, data: Path, batch: int, workers: int, device, amp_dtype, heap: str):
-        context = multiprocessing.get_context("spawn")  # no fork of a process with threads
-        self.conn, child = context.Pipe()
-        args = (child, str(data), batch, workers, str(device), amp_dtype, heap)
-        # Not a daemon: the peer's DataLoader starts worker processes of its own.
-        self.process = context.Process(target=serve_peer, args=args, daemon=False)
-        self.process.start()
-        self._expect("ready")
-
-    def _expect(self, what: str) -> None:
-        if (got := self._receive()) != what:
-            raise RuntimeError(f"peer process: expected {what!r}, got {got!r}")
-
-    def _receive(self):
-        try:
-            return self.conn.recv()
-        except EOFError:
-            self.process.join()
-            raise RuntimeError(f"peer process died (exit code {self.process.exitcode})") from None
+        setup = (str(data), batch, workers, str(device), amp_dtype, heap)
+        spawn = multiprocessing.get_context("spawn")  # no fork of a process with threads
+        self.pool = ProcessPoolExecutor(1, spawn, initializer=start_peer, initargs=setup)
+        self.peak_rss_mb()  # the peer is made now: a failure shows here
 
     def __getattr__(self, method: str) -> Callable[[], object]:
-        if method.startswith("_"):  # attributes of the object itself, never the peer's
+        if method.startswith("_") or method == "pool":  # the object's own, never the peer's
             raise AttributeError(method)
-
-        def call():
-            self.conn.send(method)
-            return self._receive()
-
-        return call
+        return lambda: self.pool.submit(call_peer, method).result()
 
     def close(self) -> None:
-        self.conn.send("close")
-        self._expect("closed")
-        self.process.join()
+        self.pool.submit(call_peer, "close").result()
+        self.pool.shutdown()

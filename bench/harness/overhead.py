@@ -6,10 +6,13 @@ from __future__ import annotations
 from selfsup.config import dump
 
 from .commands import command_text, loop_config, run_folder, task_argv
-from .record import portable
+from .record import figures, portable, say
 from .runner import Bench
 from .stepper import PHASES, LoopStepper
 from .timing import alternate, peak_memory_gib, utilisation, warm_up
+
+# The figures a progress line shows of a timed task.
+SHOWN = ("full_images_per_sec", "bare_images_per_sec", "overhead_pct", "matmul_share")
 
 
 def measure_task(bench: Bench, argv: list[str]) -> dict:
@@ -50,30 +53,18 @@ def measure_task(bench: Bench, argv: list[str]) -> dict:
     return row
 
 
-def report(name: str, row: dict) -> str:
-    shares, share = row["full_phase_shares"], row["matmul_share"]
-    line = (
-        f"  {name:26s} full {row['full_images_per_sec']:9.1f} img/s   bare "
-        f"{row['bare_images_per_sec']:9.1f} img/s   overhead {row['overhead_pct']:5.1f} %"
-    )
-    if shares:
-        line += f"   (data {100 * shares['data']:.1f} %, views {100 * shares['views']:.1f} %)"
-    if share is not None:
-        line += f"   matmul share {100 * share:.1f} %"
-    if "compile_seconds" in row:
-        line += (
-            f"   compiled full {row['compiled_full_images_per_sec']:.1f} img/s "
-            f"(compile {row['compile_seconds']:.0f} s)"
-        )
-    return line
-
-
 def overhead_section(bench: Bench) -> dict:
     tasks = {}
     for name in bench.tasks:
         argv = [*task_argv(name, bench.data["cifar"], bench.sizes), *bench.extra]
-        tasks[name] = measure_task(bench, argv)
-        print(report(name, tasks[name]), flush=True)
+        tasks[name] = row = measure_task(bench, argv)
+        shown = (
+            "overhead_pct",
+            "full_phase_shares",
+            "matmul_share",
+            "compiled_full_images_per_sec",
+        )
+        say(f"  {name}: {figures(row, 'full_images_per_sec', 'bare_images_per_sec', *shown)}")
     return {
         "what": "images/s of the full `selfsup train` step (cached batch, views, forward, "
         "backward, optimizer step, logging) against the bare forward + backward + step on "

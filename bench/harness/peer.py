@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .commands import PEER_LR_PER_128, command_text, exemplar_argv, loop_config, run_folder
+from .commands import INFONCE, PEER_LR_PER_128, command_text, loop_config, run_folder, task_argv
 from .lightly_peer import PeerProcess, minor_page_faults
-from .record import portable
+from .record import figures, portable, say
 from .runner import Bench
 from .stepper import LoopStepper
 from .timing import alternate, warm_up
@@ -75,10 +75,10 @@ def peer_section(bench: Bench) -> dict:
         import lightly
     except ImportError:  # the other sections still run
         why = "LightlySSL is not installed: pip install -e '.[bench]' (gpu.py --prepare carries it)"
-        print(f"  skipped: {why}", flush=True)
+        say(f"  skipped: {why}")
         return {"skipped": why}
     data, batch = bench.data["cifar"], bench.sizes.peer_batch
-    argv = [*exemplar_argv(data, batch), *bench.extra]
+    argv = [*task_argv(INFONCE, data, bench.sizes), *bench.extra]
     setup = (data, batch, bench.peer_workers, bench.device, bench.amp_dtype)
     with run_folder() as folder:
         cfg = loop_config(argv)
@@ -111,29 +111,8 @@ def peer_section(bench: Bench) -> dict:
         "train_flops_per_image": flops,
         **result,
     }
-    print(report(out, bench), flush=True)
+    shown = ("ratio_ours_over_peer", "ratio_ours_over_peer_reuse_heap", "bare_ratio_ours_over_peer")
+    say(f"  [{bench.precision}] {figures(out, *shown, 'compiled_ratio_ours_over_peer')}")
+    say(f"  images/s: {figures(out, *(key for key in out if key.endswith('images_per_sec')))}")
+    say(f"  {figures(out, 'peer_peak_rss_mb', 'minor_page_faults_per_step')}")
     return out
-
-
-def report(out: dict, bench: Bench) -> str:
-    lines = [
-        f"  ours {out['ours_full_images_per_sec']:.1f} img/s, peer "
-        f"{out['peer_full_images_per_sec']:.1f} img/s: ours/peer {out['ratio_ours_over_peer']:.2f}"
-        f" (bare: ours {out['ours_bare_images_per_sec']:.1f}, peer "
-        f"{out['peer_bare_images_per_sec']:.1f}; data alone: ours "
-        f"{out['ours_views_images_per_sec']:.0f}, peer {out['peer_loader_images_per_sec']:.0f})"
-        f" [{bench.precision}]",
-        f"  peak MB of the peer {out['peer_peak_rss_mb']}; page faults per step "
-        + ", ".join(f"{name} {count}" for name, count in out["minor_page_faults_per_step"].items()),
-    ]
-    if "ratio_ours_over_peer_reuse_heap" in out:
-        lines.append(
-            f"  peer with our heap setting {out['peer_reuse_heap_full_images_per_sec']:.1f} "
-            f"img/s: ours/peer {out['ratio_ours_over_peer_reuse_heap']:.2f}"
-        )
-    if bench.compile:
-        lines.append(
-            f"  ours compiled {out['ours_compiled_full_images_per_sec']:.1f} img/s: ours/peer "
-            f"{out['compiled_ratio_ours_over_peer']:.2f} (compile {out['compile_seconds']:.0f} s)"
-        )
-    return "\n".join(lines)

@@ -6,10 +6,12 @@ from __future__ import annotations
 import torch
 
 from .commands import INFONCE, command_text, loop_config, run_folder, task_argv
-from .record import portable
+from .record import figures, portable, say
 from .runner import Bench
 from .stepper import PHASES, LoopStepper
 from .timing import warm_up
+
+TFLOPS = ("forward_tflops", "backward_tflops")
 
 
 def top_operations(profile: torch.profiler.profile, steps: int, count: int = 12) -> list[dict]:
@@ -110,19 +112,11 @@ def profile_task(bench: Bench, name: str, argv: list[str]) -> dict:
         "conv_layers": conv_layers(full, steps),
         "tables": portable([tables]),
     }
-    print(f"  {name}: phase shares {row['full_phase_shares']}", flush=True)
+    say(f"  {name}: phase shares {row['full_phase_shares']}")
     for conv in row["conv_layers"][:6]:
-        print(
-            f"    conv {conv['conv']:28s} {100 * conv['share_of_conv_time']:4.1f} % of conv time, "
-            f"{conv['forward_tflops']:.3f} / {conv['backward_tflops']:.3f} TFLOP/s fwd / bwd",
-            flush=True,
-        )
+        say(f"    conv {conv['conv']}: {figures(conv, 'share_of_conv_time', *TFLOPS)}")
     for op in row["views_top_ops"][:6]:
-        print(
-            f"    views: {op['op']:36s} {op['self_ms_per_step']:8.2f} ms/step "
-            f"({100 * op['share']:.0f} %)",
-            flush=True,
-        )
+        say(f"    views: {op['op']}: {figures(op, 'self_ms_per_step', 'share')}")
     return row
 
 

@@ -1,15 +1,19 @@
-"""`Bench`, what every section reads, and the loop that runs sections into a results file."""
+"""Running jobs into a results file: `run_all`, the one loop every script runs its sections,
+rows, entries or contenders through, and `Bench`, what every section reads."""
 
 from __future__ import annotations
 
 import math
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from .record import say
 from .sizes import Sizes
 from .timing import synchronize
 
@@ -20,7 +24,7 @@ Section = Callable[["Bench"], dict]
 class Bench:
     """What every section reads: sizes, device, data, options, and the results so far."""
 
-    sizes: Sizes  # one profile of harness/sizes.py
+    sizes: Sizes  # one profile of harness/sizes.yaml
     device: torch.device
     amp_dtype: torch.dtype | None
     data: dict[str, Path]  # "cifar": training images; gpu's sections also read "tiny"
@@ -43,6 +47,36 @@ class Bench:
         return self.deadline - (time.perf_counter() - self.started)
 
 
+def run_all(
+    names: Iterable[str],
+    job: Callable[[str], dict | None],
+    done: Callable[[str, dict], None],
+    parallel: int = 1,
+) -> list[str]:
+    """Run `job(name)` for each name, up to `parallel` at once (one: in order, in this thread),
+    and hand each result to `done` as it ends, one at a time, so that the caller saves it then
+    and a run stopped from outside keeps what it measured. A job that raises hands
+    {"error": ...} instead, so that one broken job does not cost the others their run; one
+    that returns None did not start. The names of the jobs that failed."""
+    failed = []
+
+    def attempt(name: str) -> tuple[str, dict | None]:
+        try:
+            return name, job(name)
+        except Exception as error:
+            failed.append(name)
+            say(f"{name}: FAILED: {type(error).__name__}: {error}")
+            return name, {"error": f"{type(error).__name__}: {error}"}
+
+    with ThreadPoolExecutor(max_workers=parallel) as pool:  # its threads only if parallel > 1
+        started = [pool.submit(attempt, name) for name in names] if parallel > 1 else []
+        ended = (f.result() for f in as_completed(started)) if started else map(attempt, names)
+        for name, result in ended:
+            if result is not None:
+                done(name, result)
+    return failed
+
+
 def run_sections(
     bench: Bench,
     sections: dict[str, Section],
@@ -51,27 +85,35 @@ def run_sections(
     expected: dict[str, float] | None = None,
     stamp: dict | None = None,
 ) -> list[str]:
-    """Run sections `names` into `bench.results` (each with its seconds and `stamp`),
-    calling `save` after each so that a run stopped from outside keeps what it measured. A
-    section expected to take longer than is left before the deadline is skipped; one that
-    fails is recorded with its message and the others still run. The sections that failed."""
-    failed = []
-    for name in names:
+    """Run sections `names` into `bench.results`, each with its seconds and `stamp`, calling
+    `save` after each. A section expected to take longer than is left before the deadline is
+    skipped and says so; one that fails is recorded with its message. The sections that
+    failed."""
+    took: dict[str, float] = {}
+
+    def section(name: str) -> dict:
         left = bench.seconds_left()
         if left < (expected or {}).get(name, 0):
-            bench.results[name] = {"skipped": f"{left:.0f} s left before the deadline"}
-            print(f"[{name}] skipped: {bench.results[name]['skipped']}", flush=True)
-        else:
-            print(f"[{name}]", flush=True)
-            started = time.perf_counter()
-            try:
-                row = sections[name](bench)
-            except Exception as error:  # one broken section must not cost the others' time
-                row = {"error": f"{type(error).__name__}: {error}"}
-                print(f"  failed: {row['error']}", flush=True)
-                failed.append(name)
+            say(f"[{name}] skipped: {left:.0f} s left before the deadline")
+            return {"skipped": f"{left:.0f} s left before the deadline"}
+        say(f"[{name}]")
+        started = time.perf_counter()
+        try:
+            return sections[name](bench)
+        finally:
             synchronize(bench.device)
-            row["seconds"] = round(time.perf_counter() - started, 1)
-            bench.results[name] = {**row, **(stamp or {})}
+            took[name] = round(time.perf_counter() - started, 1)
+
+    def record(name: str, row: dict) -> None:
+        if name in took:  # it ran: a skipped section records why alone
+            row = {**row, "seconds": took[name], **(stamp or {})}
+        bench.results[name] = row
         save(name)
-    return failed
+
+    return run_all(names, section, record)
+
+
+def finish(failed: list[str], what: str) -> None:
+    """Exit non-zero naming the jobs that failed, once the others have run."""
+    if failed:
+        sys.exit(f"{what} that failed: {', '.join(failed)} (their errors are above)")

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -17,14 +14,8 @@ import torch
 
 from .commands import TASKS, loop_config, run_folder, train_argv
 from .data import subset_npz
-from .record import RESULTS, ROOT, cifar, plotted, portable
+from .record import RESULTS, cifar, figures, plotted, portable, run, say
 from .runner import Bench
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def ddp_throughput(bench: Bench, processes: int, data: Path) -> dict:
@@ -37,21 +28,13 @@ def ddp_throughput(bench: Bench, processes: int, data: Path) -> dict:
         "--steps", str(sizes.ddp_steps), "--quiet", f"train.log_every={sizes.ddp_log_every}",
         f"checkpoint.every={sizes.ddp_steps}",
     ]  # fmt: skip
-    torchrun = ["torchrun", f"--nproc_per_node={processes}"] if processes > 1 else []
-    shown = [*torchrun, *(["-m", "selfsup"] if torchrun else ["selfsup"]), *argv]
+    # torchrun's --standalone rendezvous picks a free port of its own.
+    torchrun = ["--standalone", f"--nproc_per_node={processes}"] if processes > 1 else []
+    shown = ["torchrun", *torchrun, "-m", "selfsup", *argv] if torchrun else ["selfsup", *argv]
     with run_folder() as folder:
-        out = str(folder / "run")
-        launcher = [sys.executable]
-        if processes > 1:
-            launcher += ["-m", "torch.distributed.run", f"--nproc_per_node={processes}",
-                         f"--master_port={free_port()}"]  # fmt: skip
-        command = [*launcher, "-m", "selfsup", *[out if a == "runs/perf" else a for a in argv]]
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-        started = time.perf_counter()
-        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
-        if done.returncode:
-            sys.exit(f"{shlex.join(command)} failed:\n{done.stderr[-3000:]}")
-        wall = time.perf_counter() - started
+        out = [str(folder / "run") if arg == "runs/perf" else arg for arg in argv]
+        launcher = ["-m", "torch.distributed.run", *torchrun] if torchrun else []
+        wall = run([sys.executable, *launcher, "-m", "selfsup", *out], threads=threads).seconds
         lines = (folder / "run" / "metrics.jsonl").read_text().splitlines()
     rates = [json.loads(line)["images_per_sec"] for line in lines][1:]
     batch = loop_config(argv).data.batch_size
@@ -111,11 +94,7 @@ def eval_scaling(bench: Bench) -> list[dict]:
             "probe_dims": probe.dims,
             "probe_lbfgs_steps": probe.steps,
         })  # fmt: skip
-        print(
-            f"  {count:7d} images: features {rows[-1]['feature_seconds']:8.2f} s, probe "
-            f"({probed}, {probe.dims} dims) {rows[-1]['probe_seconds']:8.2f} s",
-            flush=True,
-        )
+        say(f"  {figures(rows[-1], 'images', 'feature_seconds', 'probe_seconds', 'probe_dims')}")
     return rows
 
 
@@ -149,11 +128,7 @@ def graph_scaling(bench: Bench) -> list[dict]:
         for row in json.loads(recorded.read_text())["rows"]:
             rows.append({**row, "source": "bench/results/graph.json"})
     for row in rows:
-        print(
-            f"  {row['vectors']:8d} vectors: k-means + kNN {row['kmeans_and_knn_seconds']:8.2f} s,"
-            f" cliques {row['clique_seconds']:8.2f} s ({row['source']})",
-            flush=True,
-        )
+        say(f"  {figures(row, 'vectors', 'kmeans_and_knn_seconds', 'clique_seconds', 'source')}")
     return rows
 
 
@@ -204,11 +179,7 @@ def plot_scaling(eval_rows: list[dict], graph_rows: list[dict], path: Path) -> d
 def scaling_section(bench: Bench) -> dict:
     ddp = [ddp_throughput(bench, processes, bench.data["cifar"]) for processes in (1, 2)]
     for row in ddp:
-        print(
-            f"  {row['processes']} process(es) x {row['threads_per_process']} thread(s): "
-            f"{row['images_per_sec']:.1f} img/s (global batch {row['global_batch']})",
-            flush=True,
-        )
+        say(f"  {figures(row, 'processes', 'threads_per_process', 'images_per_sec')}")
     eval_rows = eval_scaling(bench)
     graph_rows = graph_scaling(bench)
     plot = bench.figures / "scaling.png"

@@ -17,6 +17,15 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def timed(step: Callable[[], int], steps: int, device: torch.device) -> tuple[int, float]:
+    """Images of `steps` calls of `step` and their seconds, the device's queued work done."""
+    synchronize(device)
+    started = time.perf_counter()
+    images = sum(step() for _ in range(steps))
+    synchronize(device)
+    return images, time.perf_counter() - started
+
+
 def warm_up(
     contenders: dict[str, Callable[[], int]], steps: int, device: torch.device
 ) -> dict[str, float]:
@@ -24,13 +33,8 @@ def warm_up(
     allocator and cache warm-up land there)."""
     first = {}
     for name, step in contenders.items():
-        for i in range(max(1, steps)):
-            synchronize(device)
-            started = time.perf_counter()
-            step()
-            synchronize(device)
-            if i == 0:
-                first[name] = round(time.perf_counter() - started, 3)
+        first[name] = round(timed(step, 1, device)[1], 3)
+        timed(step, steps - 1, device)
     return first
 
 
@@ -42,11 +46,8 @@ def alternate(
     rates: dict[str, list[float]] = {name: [] for name in contenders}
     for _ in range(windows):
         for name, step in contenders.items():
-            synchronize(device)
-            started = time.perf_counter()
-            images = sum(step() for _ in range(steps))
-            synchronize(device)
-            rates[name].append(images / (time.perf_counter() - started))
+            images, seconds = timed(step, steps, device)
+            rates[name].append(images / seconds)
     return {
         name: {
             "images_per_sec": round(float(np.median(values)), 2),
@@ -73,14 +74,13 @@ def matmul_tflops(side: int, dtype: torch.dtype, repeats: int, device: torch.dev
     a = torch.randn(side, side, device=device).to(dtype)
     b = torch.randn(side, side, device=device).to(dtype)
     out = torch.empty_like(a)
-    torch.mm(a, b, out=out)  # warm-up: thread pool, packing buffers
-    seconds = []
-    for _ in range(repeats):
-        synchronize(device)
-        started = time.perf_counter()
+
+    def multiply() -> int:
         torch.mm(a, b, out=out)
-        synchronize(device)
-        seconds.append(time.perf_counter() - started)
+        return 0
+
+    multiply()  # warm-up: thread pool, packing buffers
+    seconds = [timed(multiply, 1, device)[1] for _ in range(repeats)]
     flops = 2 * side**3
     return {
         "side": side,
