@@ -9,9 +9,13 @@ weighted sum of theirs:
   trunk stage instead of the last unit (see `backbones/lasso.py`); alpha (tasks x units) is
   L1-penalised so each task picks few depths. `selfsup inspect` draws it. Only ResNets have
   residual units: by default (`auto`) the lasso is on with a ResNet trunk, off with AlexNet.
-- **Harmonization** (`harmonize`): every task sees grayscale images (luma replicated over
-  three channels), as colorization does by construction, so the trunk serves one input
-  statistic; evaluation of a harmonized run feeds grayscale too.
+- **Harmonization** (`harmonize`): every task sees colorization's input, the CIE lightness
+  L* / 100 replicated over the three channels (the paper replaces relative position's
+  preprocessing with colorization's; here exemplar, motion segmentation and any other task
+  get it too, so the trunk has one input). Relative position then drops no colour
+  (`RelativePositionConfig.harmonized`, settled by `config.resolve`); colorization still gets
+  the colour images its targets need. The run's input record says `lightness`, so
+  evaluation and export feed the same.
 - **Sampling**: `all` runs every task every step; `random` draws one task per step (with
   probability proportional to its weight), a cheaper step.
 - **Distributed** (`split_by_rank`): under torchrun each rank runs a subset of the tasks, as
@@ -41,8 +45,9 @@ from selfsup.backbones.lasso import LassoAlpha, LassoTrunk
 from selfsup.config import ConfigError, param
 from selfsup.data import views as V
 from selfsup.data.streams import Images
+from selfsup.data.trunk_input import TrunkInput
 from selfsup.tasks.base import PretextTask
-from selfsup.tasks.registry import build_task, list_tasks, register_task
+from selfsup.tasks.registry import build_task, list_tasks, register_task, task_config_class
 
 PAPER_TASKS = ["relative-position", "colorization", "exemplar", "motion-segmentation"]
 MOTION_TASK = "motion-segmentation"
@@ -71,7 +76,12 @@ class MultitaskConfig:
         1e-3, "lambda of the L1 penalty on alpha (larger: sparser).", low=0.0
     )
     lasso_stage: int = param(0, "Trunk stage whose units are combined; 0: the last.", low=0)
-    harmonize: bool = param(False, "Feed every task grayscale images (and evaluate so).")
+    harmonize: bool = param(
+        False,
+        "Feed every task colorization's input, CIE lightness replicated to 3 channels (paper: "
+        "relative position gets colorization's preprocessing); evaluation and export feed it "
+        "too.",
+    )
     split_by_rank: bool = param(False, "Under torchrun, each rank runs a subset of the tasks.")
     videos: str = param(
         "",
@@ -108,6 +118,16 @@ class MultitaskConfig:
         stray = [name for name in self.settings if name not in self.tasks]
         if stray:
             raise ConfigError(f"{prefix}.settings: {stray} not in {prefix}.tasks")
+
+    def implied_settings(self, task: str) -> dict[str, tuple[Any, str]]:
+        """Sub-task settings this section decides (`config.resolve` fills them in): under
+        `harmonize`, those a task's config lists as `harmonized` (relative position: no
+        colour dropping, no per-patch standardisation)."""
+        if not self.harmonize:
+            return {}
+        why = "multitask.harmonize feeds every task colorization's lightness input, so it is"
+        settings = getattr(task_config_class(task), "harmonized", {})
+        return {key: (value, f"{why} {value}") for key, value in settings.items()}
 
 
 def uses_lasso(lasso: str | bool, backbone: Backbone) -> bool:
@@ -206,10 +226,20 @@ class MultiTask(PretextTask):
         weights = torch.tensor([self.weights[t] for t in mine], dtype=torch.float)
         return [mine[int(torch.multinomial(weights, 1, generator=generator))]]
 
-    def harmonized(self, images: torch.Tensor, task: PretextTask) -> torch.Tensor:
+    def harmonized(
+        self, images: torch.Tensor, task: PretextTask, cache: dict | None = None
+    ) -> torch.Tensor:
+        """uint8 images (B, 3, S, S) -> what `task` builds its views from: under `harmonize`,
+        colorization's lightness input (float in [0, 1], L* / 100 on every channel; the task
+        crops and normalises it as it would colour images), else the images. Colorization
+        makes that input itself and keeps the colours for its targets. `cache` keeps one
+        conversion per batch for the tasks of a step."""
         if not self.config.harmonize or not getattr(task, "sees_color", True):
             return images
-        return V.grayscale(images.float()).round().to(torch.uint8)
+        cache = {} if cache is None else cache
+        if id(images) not in cache:
+            cache[id(images)] = TrunkInput("lightness").convert(V.to_float(images))
+        return cache[id(images)]
 
     def make_views(
         self,
@@ -220,13 +250,15 @@ class MultiTask(PretextTask):
     ) -> dict:
         names = list(self.subtasks)
         views: dict = {}
+        converted: dict[int, torch.Tensor] = {}  # harmonized inputs, converted once per step
         for t in self.active_tasks(generator):
             task = self.subtasks[names[t]]
+            source = motion_images if names[t] == MOTION_TASK else images
+            x = self.harmonized(source, task, converted)
             if names[t] == MOTION_TASK:
-                frames = self.harmonized(motion_images, task)
-                views[names[t]] = task.make_views(frames, generator, masks=motion_masks)
+                views[names[t]] = task.make_views(x, generator, masks=motion_masks)
             else:
-                views[names[t]] = task.make_views(self.harmonized(images, task), generator)
+                views[names[t]] = task.make_views(x, generator)
         return views
 
     def forward(self, views: dict) -> dict[str, torch.Tensor]:
