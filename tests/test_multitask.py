@@ -25,7 +25,7 @@ from selfsup.tasks import MEAN, STD, build_task, task_config_class
 from selfsup.tasks.colorization import lightness_input
 from selfsup.tasks.multitask import ranks_per_task, tasks_of_rank, uses_lasso
 from selfsup.tasks.relative_position import sample_patch_pair
-from selfsup.train import build_model, train
+from selfsup.train import build_model, build_optimizer, train
 from tests.test_ddp import free_port
 
 RESNET = [
@@ -185,6 +185,24 @@ def test_harmonize_settles_relative_positions_guards_and_refuses_contrary_settin
                 task_config_class)  # fmt: skip
     plain = resolve(parse_overrides(["task=multitask"]), task_config_class)
     assert plain.task_config.settings["relative-position"].color_drop is True
+
+
+def test_alpha_takes_no_weight_decay(tiny_npz):
+    """alpha's penalty is the lasso's L1; the optimizer adds no L2 to it (it does to convs)."""
+    cfg = multitask_config(tiny_npz, "optim.weight_decay=0.1", "optim.decay_norm_and_bias=true")
+    model = build_model(cfg)
+    optimizer = build_optimizer(model, cfg.optim)
+    decay = {
+        id(p): group["weight_decay"] for group in optimizer.param_groups for p in group["params"]
+    }
+    assert decay[id(model.alphas.alpha)] == 0.0
+    assert decay[id(model.backbone.stages["stem"].weight)] == 0.1
+    # One SGD step on a zero gradient leaves alpha where it was (an L2 would shrink it).
+    before = model.alphas.alpha.detach().clone()
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    optimizer.step()
+    torch.testing.assert_close(model.alphas.alpha.detach(), before, rtol=0, atol=0)
 
 
 def test_multitask_command_with_motion_masks(tiny_npz, tmp_path):

@@ -90,13 +90,8 @@ def frozen_features(
     They stay on the evaluation's device: the probes and kNN run where the features are.
     """
     check_compatible(train, test)
-    backbone = loaded.backbone
-    unknown = [layer for layer in layers if layer not in backbone.layer_channels]
-    if unknown:
-        raise ValueError(
-            f"unknown layer(s) {unknown}; this backbone has {', '.join(backbone.layer_names)} "
-            f"and the aliases {', '.join(backbone.aliases) or 'none'}"
-        )
+    # Only layers that trained; `lasso:<task>` layers through the run's lasso readout.
+    backbone = loaded.reader(layers)
     device = resolve_device(options.device)
     common = {
         "trunk_input": loaded.input,
@@ -179,8 +174,8 @@ def linear_eval(
     max_dims: int = 4096,
     options: EvalOptions | None = None,
 ) -> dict:
-    """Per-layer linear probe of a frozen backbone."""
-    layers = layers or list(loaded.backbone.probe_layers)
+    """Per-layer linear probe of a frozen backbone (default: its probe layers that trained)."""
+    layers = layers or loaded.probe_layers
     settings = settings or ProbeSettings()
     return probe_layers(
         "linear", train_linear_probe, loaded, train, test, layers, settings, max_dims,
@@ -197,8 +192,9 @@ def knn_eval(
     settings: KnnSettings | None = None,
     options: EvalOptions | None = None,
 ) -> dict:
-    """Weighted kNN on globally pooled features of each layer (default: the final one)."""
-    layers = layers or [loaded.backbone.layer_names[-1]]
+    """Weighted kNN on globally pooled features of each layer (default: the deepest that
+    trained, the final one but in a lasso run)."""
+    layers = layers or [loaded.final_layer]
     settings = settings or KnnSettings()
     return probe_layers(
         "knn", weighted_knn, loaded, train, test, layers, settings, 0, options or EvalOptions()

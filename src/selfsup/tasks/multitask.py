@@ -7,8 +7,9 @@ weighted sum of theirs:
 
 - **Lasso** (`lasso`): each head reads a learned combination of the residual units of one
   trunk stage instead of the last unit (see `backbones/lasso.py`); alpha (tasks x units) is
-  L1-penalised so each task picks few depths. `selfsup inspect` draws it. Only ResNets have
-  residual units: by default (`auto`) the lasso is on with a ResNet trunk, off with AlexNet.
+  L1-penalised so each task picks few depths, and takes no weight decay (its penalty is the
+  L1). `selfsup inspect` draws it. Only ResNets have residual units: by default (`auto`) the
+  lasso is on with a ResNet trunk, off with AlexNet.
 - **Harmonization** (`harmonize`): every task sees colorization's input, the CIE lightness
   L* / 100 replicated over the three channels (the paper replaces relative position's
   preprocessing with colorization's; here exemplar, motion segmentation and any other task
@@ -41,7 +42,7 @@ from torch import nn
 
 from selfsup import dist
 from selfsup.backbones import Backbone
-from selfsup.backbones.lasso import LassoAlpha, LassoTrunk
+from selfsup.backbones.lasso import LassoAlpha, LassoTrunk, lasso_applies
 from selfsup.config import ConfigError, param
 from selfsup.data import views as V
 from selfsup.data.streams import Images
@@ -133,13 +134,10 @@ class MultitaskConfig:
 def uses_lasso(lasso: str | bool, backbone: Backbone) -> bool:
     """Whether `multitask.lasso` (`auto`, `on`, `off`; or a bool, from Python) applies to
     `backbone`: it combines residual units, which only the ResNets have."""
-    has_units = hasattr(backbone, "unit_names")
-    if lasso in ("on", True) and not has_units:
-        raise ConfigError(
-            "multitask.lasso: the lasso combines residual units; use a ResNet backbone "
-            "or multitask.lasso=off"
-        )
-    return lasso in ("on", True) or (lasso == "auto" and has_units)
+    try:
+        return lasso_applies(lasso, backbone)
+    except ValueError as err:
+        raise ConfigError(f"multitask.lasso: {err}") from err
 
 
 def tasks_of_rank(num_tasks: int, rank: int, world: int) -> list[int]:
@@ -170,14 +168,13 @@ class MultiTask(PretextTask):
     def __init__(self, config: MultitaskConfig, backbone: Backbone):
         super().__init__(config, backbone)
         names = config.tasks
+        views: list[Backbone] = [backbone] * len(names)
         self.alphas: LassoAlpha | None = None
         if uses_lasso(config.lasso, backbone):
             stage = config.lasso_stage or getattr(backbone, "num_stages", 0)
             units = backbone.unit_names(stage)
             self.alphas = LassoAlpha(len(names), len(units))
-            views = [LassoTrunk(backbone, self.alphas, i, stage) for i in range(len(names))]
-        else:
-            views = [backbone] * len(names)
+            views = [LassoTrunk(view, self.alphas, i, stage) for i, view in enumerate(views)]
         self.subtasks = nn.ModuleDict(
             {
                 name: build_task(name, config.settings[name], view)
@@ -214,6 +211,15 @@ class MultiTask(PretextTask):
             f"subtasks.{name}.{prefix}": scale
             for name, task in self.subtasks.items()
             for prefix, scale in task.lr_scales().items()
+        }
+
+    def no_weight_decay(self) -> set[str]:
+        """alpha: its penalty is the L1 of the lasso, an L2 on top would fight it."""
+        own = {"alphas."} if self.alphas is not None else set()
+        return own | {
+            f"subtasks.{name}.{prefix}"
+            for name, task in self.subtasks.items()
+            for prefix in task.no_weight_decay()
         }
 
     # -- steps ----------------------------------------------------------------------------------
