@@ -409,6 +409,7 @@ def optimize(
         )
     run.optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
+    out = {**out, **run.model.backward_metrics()}  # e.g. multi-task trunk gradient norms
     if cfg.optim.grad_clip > 0:
         scaler.unscale_(run.optimizer)
         nn.utils.clip_grad_norm_(run.model.parameters(), cfg.optim.grad_clip)

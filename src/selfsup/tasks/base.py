@@ -61,3 +61,8 @@ class PretextTask(nn.Module):
         """Parameter-name prefixes that take no weight decay whatever `optim` says (e.g. a
         parameter with a penalty of its own in the loss)."""
         return set()
+
+    def backward_metrics(self) -> dict[str, torch.Tensor]:
+        """Scalars measured during the last backward (device tensors, never read here); the
+        loop logs them with the outputs of `forward`."""
+        return {}

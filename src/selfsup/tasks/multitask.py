@@ -17,6 +17,9 @@ weighted sum of theirs:
   (`RelativePositionConfig.harmonized`, settled by `config.resolve`); colorization still gets
   the colour images its targets need. The run's input record says `lightness`, so
   evaluation and export feed the same.
+- **Loss scales**: each task's loss (`<task>/loss`) and the norm of the gradient it sends into
+  the trunk (`<task>/trunk_grad_norm`, see `backbones/trunk_gradients.py`) are logged;
+  `trunk_grad_norm` > 0 rescales every task's trunk gradient to that norm.
 - **Sampling**: `all` runs every task every step; `random` draws one task per step (with
   probability proportional to its weight), a cheaper step.
 - **Distributed** (`split_by_rank`): under torchrun each rank runs a subset of the tasks, as
@@ -43,6 +46,7 @@ from torch import nn
 from selfsup import dist
 from selfsup.backbones import Backbone
 from selfsup.backbones.lasso import LassoAlpha, LassoTrunk, lasso_applies
+from selfsup.backbones.trunk_gradients import TrunkGradients, TrunkReader
 from selfsup.config import ConfigError, param
 from selfsup.data import views as V
 from selfsup.data.streams import Images
@@ -82,6 +86,14 @@ class MultitaskConfig:
         "Feed every task colorization's input, CIE lightness replicated to 3 channels (paper: "
         "relative position gets colorization's preprocessing); evaluation and export feed it "
         "too.",
+    )
+    trunk_grad_norm: float = param(
+        0.0,
+        "0: each task's gradient reaches the trunk as its weighted loss gives it (the plain "
+        "sum). > 0: every task's gradient into the trunk is rescaled to this L2 norm in "
+        "backward, so a task with a large loss scale cannot drown the others (the logged "
+        "<task>/trunk_grad_norm of a plain run shows the scales).",
+        low=0.0,
     )
     split_by_rank: bool = param(False, "Under torchrun, each rank runs a subset of the tasks.")
     videos: str = param(
@@ -168,7 +180,11 @@ class MultiTask(PretextTask):
     def __init__(self, config: MultitaskConfig, backbone: Backbone):
         super().__init__(config, backbone)
         names = config.tasks
-        views: list[Backbone] = [backbone] * len(names)
+        # Each task reads the trunk through its own reader: what it sends back is measured.
+        self.gradients = TrunkGradients(len(names), config.trunk_grad_norm)
+        views: list[Backbone] = [
+            TrunkReader(backbone, self.gradients, i) for i in range(len(names))
+        ]
         self.alphas: LassoAlpha | None = None
         if uses_lasso(config.lasso, backbone):
             stage = config.lasso_stage or getattr(backbone, "num_stages", 0)
@@ -182,6 +198,7 @@ class MultiTask(PretextTask):
             }
         )
         self.weights = list(config.weights) or [1.0] * len(names)
+        self.ran: list[int] = []  # the tasks of the last forward (host-side, no sync)
 
     # -- data -----------------------------------------------------------------------------------
     def inputs(self) -> list:
@@ -221,6 +238,14 @@ class MultiTask(PretextTask):
             for name, task in self.subtasks.items()
             for prefix in task.no_weight_decay()
         }
+
+    def backward_metrics(self) -> dict[str, torch.Tensor]:
+        """`<task>/trunk_grad_norm` of every task of the last step: the L2 norm of the
+        gradient it sent into the trunk (weights included, loss scaling excluded, before
+        `trunk_grad_norm` rescaled it)."""
+        names = list(self.subtasks)
+        norms = self.gradients.norms.clone()  # the buffer is rewritten by the next backward
+        return {f"{names[t]}/trunk_grad_norm": norms[t] for t in self.ran}
 
     # -- steps ----------------------------------------------------------------------------------
     def active_tasks(self, generator: torch.Generator) -> list[int]:
@@ -272,6 +297,7 @@ class MultiTask(PretextTask):
         counts = ranks_per_task(len(names), dist.world_size())
         out: dict[str, torch.Tensor] = {}
         total = None
+        self.ran = [names.index(name) for name in views]
         for name, task_views in views.items():
             t = names.index(name)
             result = self.subtasks[name](task_views)
@@ -288,5 +314,5 @@ class MultiTask(PretextTask):
             total = total + self.config.lasso_penalty * l1
             out["lasso_l1"] = l1.detach()
             out["alpha_nonzero"] = (self.alphas.alpha.abs() > 1e-3).float().mean().detach()
-        out["loss"] = total
+        out["loss"] = self.gradients.scaled(total)
         return out
