@@ -14,12 +14,13 @@ from selfsup.backbones import build_backbone
 from selfsup.backbones.lasso import LassoAlpha, LassoTrunk
 from selfsup.checkpoint import load as load_checkpoint
 from selfsup.cli import main
-from selfsup.config import ConfigError, parse_overrides, resolve
+from selfsup.config import ConfigError, load_yaml, merge, parse_overrides, resolve
 from selfsup.data import decode_all, open_source
 from selfsup.data import views as V
 from selfsup.data.trunk_input import lightness_channels
 from selfsup.demo import sample_path
 from selfsup.features import extract_features
+from selfsup.presets import config_file
 from selfsup.runs import load_backbone
 from selfsup.tasks import MEAN, STD, build_task, task_config_class
 from selfsup.tasks.colorization import lightness_input
@@ -275,3 +276,33 @@ def test_ranks_run_their_own_tasks_and_share_the_trunk(tiny_npz, tmp_path):
     for task in ("rotation", "exemplar"):  # each head trained on one rank only, still moved
         head = [k for k in a if k.startswith(f"subtasks.{task}.") and ".backbone." not in k]
         assert any(not torch.equal(a[k], initial[k]) for k in head), task
+
+
+@pytest.mark.timeout(300)
+def test_paper_scale_preset_takes_a_step_on_cpu(tmp_path):
+    """multitask_resnet101: ResNet-101 v2 cut after block 3 (23 units, 1024 channels), the
+    four paper tasks at the paper's sizes, a lasso over block 3; one step, a batch of 2."""
+    rng = np.random.default_rng(0)
+    size = 400  # the preset's data.image_size: relative position's 398 px grid
+    np.savez(tmp_path / "images.npz", images=rng.integers(0, 256, (4, size, size, 3), np.uint8))
+    masks = np.zeros((2, size, size), np.uint8)
+    masks[:, 100:300, 120:260] = 1
+    frames = rng.integers(0, 256, (2, size, size, 3), np.uint8)
+    np.savez(tmp_path / "motion.npz", images=frames, masks=masks)
+    values = load_yaml(config_file("multitask_resnet101"))
+    overrides = parse_overrides([f"data.path={tmp_path / 'images.npz'}", "data.batch_size=2",
+                                 "data.workers=0", "train.steps=1", "train.device=cpu",
+                                 "optim.warmup_steps=0",
+                                 f"multitask.videos={tmp_path / 'motion.npz'}"])  # fmt: skip
+    cfg = resolve(merge(values, overrides), task_config_class)
+    rp = cfg.task_config.settings["relative-position"]
+    assert (rp.patch_size, rp.gap, rp.jitter, cfg.data.image_size) == (96, 48, 7, 400)
+    assert cfg.task_config.settings["colorization"].input_size == 224
+    run = train(cfg, tmp_path / "run", progress=False)
+    trunk = run.model.backbone
+    assert len(trunk.unit_names(3)) == 23 and trunk.num_features == 1024
+    assert trunk.num_stages == 3 and run.model.alphas.alpha.shape == (4, 23)
+    record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert np.isfinite(record["loss"]) and record["step"] == 1
+    for task in cfg.task_config.tasks:
+        assert np.isfinite(record[f"{task}/loss"]) and record[f"{task}/trunk_grad_norm"] > 0

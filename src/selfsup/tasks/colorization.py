@@ -54,6 +54,12 @@ class ColorizationConfig:
         "[1, 1] keeps whole images.",
     )
     hflip_prob: float = probability(0.5, "Probability of mirroring an image.")
+    input_size: int = param(
+        0,
+        "Side the crop is resized to, the trunk's input (Zhang et al.: 224 px, predicting "
+        "56 x 56); 0: the image size.",
+        low=0,
+    )
     output_stride: int = param(
         4, "Predictions and targets are at 1/output_stride of the input side (paper: 4).", low=1
     )
@@ -160,7 +166,7 @@ class Colorization(PretextTask):
         self, images: torch.Tensor, generator: torch.Generator
     ) -> dict[str, torch.Tensor]:
         cfg = self.config
-        size = images.shape[-1]
+        size = cfg.input_size or images.shape[-1]
         x = V.random_resized_crop(images, size, generator, scale=tuple(cfg.crop_scale))
         x = V.random_hflip(x, cfg.hflip_prob, generator)
         lab = V.rgb_to_lab(x)  # (B, 3, S, S)
