@@ -50,6 +50,15 @@ def entries(data: Path) -> dict[str, dict]:
     }
 
 
+# The balanced run's trunk gradient norm: the mean of the four tasks' `<task>/trunk_grad_norm`
+# over the first 20 steps of the plain run (multitask_small, no lasso; the values are in
+# bench/results/readings/multitask.md), so that balancing changes the tasks' shares of the
+# trunk's step, not its size. The pair's budget keeps the suite's schedule, a third warm-up.
+BALANCED_NORM = 0.0077
+BALANCE_STEPS = 100
+BALANCE_WARMUP = 33
+
+
 def multitask_entries(data: Path) -> dict[str, dict]:
     """Doersch & Zisserman at small scale: every single task and the four-task combination
     (naive, lasso, harmonized) for one budget on the CIFAR-10 protocol. Motion segmentation
@@ -85,6 +94,19 @@ def multitask_entries(data: Path) -> dict[str, dict]:
         "mt_four_harmonized": ["multitask.harmonize=true"],
     }.items():
         out[name] = {**common, "task": "multitask", "extra": videos, "overrides": overrides}
+    # Loss scales: the four tasks' plain sum against every task's trunk gradient rescaled to
+    # one norm, BALANCED_NORM (above), for a shorter budget than the entries above; run as a
+    # pair, so both come from the same code and machine.
+    for name, overrides in {
+        "mt_balance_plain": ["multitask.lasso=false"],
+        "mt_balance_normalized": [
+            "multitask.lasso=false",
+            f"multitask.trunk_grad_norm={BALANCED_NORM}",
+        ],
+    }.items():
+        overrides = [*overrides, f"optim.warmup_steps={BALANCE_WARMUP}"]
+        out[name] = {**common, "task": "multitask", "extra": videos, "overrides": overrides,
+                     "steps": BALANCE_STEPS}  # fmt: skip
     return out
 
 
