@@ -52,6 +52,7 @@ class Entry:
     probe_per_class: int | None = None
     baselines: str = "full"
     time_probes: bool = True
+    overrides: tuple[str, ...] = ()
 
 
 def entry_paths(entry: Entry) -> dict[str, Path]:
@@ -100,7 +101,8 @@ def run_entry(name: str, entry: Entry, steps: int | None) -> dict:
     out, reports, paths = WORK / name, RESULTS / name, entry_paths(entry)
     steps = steps or entry.steps
     baselines, first = baseline_commands(entry, paths, out)
-    train = [*SELFSUP, *train_argv(ROWS[entry.row], paths, out, steps), "--quiet"]
+    argv = train_argv(ROWS[entry.row], paths, out, steps, tuple(entry.overrides))
+    train = [*SELFSUP, *argv, "--quiet"]
     commands = {"train": train, **first}
     for protocol in ("linear", "knn"):
         commands[protocol] = [*report_command(paths, protocol), str(out), *baselines[protocol]]

@@ -92,9 +92,10 @@ def test_exported_safetensors_is_a_model_for_eval(run, tmp_path, capsys):
 
 def test_the_input_record_follows_the_run_and_reads_back_from_its_description():
     """One rule decides what a trunk is fed; an export's description reads back to the same
-    record, and an earlier export (only `grayscale`) still reads as grayscale."""
+    record, and an earlier export (only `grayscale`) still reads as grayscale. A harmonized
+    multi-task run is fed colorization's input: every task trained on lightness."""
     harmonized = {"task": "multitask", "multitask": {"harmonize": True}, "data": {"image_size": 48}}
-    assert input_of_config(harmonized) == TrunkInput("grayscale", 48)
+    assert input_of_config(harmonized) == TrunkInput("lightness", 48)
     assert input_of_config({"task": "colorization"}).colour == "lightness"
     assert input_of_config({"task": "multitask", "multitask": {"harmonize": False}}).colour == "rgb"
     for colour in COLOURS:

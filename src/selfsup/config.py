@@ -555,13 +555,21 @@ def complete(section: Any, prefix: str, cfg: ExperimentConfig, task_config_class
 
 def task_sections(section: Any, name: str, key: str, task_config_class) -> dict:
     """{task: its settings dataclass, validated} for every task listed in the field that
-    `sections_for` names; a task without settings gets its defaults."""
+    `sections_for` names; a task without settings gets its defaults. Settings the section
+    implies for a task (its `implied_settings(task)`: {setting: (value, why)}) are filled in,
+    and refused, naming why, when given otherwise."""
     given = getattr(section, name) or {}
+    implied = getattr(section, "implied_settings", lambda task: {})
     sections = {}
     for task in getattr(section, section.__dataclass_fields__[name].metadata["sections_for"]):
         values = given.get(task)
         if dataclasses.is_dataclass(values):
             values = to_dict(values)
+        if isinstance(values, dict | None):
+            values = dict(values or {})
+            for setting, (value, why) in implied(task).items():
+                if values.setdefault(setting, value) != value:
+                    raise ConfigError(f"{key}.{task}.{setting}: {why}; got {values[setting]!r}")
         sections[task] = build(task_config_class(task), values, f"{key}.{task}")
     return sections
 

@@ -4,17 +4,21 @@ backbone.safetensors), or `random:<backbone>`.
 
 Evaluation and export take any of these and get back the backbone with its weights, plus the
 config it was trained with (so, for example, a random-init baseline has exactly the
-architecture of the run it is compared with).
+architecture of the run it is compared with), and which of its layers a probe may read: a
+multi-task lasso run never trained the layers after its lasso stage (the trunk's `final`
+among them), and its heads read `lasso:<task>` layers instead (`backbones/lasso.py`).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from selfsup import checkpoint
 from selfsup.backbones import Backbone, backbone_kwargs, build_backbone
+from selfsup.backbones.lasso import READOUT_PREFIX, LassoReadout, lasso_applies, untrained_after
 from selfsup.config import BackboneConfig, ConfigError, from_dict
 from selfsup.data.trunk_input import TrunkInput, input_of_checkpoint
 from selfsup.outputs import input_file
@@ -40,6 +44,55 @@ class LoadedBackbone:
     step: int  # training steps behind the weights (0 for random init)
     source: str  # the checkpoint path, or "random init"
     input: TrunkInput  # what the trunk is fed: the run's record (a random init: its run's)
+    untrained: dict[str, str] = field(default_factory=dict)  # layer -> why it never trained
+    readout: LassoReadout | None = None  # a lasso run's trunk with its `lasso:<task>` layers
+
+    @property
+    def probe_layers(self) -> list[str]:
+        """The layers probes read by default: the backbone's, less those that never trained;
+        a lasso run's untrained `final` gives way to the last unit its heads read."""
+        if not self.untrained:
+            return list(self.backbone.probe_layers)
+        layers = [name for name in self.backbone.probe_layers if name not in self.untrained]
+        return list(dict.fromkeys([*layers, self.final_layer]))
+
+    @property
+    def final_layer(self) -> str:
+        """The deepest layer that trained (the backbone's last, unless it never trained)."""
+        names = [*self.backbone.layer_names, *self.backbone.aliases]
+        trained = [name for name in self.backbone.layer_names if name not in self.untrained]
+        last = trained[-1]
+        # Name the last trained unit as probes do: `layer3` rather than `layer3.22`.
+        return next((a for a in names if self.backbone.aliases.get(a) == last), last)
+
+    def reader(self, layers: Sequence[str], flag: str = "--layers") -> Backbone:
+        """The module that computes `layers`: the backbone, or with `lasso:<task>` layers the
+        lasso readout. Refuses layers that never trained, naming why, and unknown ones."""
+        refused = [layer for layer in layers if layer in self.untrained]
+        if refused:
+            reasons = "; ".join(f"{layer}: {self.untrained[layer]}" for layer in refused)
+            raise ConfigError(
+                f"{self.name}: layer(s) {refused} never trained ({reasons}); probe "
+                f"{', '.join(self.probe_layers)}"
+                + (f" or {', '.join(self.readout.readout_layers)}" if self.readout else "")
+            )
+        wanted_readouts = [layer for layer in layers if layer.startswith(READOUT_PREFIX)]
+        if wanted_readouts and self.readout is None:
+            raise ConfigError(
+                f"{self.name}: {wanted_readouts} are the layers a multi-task lasso run's heads "
+                "read; this model has none (not a lasso run, or an export, which holds the "
+                "trunk only: evaluate the run folder)"
+            )
+        module = self.readout if wanted_readouts else self.backbone
+        unknown = [layer for layer in layers if layer not in module.layer_channels]
+        if unknown:
+            extra = f", {', '.join(self.readout.readout_layers)}" if self.readout else ""
+            raise ConfigError(
+                f"{flag}: unknown layer(s) {unknown}; this backbone has "
+                f"{', '.join(self.backbone.layer_names)}{extra} and the aliases "
+                f"{', '.join(self.backbone.aliases) or 'none'}"
+            )
+        return module
 
 
 def checkpoint_path(spec: str | Path) -> Path:
@@ -109,14 +162,74 @@ def load_backbone(spec: str, random_init: bool = False, seed: int = 0) -> Loaded
     backbone = backbone_from_config(backbone_cfg)
     name = path.parent.parent.name if path.parent.name == "checkpoints" else path.stem
     trunk_input = input_of_checkpoint(state)
-    if random_init:
+    untrained = untrained_layers(config, backbone)
+    if random_init:  # the run's layers, fresh weights (a fresh alpha: uniform)
         random_name = f"random:{backbone_cfg.name}"
-        return LoadedBackbone(backbone, random_name, config, 0, "random init", trunk_input)
+        readout = lasso_readout(backbone, config, None, path)
+        return LoadedBackbone(
+            backbone, random_name, config, 0, "random init", trunk_input, untrained, readout
+        )
     prefix = "backbone."
     weights = {k[len(prefix) :]: v for k, v in state["model"].items() if k.startswith(prefix)}
     checkpoint.load_module_state(backbone, weights, path)
+    readout = lasso_readout(backbone, config, state["model"], path)
     step = int(state.get("step", 0))
-    return LoadedBackbone(backbone, name, config, step, str(path), trunk_input)
+    return LoadedBackbone(backbone, name, config, step, str(path), trunk_input, untrained, readout)
+
+
+def lasso_of(config: dict, backbone: Backbone) -> tuple[list[str], int] | None:
+    """(tasks, stage) of a multi-task lasso run, from its config; None for any other run."""
+    section = config.get("multitask") or {}
+    if config.get("task") != "multitask":
+        return None
+    try:
+        if not lasso_applies(section.get("lasso", "auto"), backbone):
+            return None
+    except ValueError:  # a config that never trained (the lasso refused this backbone)
+        return None
+    return list(section.get("tasks", [])), int(section.get("lasso_stage") or backbone.num_stages)
+
+
+def untrained_layers(config: dict, backbone: Backbone) -> dict[str, str]:
+    """{layer: why it never trained} for the run `config` describes: in a lasso run, every
+    layer after the lasso stage's last unit (no head reads past it; `final` among them), and
+    `lasso:<task>` for a task whose head reads another layer (its `feature_layer`)."""
+    lasso = lasso_of(config, backbone)
+    if lasso is None:
+        return {}
+    tasks, stage = lasso
+    why = (
+        f"in a lasso run every head reads its own combination of stage {stage}'s units "
+        f"({READOUT_PREFIX}<task>), none reads the trunk after layer{stage}"
+    )
+    untrained = dict.fromkeys(untrained_after(backbone, stage), why)
+    settings = (config.get("multitask") or {}).get("settings") or {}
+    for task in tasks:
+        layer = (settings.get(task) or {}).get("feature_layer", "")
+        if layer not in ("", backbone.layer_names[-1]):
+            untrained[READOUT_PREFIX + task] = f"{task}'s head reads {layer} (its feature_layer)"
+    return untrained
+
+
+def lasso_readout(
+    backbone: Backbone, config: dict, model_state: dict | None, path: Path
+) -> LassoReadout | None:
+    """A lasso run's `lasso:<task>` layers over `backbone`: alpha and each task's BN-ReLU
+    from the checkpoint's model state (None: fresh, for a random init); None for other runs."""
+    lasso = lasso_of(config, backbone)
+    if lasso is None:
+        return None
+    readout = LassoReadout(backbone, *lasso)
+    if model_state is None:
+        return readout
+    for row, task in enumerate(readout.tasks):
+        prefix = f"subtasks.{task}.backbone.norm."
+        norm = {k[len(prefix) :]: v for k, v in model_state.items() if k.startswith(prefix)}
+        checkpoint.load_module_state(readout.views[row].norm, norm, path)
+    if "alphas.alpha" not in model_state:
+        raise checkpoint.CheckpointError(f"{path}: a lasso run's checkpoint without alphas.alpha")
+    checkpoint.load_module_state(readout.alphas, {"alpha": model_state["alphas.alpha"]}, path)
+    return readout.eval()
 
 
 def load_exported_backbone(path: Path, random_init: bool, seed: int) -> LoadedBackbone:
@@ -130,14 +243,16 @@ def load_exported_backbone(path: Path, random_init: bool, seed: int) -> LoadedBa
         "backbone": info["backbone"],
         "data": {"image_size": info["input"]["size"]},
     }
+    # An export holds the trunk only: no `lasso:<task>` layers, but the same untrained ones.
+    untrained = untrained_layers(config, backbone)
     if random_init:
         torch.manual_seed(seed)
         backbone_cfg = from_dict(BackboneConfig, info["backbone"], "backbone")
         fresh = backbone_from_config(backbone_cfg)
         random_name = f"random:{backbone_cfg.name}"
-        return LoadedBackbone(fresh, random_name, config, 0, "random init", trunk_input)
+        return LoadedBackbone(fresh, random_name, config, 0, "random init", trunk_input, untrained)
     step = int(info["model"]["step"])
-    return LoadedBackbone(backbone, path.stem, config, step, str(path), trunk_input)
+    return LoadedBackbone(backbone, path.stem, config, step, str(path), trunk_input, untrained)
 
 
 def load_safetensors_backbone(path: str | Path) -> tuple[Backbone, dict]:

@@ -69,15 +69,15 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
 
 def build_optimizer(model: PretextTask, cfg: OptimConfig) -> torch.optim.Optimizer:
     """Parameter groups by learning-rate scale (the task's `lr_scales`) and by decay: biases
-    and normalisation parameters are not decayed unless `decay_norm_and_bias`. Each group
-    keeps its `lr_scale`."""
-    scales = model.lr_scales()
+    and normalisation parameters are not decayed unless `decay_norm_and_bias`, and those the
+    task names in `no_weight_decay` never are. Each group keeps its `lr_scale`."""
+    scales, exempt = model.lr_scales(), tuple(model.no_weight_decay())
     groups: dict[tuple[float, bool], list] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         scale = next((v for prefix, v in scales.items() if name.startswith(prefix)), 1.0)
-        decay = param.ndim > 1 or cfg.decay_norm_and_bias
+        decay = (param.ndim > 1 or cfg.decay_norm_and_bias) and not name.startswith(exempt)
         groups.setdefault((scale, decay), []).append(param)
     param_groups = [
         {"params": params, "lr_scale": scale, "weight_decay": cfg.weight_decay if decay else 0.0}
@@ -408,6 +408,7 @@ def optimize(
         )
     run.optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
+    out = {**out, **run.model.backward_metrics()}  # e.g. multi-task trunk gradient norms
     if cfg.optim.grad_clip > 0:
         scaler.unscale_(run.optimizer)
         nn.utils.clip_grad_norm_(run.model.parameters(), cfg.optim.grad_clip)

@@ -20,7 +20,13 @@ from .results_data import (
 METHOD_ENTRIES = {
     "counting": list(COUNTING_ENTRIES),
     **{task: [f"mt_{task}"] for task in SINGLE_TASKS},
-    "multitask": ["mt_four_naive", "mt_four_lasso", "mt_four_harmonized"],
+    "multitask": [
+        "mt_four_naive",
+        "mt_four_lasso",
+        "mt_four_harmonized",
+        "mt_balance_plain",
+        "mt_balance_normalized",
+    ],
     "transitive": [],
 }
 

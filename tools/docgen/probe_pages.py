@@ -114,7 +114,9 @@ def multitask_page(results: dict[str, dict], images: dict[str, bytes], folder: P
         "the four-task combination (without lasso, with lasso, harmonized) pretrain the same "
         "trunk for the same budget on CIFAR-10 (the `multitask_small` preset), then are "
         "probed per layer like every other run. Motion segmentation reads the motion masks "
-        "of the DAVIS clips.",
+        "of the DAVIS clips. The `mt_balance_*` pair compares the four tasks' plain sum with "
+        "their trunk gradients rescaled to one norm (`multitask.trunk_grad_norm`), for a "
+        "shorter budget of its own.",
         "## Summary",
         probe_summary(results, MULTITASK_ENTRIES),
         "## Reported by the paper",

@@ -25,7 +25,14 @@ SINGLE_TASKS = [
 ]
 MULTITASK_ENTRIES = {
     f"mt_{name}": f"python bench/run.py --suite multitask --only mt_{name}"
-    for name in [*SINGLE_TASKS, "four_naive", "four_lasso", "four_harmonized"]
+    for name in [
+        *SINGLE_TASKS,
+        "four_naive",
+        "four_lasso",
+        "four_harmonized",
+        "balance_plain",
+        "balance_normalized",
+    ]
 }
 TRANSITIVE_ENTRIES = {
     f"ti_{edges}": f"python bench/run.py --suite transitive --only ti_{edges}"

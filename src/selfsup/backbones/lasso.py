@@ -13,9 +13,14 @@ the sum is well defined.
 `LassoTrunk` is one task's view of the shared trunk: it is a `Backbone` whose final layer is
 the task's combination, so a task's code is the same with or without the lasso. Every other
 layer is the shared trunk's own. BN-ReLU is per task (each combination has its own
-statistics); the trunk's own `final` BN-ReLU is not trained in lasso runs (its running
-statistics stay at their initial values, so in evaluation it is a plain ReLU of the last
-unit).
+statistics).
+
+No head reads the trunk past the lasso stage's last unit, so those layers never train: the
+trunk's own `final` BN-ReLU keeps its initial statistics (a plain ReLU of the last unit), and
+with `lasso_stage` below the last stage the later stages keep their initial weights
+(`untrained_after` names them; evaluation refuses to probe them). What the heads did read is
+`LassoReadout`: the trunk plus each task's combination as a layer `lasso:<task>`, built from a
+checkpoint's alpha and the tasks' BN-ReLUs.
 """
 
 from __future__ import annotations
@@ -26,6 +31,28 @@ import torch
 from torch import nn
 
 from selfsup.backbones.base import Backbone
+
+READOUT_PREFIX = "lasso:"  # `lasso:<task>`: the combination task <task>'s head reads
+
+
+def lasso_applies(setting: str | bool, backbone: Backbone) -> bool:
+    """Whether `multitask.lasso` (`auto`, `on`, `off`; or a bool) applies to `backbone`: it
+    combines residual units, which only the ResNets have (`auto`: on exactly then). ValueError
+    when it is asked for on a backbone without units."""
+    has_units = hasattr(backbone, "unit_names")
+    if setting in ("on", True) and not has_units:
+        raise ValueError(
+            "the lasso combines residual units; use a ResNet backbone or multitask.lasso=off"
+        )
+    return setting in ("on", True) or (setting == "auto" and has_units)
+
+
+def untrained_after(trunk: Backbone, stage: int) -> list[str]:
+    """The layers (and aliases) of `trunk` after the last unit of `stage`: a lasso run over
+    that stage never runs them in training."""
+    names = list(trunk.layer_names)
+    after = names[names.index(trunk.unit_names(stage)[-1]) + 1 :]
+    return after + [alias for alias, target in trunk.aliases.items() if target in after]
 
 
 class LassoAlpha(nn.Module):
@@ -77,5 +104,53 @@ class LassoTrunk(Backbone):
         maps = self.trunk.forward_layers(x, list(dict.fromkeys(wanted)))
         return {
             name: self.combine(maps) if name == final else maps[name]
+            for name in dict.fromkeys(layers)
+        }
+
+
+class LassoReadout(Backbone):
+    """A lasso run's trunk with what each head read: its layers, plus `lasso:<task>` for every
+    task, that task's combination BN-ReLU(sum_u alpha[t, u] unit_u) (B, C, h, w).
+
+    Load `alphas.alpha` and each `views[t].norm` from the run (runs.load_backbone does).
+    """
+
+    def __init__(self, trunk: Backbone, tasks: Sequence[str], stage: int):
+        super().__init__()
+        units = trunk.unit_names(stage)
+        self.trunk, self.tasks = trunk, list(tasks)
+        self.alphas = LassoAlpha(len(self.tasks), len(units))
+        self.views = nn.ModuleList(
+            [LassoTrunk(trunk, self.alphas, row, stage) for row in range(len(self.tasks))]
+        )
+        readouts = [READOUT_PREFIX + task for task in self.tasks]
+        self._names = [*trunk.layer_names, *readouts]
+        self.aliases = dict(trunk.aliases)
+        channels = trunk.layer_channels[units[-1]]
+        self.layer_channels = {**trunk.layer_channels, **dict.fromkeys(readouts, channels)}
+        self._probe_layers = trunk.probe_layers
+        self.min_input_size = trunk.min_input_size
+
+    @property
+    def readout_layers(self) -> list[str]:
+        return [READOUT_PREFIX + task for task in self.tasks]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_layers(x, [self._names[-1]])[self._names[-1]]
+
+    def forward_layers(self, x: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
+        if isinstance(layers, str):
+            raise TypeError(f"layers must be a sequence of names, not the string {layers!r}")
+        unknown = [name for name in layers if name not in self.layer_channels]
+        if unknown:
+            raise ValueError(f"unknown layer(s) {unknown}; valid: {', '.join(self._names)}")
+        rows = {name: self.tasks.index(name[len(READOUT_PREFIX) :]) for name in layers
+                if name.startswith(READOUT_PREFIX)}  # fmt: skip
+        wanted = [name for name in layers if name not in rows]
+        if rows:
+            wanted += self.views[0].units
+        maps = self.trunk.forward_layers(x, list(dict.fromkeys(wanted)))
+        return {
+            name: self.views[rows[name]].combine(maps) if name in rows else maps[name]
             for name in dict.fromkeys(layers)
         }

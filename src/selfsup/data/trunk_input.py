@@ -1,10 +1,12 @@
 """The input a trained trunk expects, recorded once and read through one function.
 
-Training decides it from the run's settings (`input_of_config`): colour images, or grayscale
-for a multi-task run that harmonizes its inputs, or the CIE lightness L for colorization (its
-trunk never sees colour). The record is written into every checkpoint and every export;
-evaluation, export, embedding, inspection and the dense protocols all feed a trunk through
-`TrunkInput.prepare`, so they cannot disagree about what it saw.
+Training decides it from the run's settings (`input_of_config`): colour images, or the CIE
+lightness L for colorization (its trunk never sees colour) and for a multi-task run that
+harmonizes its inputs (every task then sees colorization's input). `grayscale` (luma) is
+kept for the records of runs harmonized before harmonization meant lightness. The record is
+written into every checkpoint and every export; evaluation, export, embedding, inspection and
+the dense protocols all feed a trunk through `TrunkInput.prepare`, so they cannot disagree
+about what it saw.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ class TrunkInput:
         if self.colour == "grayscale":
             return V.grayscale(images)
         if self.colour == "lightness":
-            return (V.rgb_to_lab(images)[:, :1] / 100).expand(-1, 3, -1, -1)
+            return lightness_channels(V.rgb_to_lab(images))
         return images
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
@@ -86,16 +88,22 @@ class TrunkInput:
         }
 
 
+def lightness_channels(lab: torch.Tensor) -> torch.Tensor:
+    """CIE Lab (B, 3, H, W) -> L / 100 replicated to the 3 channels (B, 3, H, W), in [0, 1]:
+    the lightness input, before normalisation (colorization's input, and every harmonized
+    multi-task input)."""
+    return (lab[:, :1] / 100).expand(-1, 3, -1, -1)
+
+
 def input_of_config(config: dict) -> TrunkInput:
     """The input a run's trunk trained on, from its resolved config (a plain dict as saved in
-    checkpoints): grayscale for a harmonized multi-task run, lightness for colorization, else
+    checkpoints): lightness for colorization and for a harmonized multi-task run, else
     colour; at the run's `data.image_size`."""
     image_size = config.get("data", {}).get("image_size")
     size = None if image_size is None else int(image_size)
     task = config.get("task")
-    if task == "multitask" and config.get("multitask", {}).get("harmonize", False):
-        return TrunkInput("grayscale", size)
-    if task == "colorization":
+    harmonized = task == "multitask" and config.get("multitask", {}).get("harmonize", False)
+    if harmonized or task == "colorization":
         return TrunkInput("lightness", size)
     return TrunkInput("rgb", size)
 

@@ -39,7 +39,12 @@ def add_common(p: argparse.ArgumentParser, multiple: bool = False) -> None:
         p.add_argument("run", metavar="RUN", help=RUN_HELP)
     p.add_argument("--data", required=True, help="labelled training images (folder or .npz)")
     p.add_argument("--test", required=True, help="labelled test images (folder or .npz)")
-    p.add_argument("--layers", nargs="+", help="layers to evaluate (default: all probe layers)")
+    p.add_argument(
+        "--layers",
+        nargs="+",
+        help="layers to evaluate (default: the probe layers that trained); a multi-task lasso "
+        "run also has lasso:<task>, the combination of units that task's head reads",
+    )
     p.add_argument(
         "--image-size",
         type=positive_int,
@@ -152,7 +157,7 @@ def add_eval_parser(commands: argparse._SubParsersAction) -> argparse._SubParser
         "knn",
         help="weighted kNN on frozen features",
         description="Weighted kNN (cosine similarity, votes exp(sim / T)) on globally pooled "
-        "features of the final layer, or --layers.",
+        "features of the final layer (of a lasso run: its last trained unit), or --layers.",
     )
     add_common(knn)
     add_knn_options(knn)

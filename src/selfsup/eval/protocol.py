@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from selfsup.config import ConfigError
 from selfsup.data import DataFormatError, decode_all, open_source
 from selfsup.eval.knn import KnnSettings, weighted_knn
 from selfsup.eval.linear import ProbeSettings, train_linear_probe
@@ -127,14 +126,8 @@ def frozen_features(
     They stay on the evaluation's device: the probes and kNN run where the features are.
     """
     check_compatible(train, test)
-    backbone = loaded.backbone
-    unknown = [layer for layer in layers if layer not in backbone.layer_channels]
-    if unknown:
-        raise ConfigError(
-            f"--layers: unknown layer(s) {unknown}; this backbone has "
-            f"{', '.join(backbone.layer_names)} and the aliases "
-            f"{', '.join(backbone.aliases) or 'none'}"
-        )
+    # Only layers that trained; `lasso:<task>` layers through the run's lasso readout.
+    backbone = loaded.reader(layers)
     device = resolve_device(options.device)
     common = {
         "trunk_input": loaded.input,
@@ -217,8 +210,8 @@ def linear_eval(
     max_dims: int = 4096,
     options: EvalOptions | None = None,
 ) -> dict:
-    """Per-layer linear probe of a frozen backbone."""
-    layers = layers or list(loaded.backbone.probe_layers)
+    """Per-layer linear probe of a frozen backbone (default: its probe layers that trained)."""
+    layers = layers or loaded.probe_layers
     settings = settings or ProbeSettings()
     return probe_layers(
         "linear", train_linear_probe, loaded, train, test, layers, settings, max_dims,
@@ -235,8 +228,9 @@ def knn_eval(
     settings: KnnSettings | None = None,
     options: EvalOptions | None = None,
 ) -> dict:
-    """Weighted kNN on globally pooled features of each layer (default: the final one)."""
-    layers = layers or [loaded.backbone.layer_names[-1]]
+    """Weighted kNN on globally pooled features of each layer (default: the deepest that
+    trained, the final one but in a lasso run)."""
+    layers = layers or [loaded.final_layer]
     settings = settings or KnnSettings()
     return probe_layers(
         "knn", weighted_knn, loaded, train, test, layers, settings, 0, options or EvalOptions()

@@ -21,7 +21,7 @@ def add_export_parser(commands: argparse._SubParsersAction) -> None:
         description="Write the backbone of RUN, without the pretext head, to one file at "
         "--out (the format's extension, .safetensors, .pt, .onnx or .pth, is added when --out "
         "has none; a folder gets backbone.<ext>), and its preprocessing (input size, mean/std, "
-        "grayscale, layer names) beside it, with '.json' appended, so it can be used without "
+        "colour mode, layer names) beside it, with '.json' appended, so it can be used without "
         "selfsup. A safetensors export reads back wherever selfsup takes a RUN, by the path "
         "given to --out. safetensors holds weights only (safe to open); "
         "torchscript and onnx hold the graph too; torchvision writes torchvision.models."
@@ -56,7 +56,11 @@ def add_embed_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("run", metavar="RUN", help=RUN_HELP)
     p.add_argument("images", nargs="+", metavar="IMAGES", help="folders, .npz or image files")
     p.add_argument("--out", required=True, help="output .npz (.npz added when missing), or folder")
-    p.add_argument("--layer", help="layer to read (default: the final layer)")
+    p.add_argument(
+        "--layer",
+        help="layer to read (default: the final layer; of a multi-task lasso run, its last "
+        "trained unit); a lasso run also has lasso:<task>",
+    )
     p.add_argument(
         "--size", type=positive_int, help="image side in px (default: the run's image_size)"
     )
@@ -86,11 +90,13 @@ def command_embed(args: argparse.Namespace) -> None:
     from selfsup.runtime import resolve_device
 
     loaded = load_backbone(args.run)
-    backbone = loaded.backbone
-    layer = args.layer or backbone.layer_names[-1]
-    if layer not in backbone.layer_channels:
-        valid = ", ".join([*backbone.layer_names, *backbone.aliases])
-        raise ExportError(f"--layer: {loaded.name} has no layer {layer!r}; valid: {valid}")
+    # The deepest layer that trained by default (a lasso run's `final` never did); a lasso
+    # run's `lasso:<task>` through its readout.
+    layer = args.layer or loaded.final_layer
+    try:
+        backbone = loaded.reader([layer], flag="--layer")
+    except ValueError as err:
+        raise ExportError(f"--layer: {loaded.name} has no usable layer {layer!r}: {err}") from err
     size = args.size or input_size(loaded)
     if size < backbone.min_input_size:
         raise ExportError(f"--size: this backbone needs at least {backbone.min_input_size} px")

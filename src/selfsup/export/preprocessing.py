@@ -42,5 +42,8 @@ def preprocessing_info(loaded: LoadedBackbone, fmt: str, file_name: str) -> dict
             "pooling_for_features": "average over the spatial dimensions",
         },
         "layer_names": list(backbone.layer_names),
-        "probe_layers": list(backbone.probe_layers),
+        "probe_layers": loaded.probe_layers,
+        # A multi-task lasso run never trained its layers past the lasso stage (its `final`
+        # BN-ReLU keeps its initial statistics): read `probe_layers` instead.
+        "untrained_layers": sorted(loaded.untrained),
     }

@@ -56,3 +56,13 @@ class PretextTask(nn.Module):
     def lr_scales(self) -> dict[str, float]:
         """Learning-rate multipliers by parameter-name prefix (e.g. {"backbone.": 0.1})."""
         return {}
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameter-name prefixes that take no weight decay whatever `optim` says (e.g. a
+        parameter with a penalty of its own in the loss)."""
+        return set()
+
+    def backward_metrics(self) -> dict[str, torch.Tensor]:
+        """Scalars measured during the last backward (device tensors, never read here); the
+        loop logs them with the outputs of `forward`."""
+        return {}

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from selfsup.backbones import Backbone
 from selfsup.config import fraction_range, param, probability
 from selfsup.data import views as V
+from selfsup.data.trunk_input import lightness_channels
 from selfsup.data.views import MEAN, STD
 from selfsup.tasks.base import PretextTask
 from selfsup.tasks.heads import DenseHead, feature_layer
@@ -53,6 +54,12 @@ class ColorizationConfig:
         "[1, 1] keeps whole images.",
     )
     hflip_prob: float = probability(0.5, "Probability of mirroring an image.")
+    input_size: int = param(
+        0,
+        "Side the crop is resized to, the trunk's input (Zhang et al.: 224 px, predicting "
+        "56 x 56); 0: the image size.",
+        low=0,
+    )
     output_stride: int = param(
         4, "Predictions and targets are at 1/output_stride of the input side (paper: 4).", low=1
     )
@@ -130,9 +137,9 @@ def gaussian_kernel(bins: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def lightness_input(lab: torch.Tensor) -> torch.Tensor:
-    """Lab (B, 3, H, W) -> the trunk's input: L / 100 replicated to 3 channels, normalised."""
-    lightness = (lab[:, :1] / 100).expand(-1, 3, -1, -1)
-    return V.normalize(lightness, MEAN, STD)
+    """Lab (B, 3, H, W) -> the trunk's input: L / 100 replicated to 3 channels, normalised
+    (the `lightness` input record; every harmonized multi-task input is this one)."""
+    return V.normalize(lightness_channels(lab), MEAN, STD)
 
 
 @register_task
@@ -140,7 +147,7 @@ class Colorization(PretextTask):
     name = "colorization"
     config_class = ColorizationConfig
     # Its input is L by construction, and its targets need the colours: a multi-task run that
-    # harmonises inputs to grayscale must leave this task's images alone.
+    # harmonises every input to this task's lightness input must leave its images alone.
     sees_color = False
 
     def __init__(self, config: ColorizationConfig, backbone: Backbone):
@@ -159,7 +166,7 @@ class Colorization(PretextTask):
         self, images: torch.Tensor, generator: torch.Generator
     ) -> dict[str, torch.Tensor]:
         cfg = self.config
-        size = images.shape[-1]
+        size = cfg.input_size or images.shape[-1]
         x = V.random_resized_crop(images, size, generator, scale=tuple(cfg.crop_scale))
         x = V.random_hflip(x, cfg.hflip_prob, generator)
         lab = V.rgb_to_lab(x)  # (B, 3, S, S)

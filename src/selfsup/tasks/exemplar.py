@@ -51,6 +51,9 @@ class ExemplarConfig:
         [0.2, 1.0], "Area fraction range of each view's random-resized crop (SimCLR: 0.08-1)."
     )
     hflip_prob: float = probability(0.5, "Probability of mirroring a view.")
+    input_size: int = param(
+        0, "Side each view's crop is resized to, the trunk's input; 0: the image size.", low=0
+    )
     color_jitter: float = param(
         0.4, "Brightness/contrast/saturation jitter strength (SimCLR: 0.8 x 0.5 = 0.4).", low=0.0
     )
@@ -111,9 +114,11 @@ class Exemplar(PretextTask):
         return self.backbone.min_input_size
 
     def augment(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """uint8 (B, 3, S, S) -> one heavily augmented, normalised view (B, 3, S, S)."""
+        """uint8 (B, 3, S, S) -> one heavily augmented, normalised view (B, 3, s, s), s the
+        `input_size` (or S)."""
         cfg = self.config
-        x = V.random_resized_crop(images, images.shape[-1], generator, scale=tuple(cfg.crop_scale))
+        size = cfg.input_size or images.shape[-1]
+        x = V.random_resized_crop(images, size, generator, scale=tuple(cfg.crop_scale))
         x = V.random_hflip(x, cfg.hflip_prob, generator)
         if cfg.color_jitter > 0 or cfg.hue_jitter > 0:
             s = cfg.color_jitter

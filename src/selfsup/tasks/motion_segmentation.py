@@ -41,6 +41,11 @@ class MotionSegmentationConfig:
     )
     hflip_prob: float = probability(0.5, "Probability of mirroring a frame and its mask.")
     grayscale_prob: float = probability(0.0, "Probability of making a frame grayscale.")
+    input_size: int = param(
+        0,
+        "Side the frame (and its mask) is resized to, the trunk's input; 0: the image size.",
+        low=0,
+    )
     output_stride: int = param(
         4, "Predictions and targets are at 1/output_stride of the input side.", low=1
     )
@@ -63,12 +68,17 @@ def crop_and_flip_with_masks(
     generator: torch.Generator,
     crop_scale: tuple[float, float],
     hflip_prob: float,
+    size: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 images (B, 3, S, S) and masks (B, S, S) -> float images in [0, 1] and masks in
-    [0, 1] (resampled), both (B, ., S, S) after one shared random-resized crop and flip."""
+    [0, 1] (resampled), both (B, ., s, s) after one shared random-resized crop (to side
+    `size`, 0: S) and flip."""
     joint = V.with_mask_channel(images, (masks != 0).float())
+    size = size or images.shape[-1]
     if tuple(crop_scale) != (1.0, 1.0):
-        joint = V.random_resized_crop(joint, images.shape[-1], generator, scale=crop_scale)
+        joint = V.random_resized_crop(joint, size, generator, scale=crop_scale)
+    elif size != images.shape[-1]:
+        joint = V.resize(joint, size, "area" if size < images.shape[-1] else "bilinear")
     joint = V.random_hflip(joint, hflip_prob, generator)
     return V.split_mask_channel(joint)
 
@@ -102,11 +112,11 @@ class MotionSegmentation(PretextTask):
     ) -> dict[str, torch.Tensor]:
         cfg = self.config
         x, m = crop_and_flip_with_masks(
-            images, masks, generator, tuple(cfg.crop_scale), cfg.hflip_prob
+            images, masks, generator, tuple(cfg.crop_scale), cfg.hflip_prob, cfg.input_size
         )
         x = V.random_grayscale(x, cfg.grayscale_prob, generator)
         # Soft targets: the moving fraction of each output cell.
-        targets = F.adaptive_avg_pool2d(m[:, None], images.shape[-1] // cfg.output_stride)
+        targets = F.adaptive_avg_pool2d(m[:, None], x.shape[-1] // cfg.output_stride)
         return {"images": V.normalize(x, MEAN, STD), "targets": targets[:, 0]}
 
     def logits(self, images: torch.Tensor, size: int) -> torch.Tensor:

@@ -7,11 +7,19 @@ weighted sum of theirs:
 
 - **Lasso** (`lasso`): each head reads a learned combination of the residual units of one
   trunk stage instead of the last unit (see `backbones/lasso.py`); alpha (tasks x units) is
-  L1-penalised so each task picks few depths. `selfsup inspect` draws it. Only ResNets have
-  residual units: by default (`auto`) the lasso is on with a ResNet trunk, off with AlexNet.
-- **Harmonization** (`harmonize`): every task sees grayscale images (luma replicated over
-  three channels), as colorization does by construction, so the trunk serves one input
-  statistic; evaluation of a harmonized run feeds grayscale too.
+  L1-penalised so each task picks few depths, and takes no weight decay (its penalty is the
+  L1). `selfsup inspect` draws it. Only ResNets have residual units: by default (`auto`) the
+  lasso is on with a ResNet trunk, off with AlexNet.
+- **Harmonization** (`harmonize`): every task sees colorization's input, the CIE lightness
+  L* / 100 replicated over the three channels (the paper replaces relative position's
+  preprocessing with colorization's; here exemplar, motion segmentation and any other task
+  get it too, so the trunk has one input). Relative position then drops no colour
+  (`RelativePositionConfig.harmonized`, settled by `config.resolve`); colorization still gets
+  the colour images its targets need. The run's input record says `lightness`, so
+  evaluation and export feed the same.
+- **Loss scales**: each task's loss (`<task>/loss`) and the norm of the gradient it sends into
+  the trunk (`<task>/trunk_grad_norm`, see `backbones/trunk_gradients.py`) are logged;
+  `trunk_grad_norm` > 0 rescales every task's trunk gradient to that norm.
 - **Sampling**: `all` runs every task every step; `random` draws one task per step (with
   probability proportional to its weight), a cheaper step.
 - **Distributed** (`split_by_rank`): under torchrun each rank runs a subset of the tasks, as
@@ -37,12 +45,14 @@ from torch import nn
 
 from selfsup import dist
 from selfsup.backbones import Backbone
-from selfsup.backbones.lasso import LassoAlpha, LassoTrunk
+from selfsup.backbones.lasso import LassoAlpha, LassoTrunk, lasso_applies
+from selfsup.backbones.trunk_gradients import TrunkGradients, TrunkReader
 from selfsup.config import ConfigError, param
 from selfsup.data import views as V
 from selfsup.data.streams import Images
+from selfsup.data.trunk_input import TrunkInput
 from selfsup.tasks.base import PretextTask
-from selfsup.tasks.registry import build_task, list_tasks, register_task
+from selfsup.tasks.registry import build_task, list_tasks, register_task, task_config_class
 
 PAPER_TASKS = ["relative-position", "colorization", "exemplar", "motion-segmentation"]
 MOTION_TASK = "motion-segmentation"
@@ -71,7 +81,20 @@ class MultitaskConfig:
         1e-3, "lambda of the L1 penalty on alpha (larger: sparser).", low=0.0
     )
     lasso_stage: int = param(0, "Trunk stage whose units are combined; 0: the last.", low=0)
-    harmonize: bool = param(False, "Feed every task grayscale images (and evaluate so).")
+    harmonize: bool = param(
+        False,
+        "Feed every task colorization's input, CIE lightness replicated to 3 channels (paper: "
+        "relative position gets colorization's preprocessing); evaluation and export feed it "
+        "too.",
+    )
+    trunk_grad_norm: float = param(
+        0.0,
+        "0: each task's gradient reaches the trunk as its weighted loss gives it (the plain "
+        "sum). > 0: every task's gradient into the trunk is rescaled to this L2 norm in "
+        "backward, so a task with a large loss scale cannot drown the others (the logged "
+        "<task>/trunk_grad_norm of a plain run shows the scales).",
+        low=0.0,
+    )
     split_by_rank: bool = param(False, "Under torchrun, each rank runs a subset of the tasks.")
     videos: str = param(
         "",
@@ -109,17 +132,24 @@ class MultitaskConfig:
         if stray:
             raise ConfigError(f"{prefix}.settings: {stray} not in {prefix}.tasks")
 
+    def implied_settings(self, task: str) -> dict[str, tuple[Any, str]]:
+        """Sub-task settings this section decides (`config.resolve` fills them in): under
+        `harmonize`, those a task's config lists as `harmonized` (relative position: no
+        colour dropping, no per-patch standardisation)."""
+        if not self.harmonize:
+            return {}
+        why = "multitask.harmonize feeds every task colorization's lightness input, so it is"
+        settings = getattr(task_config_class(task), "harmonized", {})
+        return {key: (value, f"{why} {value}") for key, value in settings.items()}
+
 
 def uses_lasso(lasso: str | bool, backbone: Backbone) -> bool:
     """Whether `multitask.lasso` (`auto`, `on`, `off`; or a bool, from Python) applies to
     `backbone`: it combines residual units, which only the ResNets have."""
-    has_units = hasattr(backbone, "unit_names")
-    if lasso in ("on", True) and not has_units:
-        raise ConfigError(
-            "multitask.lasso: the lasso combines residual units; use a ResNet backbone "
-            "or multitask.lasso=off"
-        )
-    return lasso in ("on", True) or (lasso == "auto" and has_units)
+    try:
+        return lasso_applies(lasso, backbone)
+    except ValueError as err:
+        raise ConfigError(f"multitask.lasso: {err}") from err
 
 
 def tasks_of_rank(num_tasks: int, rank: int, world: int) -> list[int]:
@@ -150,14 +180,17 @@ class MultiTask(PretextTask):
     def __init__(self, config: MultitaskConfig, backbone: Backbone):
         super().__init__(config, backbone)
         names = config.tasks
+        # Each task reads the trunk through its own reader: what it sends back is measured.
+        self.gradients = TrunkGradients(len(names), config.trunk_grad_norm)
+        views: list[Backbone] = [
+            TrunkReader(backbone, self.gradients, i) for i in range(len(names))
+        ]
         self.alphas: LassoAlpha | None = None
         if uses_lasso(config.lasso, backbone):
             stage = config.lasso_stage or getattr(backbone, "num_stages", 0)
             units = backbone.unit_names(stage)
             self.alphas = LassoAlpha(len(names), len(units))
-            views = [LassoTrunk(backbone, self.alphas, i, stage) for i in range(len(names))]
-        else:
-            views = [backbone] * len(names)
+            views = [LassoTrunk(view, self.alphas, i, stage) for i, view in enumerate(views)]
         self.subtasks = nn.ModuleDict(
             {
                 name: build_task(name, config.settings[name], view)
@@ -165,6 +198,7 @@ class MultiTask(PretextTask):
             }
         )
         self.weights = list(config.weights) or [1.0] * len(names)
+        self.ran: list[int] = []  # the tasks of the last forward (host-side, no sync)
 
     # -- data -----------------------------------------------------------------------------------
     def inputs(self) -> list:
@@ -196,6 +230,23 @@ class MultiTask(PretextTask):
             for prefix, scale in task.lr_scales().items()
         }
 
+    def no_weight_decay(self) -> set[str]:
+        """alpha: its penalty is the L1 of the lasso, an L2 on top would fight it."""
+        own = {"alphas."} if self.alphas is not None else set()
+        return own | {
+            f"subtasks.{name}.{prefix}"
+            for name, task in self.subtasks.items()
+            for prefix in task.no_weight_decay()
+        }
+
+    def backward_metrics(self) -> dict[str, torch.Tensor]:
+        """`<task>/trunk_grad_norm` of every task of the last step: the L2 norm of the
+        gradient it sent into the trunk (weights included, loss scaling excluded, before
+        `trunk_grad_norm` rescaled it)."""
+        names = list(self.subtasks)
+        norms = self.gradients.norms.clone()  # the buffer is rewritten by the next backward
+        return {f"{names[t]}/trunk_grad_norm": norms[t] for t in self.ran}
+
     # -- steps ----------------------------------------------------------------------------------
     def active_tasks(self, generator: torch.Generator) -> list[int]:
         mine = tasks_of_rank(len(self.weights), dist.rank(), dist.world_size())
@@ -206,10 +257,20 @@ class MultiTask(PretextTask):
         weights = torch.tensor([self.weights[t] for t in mine], dtype=torch.float)
         return [mine[int(torch.multinomial(weights, 1, generator=generator))]]
 
-    def harmonized(self, images: torch.Tensor, task: PretextTask) -> torch.Tensor:
+    def harmonized(
+        self, images: torch.Tensor, task: PretextTask, cache: dict | None = None
+    ) -> torch.Tensor:
+        """uint8 images (B, 3, S, S) -> what `task` builds its views from: under `harmonize`,
+        colorization's lightness input (float in [0, 1], L* / 100 on every channel; the task
+        crops and normalises it as it would colour images), else the images. Colorization
+        makes that input itself and keeps the colours for its targets. `cache` keeps one
+        conversion per batch for the tasks of a step."""
         if not self.config.harmonize or not getattr(task, "sees_color", True):
             return images
-        return V.grayscale(images.float()).round().to(torch.uint8)
+        cache = {} if cache is None else cache
+        if id(images) not in cache:
+            cache[id(images)] = TrunkInput("lightness").convert(V.to_float(images))
+        return cache[id(images)]
 
     def make_views(
         self,
@@ -220,13 +281,15 @@ class MultiTask(PretextTask):
     ) -> dict:
         names = list(self.subtasks)
         views: dict = {}
+        converted: dict[int, torch.Tensor] = {}  # harmonized inputs, converted once per step
         for t in self.active_tasks(generator):
             task = self.subtasks[names[t]]
+            source = motion_images if names[t] == MOTION_TASK else images
+            x = self.harmonized(source, task, converted)
             if names[t] == MOTION_TASK:
-                frames = self.harmonized(motion_images, task)
-                views[names[t]] = task.make_views(frames, generator, masks=motion_masks)
+                views[names[t]] = task.make_views(x, generator, masks=motion_masks)
             else:
-                views[names[t]] = task.make_views(self.harmonized(images, task), generator)
+                views[names[t]] = task.make_views(x, generator)
         return views
 
     def forward(self, views: dict) -> dict[str, torch.Tensor]:
@@ -234,6 +297,7 @@ class MultiTask(PretextTask):
         counts = ranks_per_task(len(names), dist.world_size())
         out: dict[str, torch.Tensor] = {}
         total = None
+        self.ran = [names.index(name) for name in views]
         for name, task_views in views.items():
             t = names.index(name)
             result = self.subtasks[name](task_views)
@@ -250,5 +314,5 @@ class MultiTask(PretextTask):
             total = total + self.config.lasso_penalty * l1
             out["lasso_l1"] = l1.detach()
             out["alpha_nonzero"] = (self.alphas.alpha.abs() > 1e-3).float().mean().detach()
-        out["loss"] = total
+        out["loss"] = self.gradients.scaled(total)
         return out

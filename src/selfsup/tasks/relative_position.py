@@ -16,7 +16,9 @@ with neighbours numbered row-major, skipping the centre:
 Shortcut guards: the gaps and jitter stop edge and texture continuity from giving the answer;
 colour dropping (two of three channels of each patch replaced by Gaussian noise) removes
 chromatic aberration, which tells a patch's absolute position in the lens; optionally each
-patch is standardised (per channel mean/std) so brightness gradients do not help either.
+patch is standardised (per channel mean/std) so brightness gradients do not help either. In a
+harmonized multi-task run (`multitask.harmonize`) the patches are cut from colorization's
+lightness input and neither guard applies (`RelativePositionConfig.harmonized`).
 
 Sizes: the paper uses 96 px patches with 48 px gaps and up to 7 px jitter, on images of
 150K-450K pixels. The defaults (8 px patches, 3 px gaps, +-1 px jitter: a 32 px grid) fit 32 px
@@ -27,6 +29,7 @@ to `input_size` (at least the backbone's `min_input_size`, e.g. 39 px for alexne
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -77,6 +80,11 @@ class RelativePositionConfig:
         "Hidden widths of the MLP on the concatenated pair (paper: fc6 per patch 4096, "
         "fc7 4096, fc8 8).",
     )
+
+    # In a harmonized multi-task run the patches are colorization's lightness input exactly
+    # (Doersch & Zisserman: "we replace relative position's preprocessing with the same
+    # preprocessing used for colorization"): no colour left to drop, no per-patch statistics.
+    harmonized: ClassVar[dict[str, object]] = {"color_drop": False, "standardize_patches": False}
 
     def check(self, prefix: str) -> None:
         if self.jitter > 0 and 2 * self.jitter >= self.gap:
