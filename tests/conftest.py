@@ -77,3 +77,12 @@ def cuda() -> torch.device:
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device here: this test runs on GPU machines")
     return torch.device("cuda")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _own_cache(tmp_path_factory):
+    """The suite's caches (features, precision measurements) in a folder of its own, not
+    the user's: shared by the session, so runs of one workload make one choice."""
+    if "SELFSUP_CACHE" not in os.environ:
+        os.environ["SELFSUP_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield

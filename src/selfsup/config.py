@@ -219,9 +219,10 @@ class TrainConfig:
     )
     precision: str = param(
         "auto",
-        "`auto`: bf16 autocast on CUDA GPUs that support it (else "
-        "fp16 AMP) and on CPUs with AMX; fp32 on CPUs without AMX, where "
-        "bf16 convolutions are slower. Or `bf16`, `fp16`, `fp32`.",
+        "`auto`: bf16 autocast on CUDA GPUs that support it (else fp16 AMP); on a CPU, "
+        "the faster of bf16 and fp32 for this run's model, timed on its first batch (a few "
+        "seconds, cached per CPU model and torch version, recorded in RUN/precision.json). "
+        "Or `bf16`, `fp16`, `fp32`.",
         choices=("auto", "bf16", "fp16", "fp32"),
     )
     channels_last: bool = param(True, "Use the channels_last memory format (faster convs).")

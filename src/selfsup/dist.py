@@ -96,6 +96,15 @@ def barrier() -> None:
         torch_dist.barrier()
 
 
+def from_main(value):
+    """Rank 0's `value` on every rank (itself in one process): one decision for all."""
+    if not torch_dist.is_initialized():
+        return value
+    holder = [value]
+    torch_dist.broadcast_object_list(holder, src=0)
+    return holder[0]
+
+
 def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
     """Mean over ranks (identity in one process)."""
     if not torch_dist.is_initialized():

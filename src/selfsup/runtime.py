@@ -25,7 +25,8 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def cpu_has_amx() -> bool:
-    """True when the CPU has AMX tiles (Sapphire Rapids and later), where bf16 is fast."""
+    """True when the CPU has AMX tiles (Sapphire Rapids and later); recorded with benchmark
+    figures (precision is measured, not decided from it)."""
     check = getattr(torch.cpu, "_is_amx_tile_supported", None)
     return bool(check and check())
 
@@ -33,9 +34,9 @@ def cpu_has_amx() -> bool:
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype (None: full fp32).
 
-    `auto`: on CUDA, bf16 where the GPU supports it, else fp16 (with a GradScaler). On CPU,
-    bf16 when the CPU has AMX (its matrix units roughly double conv throughput); on CPUs with
-    AVX-512 but no AMX, bf16 convolutions measured slower than fp32, so fp32 is used there.
+    `auto`: on CUDA, bf16 where the GPU supports it, else fp16 (with a GradScaler). On a CPU
+    no flag tells whether bf16 pays (it depends on the CPU and the workload): training
+    measures it (`selfsup.precision`), and this answers fp32, exact, for everything else.
     """
     if precision == "fp32":
         return None
@@ -45,7 +46,7 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
         return torch.float16
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if cpu_has_amx() else None
+    return None
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from selfsup import checkpoint, dist
+from selfsup import checkpoint, dist, precision
 from selfsup.config import ConfigError, ExperimentConfig, OptimConfig, dump
 from selfsup.data import ImageStream, open_source
 from selfsup.data.pairs import PairStream
@@ -368,6 +368,25 @@ def training_setup(run: Run) -> tuple[nn.Module, torch.amp.GradScaler, torch.dty
     return trained, scaler, amp_dtype
 
 
+def cpu_precision(run: Run, views: dict, items: int) -> precision.PrecisionChoice:
+    """`train.precision=auto` on a CPU: the dtype the run began with when it resumes, else
+    the faster of bf16 and fp32 for this model on these views (measured, or cached from an
+    earlier run of the same workload on this CPU), decided by rank 0 for every rank,
+    printed and recorded in the run folder."""
+    choice = precision.read_record(run.folder) if run.start_step > 0 else None
+    if choice is None and dist.is_main():
+        # What the step costs depends on the model and its inputs, not on the schedule.
+        workload = {k: v for k, v in dump(run.cfg).items() if k not in ("train", "optim")}
+        step = precision.training_step(run.model, views, run.device)
+        with precision.untouched(run.model):
+            choice = precision.measure(step, items, json.dumps(workload, sort_keys=True))
+        precision.write_record(run.folder, choice)
+    choice = dist.from_main(choice)
+    if dist.is_main():
+        print(choice.describe())
+    return choice
+
+
 def step_views(run: Run, step: int, fields: dict[str, torch.Tensor]) -> dict:
     """One step's fields (from `run.data`) -> the task's views on the device, in the training
     memory format (batched tensor ops; the views are a function of (seed, step, rank))."""
@@ -477,8 +496,12 @@ def train_prepared(run: Run, progress: bool) -> Run:
         batches = iter(())
         if run.start_step < total:
             batches = stack.enter_context(contextlib.closing(run.data.batches(run.start_step)))
+        measure_precision = cfg.train.precision == "auto" and run.device.type == "cpu"
         for step, fields in batches:
             views = step_views(run, step, fields)
+            if measure_precision:  # on the first step's own views, before it trains
+                amp_dtype = cpu_precision(run, views, batch_items(fields)).dtype
+                measure_precision = False
             out = optimize(run, trained, views, step, scaler, amp_dtype)
             # --- log and checkpoint ----------------------------------------------------------
             window.add(out, step)
