@@ -25,12 +25,13 @@ LAYERS = {
         "checkpoint",
         "presets",
         "arguments",
+        "precision",
     },
     "data and models": {"data", "backbones"},
     "what tools share": {"runs", "features"},
     "tasks": {"tasks"},
     "the loop": {"train", "resume"},
-    "tools": {"eval", "dense", "export", "analysis", "graph", "video", "demo", "estimate"},
+    "tools": {"eval", "dense", "export", "analysis", "graph", "video", "demo", "estimate", "api"},
     "command line": {"cli", "__main__"},
 }
 

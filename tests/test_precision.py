@@ -109,11 +109,11 @@ def test_a_cpu_run_measures_records_and_resumes_with_its_choice(
     flipped = {**record, "choice": "fp32" if record["choice"] == "bf16" else "bf16"}
     (out / "precision.json").write_text(json.dumps(flipped))
     capsys.readouterr()
-    resumed = train(tiny_config(tiny_npz, "train.steps=6", "train.device=cpu"), out,
-                    progress=False)  # fmt: skip
+    resumed = train(tiny_config(tiny_npz, "train.steps=6", "train.device=cpu"), out)
     assert resumed.start_step == 4
     assert json.loads((out / "precision.json").read_text())["choice"] == flipped["choice"]
-    assert f"precision auto -> {flipped['choice']} (" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert f"precision auto -> {flipped['choice']} (" in printed.out + printed.err
 
 
 def test_auto_outside_training_is_exact_on_a_cpu():

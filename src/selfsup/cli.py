@@ -190,44 +190,22 @@ def multitask_settings(args: argparse.Namespace) -> dict:
     return {"multitask": section}
 
 
-def with_motion_data(values: dict) -> dict:
-    """Multi-task motion data given as videos or frame folders: their motion masks, computed
-    once and cached, become the data training reads (`multitask.videos` then names them)."""
-    videos = values.get("multitask", {}).get("videos") if values.get("task") == "multitask" else ""
-    if not videos or not isinstance(videos, str):
-        return values
-
-    if not all(Path(p).exists() for p in videos.split(",") if p):
-        return values  # opening the data names what is missing
-    from selfsup.config import merge
-    from selfsup.video.cache import mask_dataset
-
-    return merge(values, {"multitask": {"videos": mask_dataset(videos)}})
-
-
 def train_config(args: argparse.Namespace) -> ExperimentConfig:
     """The resolved ExperimentConfig of a parsed `selfsup train` command line."""
-    from selfsup.config import ConfigError, load_yaml, merge, parse_overrides, resolve
-    from selfsup.presets import config_file
-    from selfsup.tasks import task_config_class
+    from selfsup.api import configure
+    from selfsup.config import ConfigError, parse_overrides
 
-    values: dict = load_yaml(config_file(args.config)) if args.config else {}
-    if values.get("task", args.task) != args.task:
-        raise ConfigError(
-            f"task: the config file is for {values['task']!r} but the command trains {args.task!r}"
-        )
-    values["task"] = args.task
+    sections = []
     if args.data:
-        values = merge(values, {"data": {"path": args.data}})
+        sections.append({"data": {"path": args.data}})
     if args.steps is not None:
-        values = merge(values, {"train": {"steps": args.steps}})
+        sections.append({"train": {"steps": args.steps}})
     if args.graph:
-        values = merge(values, graph_settings(args))
+        sections.append(graph_settings(args))
     if args.tasks or args.videos:
-        values = merge(values, multitask_settings(args))
-    values = merge(values, parse_overrides(args.overrides))
-    values = with_motion_data(values)
-    cfg = resolve(values, task_config_class)
+        sections.append(multitask_settings(args))
+    sections.append(parse_overrides(args.overrides))
+    cfg = configure(args.task, args.config, sections)
     if not cfg.data.path:
         raise ConfigError("data.path: no training data given (use --data PATH)")
     return cfg

@@ -140,7 +140,16 @@ def refuse_other_exports(path: Path) -> None:
 
 
 def load_backbone(spec: str, random_init: bool = False, seed: int = 0) -> LoadedBackbone:
-    """The backbone named by `spec`; with `random_init`, its architecture with fresh weights."""
+    """The backbone named by `spec` (a run folder, a checkpoint, an exported `.safetensors`,
+    or `random:<backbone>`) with what it was trained on: `.backbone` (a module, on the
+    CPU), `.input` (how its images are fed), `.config`, `.step`; with `random_init`, the
+    same architecture with fresh weights.
+
+    >>> import selfsup, torch
+    >>> loaded = selfsup.load_backbone("random:resnet18")
+    >>> loaded.backbone.probe_layers, loaded.input.colour
+    (('stem', 'layer1', 'layer2', 'layer3', 'final'), 'rgb')
+    """
     import torch
 
     if spec.startswith("random:"):

@@ -371,8 +371,8 @@ def training_setup(run: Run) -> tuple[nn.Module, torch.amp.GradScaler, torch.dty
 def cpu_precision(run: Run, views: dict, items: int) -> precision.PrecisionChoice:
     """`train.precision=auto` on a CPU: the dtype the run began with when it resumes, else
     the faster of bf16 and fp32 for this model on these views (measured, or cached from an
-    earlier run of the same workload on this CPU), decided by rank 0 for every rank,
-    printed and recorded in the run folder."""
+    earlier run of the same workload on this CPU), decided by rank 0 for every rank and
+    recorded in the run folder."""
     choice = precision.read_record(run.folder) if run.start_step > 0 else None
     if choice is None and dist.is_main():
         # What the step costs depends on the model and its inputs, not on the schedule.
@@ -381,10 +381,7 @@ def cpu_precision(run: Run, views: dict, items: int) -> precision.PrecisionChoic
         with precision.untouched(run.model):
             choice = precision.measure(step, items, json.dumps(workload, sort_keys=True))
         precision.write_record(run.folder, choice)
-    choice = dist.from_main(choice)
-    if dist.is_main():
-        print(choice.describe())
-    return choice
+    return dist.from_main(choice)
 
 
 def step_views(run: Run, step: int, fields: dict[str, torch.Tensor]) -> dict:
@@ -500,7 +497,10 @@ def train_prepared(run: Run, progress: bool) -> Run:
         for step, fields in batches:
             views = step_views(run, step, fields)
             if measure_precision:  # on the first step's own views, before it trains
-                amp_dtype = cpu_precision(run, views, batch_items(fields)).dtype
+                choice = cpu_precision(run, views, batch_items(fields))
+                amp_dtype = choice.dtype
+                if progress and dist.is_main():
+                    bar.write(choice.describe())
                 measure_precision = False
             out = optimize(run, trained, views, step, scaler, amp_dtype)
             # --- log and checkpoint ----------------------------------------------------------

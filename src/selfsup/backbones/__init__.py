@@ -46,7 +46,12 @@ def register_backbone(name: str) -> Callable[[Factory], Factory]:
 
 
 def list_backbones() -> list[str]:
-    """Registered backbone names, sorted."""
+    """Registered backbone names, sorted.
+
+    >>> import selfsup
+    >>> {"alexnet", "resnet18", "vgg16"} <= set(selfsup.list_backbones())
+    True
+    """
     return sorted(_REGISTRY)
 
 
@@ -65,6 +70,14 @@ def build_backbone(name: str, **kwargs: object) -> Backbone:
 
     Raises ValueError for an unknown name (listing the registered ones), an argument the
     backbone does not take (listing the ones it does), or an invalid argument value.
+
+    >>> import selfsup, torch
+    >>> backbone = selfsup.build_backbone("resnet18", stem="small")
+    >>> backbone(torch.randn(2, 3, 32, 32)).shape  # the final feature map
+    torch.Size([2, 512, 4, 4])
+    >>> maps = backbone.forward_layers(torch.randn(2, 3, 32, 32), ["layer1", "layer2"])
+    >>> {name: tuple(m.shape) for name, m in maps.items()}
+    {'layer1': (2, 64, 32, 32), 'layer2': (2, 128, 16, 16)}
     """
     factory = _factory(name)
     params = inspect.signature(factory).parameters.values()

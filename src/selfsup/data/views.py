@@ -4,6 +4,16 @@ Tasks build their inputs from a batch of uint8 images with these functions inste
 PIL calls, so augmentation costs a handful of tensor kernels per step. Random parameters are
 drawn from an explicit CPU `torch.Generator` (then moved to the batch's device), which makes
 views reproducible from (seed, step) on any device.
+
+>>> import torch, selfsup
+>>> V = selfsup.views
+>>> images = torch.randint(0, 256, (8, 3, 64, 64), dtype=torch.uint8)  # a batch, any device
+>>> g = torch.Generator().manual_seed(0)
+>>> x = V.random_resized_crop(images, 32, g, scale=(0.2, 1.0))  # one crop per image
+>>> x = V.color_jitter(V.random_hflip(x, 0.5, g), g, brightness=0.4, contrast=0.4,
+...                    saturation=0.4, p=0.8, hue=0.1)
+>>> V.normalize(x, V.MEAN, V.STD).shape, V.tiles_2x2(x).shape  # counting's four tiles
+(torch.Size([8, 3, 32, 32]), torch.Size([8, 4, 3, 16, 16]))
 """
 
 from __future__ import annotations

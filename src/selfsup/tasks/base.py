@@ -26,7 +26,34 @@ from selfsup.data.streams import Images
 
 
 class PretextTask(nn.Module):
-    """Base class; subclasses set `name`, `config_class` and implement the two methods."""
+    """Base class; subclasses set `name`, `config_class` and implement the two methods.
+
+    A task of your own (decorated with `selfsup.tasks.register_task`, it trains through
+    the same loop and CLI by its name):
+
+    >>> import torch, selfsup
+    >>> from selfsup.data import views as V
+    >>> from dataclasses import dataclass
+    >>> @dataclass
+    ... class FlipConfig:
+    ...     pass
+    >>> class Flip(selfsup.PretextTask):  # was the image mirrored?
+    ...     name, config_class = "flip-example", FlipConfig
+    ...     def __init__(self, config, backbone):
+    ...         super().__init__(config, backbone)
+    ...         self.head = torch.nn.Linear(backbone.num_features, 2)
+    ...     def make_views(self, images, generator):
+    ...         flipped = torch.randint(0, 2, (len(images),), generator=generator)
+    ...         x = torch.where(flipped[:, None, None, None] == 1, images.flip(-1), images)
+    ...         return {"x": V.normalize(x, V.MEAN, V.STD), "flipped": flipped}
+    ...     def forward(self, views):
+    ...         logits = self.head(self.backbone(views["x"]).mean((2, 3)))
+    ...         return {"loss": torch.nn.functional.cross_entropy(logits, views["flipped"])}
+    >>> task = Flip(FlipConfig(), selfsup.build_backbone("alexnet_small"))
+    >>> images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    >>> task(task.make_views(images, torch.Generator().manual_seed(0)))["loss"].requires_grad
+    True
+    """
 
     name: ClassVar[str]
     config_class: ClassVar[type]

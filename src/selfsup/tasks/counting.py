@@ -95,6 +95,14 @@ def counting_loss(
 
     phi_tiles (B, 4, k), phi_down = phi(D x) (B, k), phi_other = phi(D y) (B, k).
     Returns (loss, equivariance term, contrastive distance |phi(D y) - sum phi(T x)|^2).
+
+    >>> import torch, selfsup
+    >>> tiles = torch.ones(2, 4, 3)  # phi of each image's four tiles: (B, 4, k)
+    >>> down = tiles.sum(1)  # phi(D x), the sum of its tiles' counts: equivariant
+    >>> other = torch.zeros(2, 3)  # phi(D y) of other images, far from that sum
+    >>> loss, equivariance, contrast = selfsup.counting_loss(tiles, down, other, margin=10.0)
+    >>> loss.item(), equivariance.item(), contrast.item()
+    (0.0, 0.0, 48.0)
     """
     tile_sum = phi_tiles.sum(dim=1)  # (B, k)
     equivariance = (phi_down - tile_sum).pow(2).sum(dim=1)  # (B,)

@@ -75,6 +75,11 @@ def triplet_loss(anchor: torch.Tensor, positive: torch.Tensor, margin: float) ->
     """L2-normalised anchor and positive embeddings (B, D) -> the batch-negative triplet loss.
 
     Negatives of anchor i are the positives of every other image j; both view orders count.
+
+    >>> import torch, selfsup
+    >>> z = torch.eye(2)  # two images, each view equal to its own: cosine distance 0 and 1
+    >>> selfsup.triplet_loss(z, z, margin=0.5).item(), selfsup.triplet_loss(z, z, margin=1.5).item()
+    (0.0, 0.5)
     """
     distance = 1 - anchor @ positive.T  # (B, B) cosine distances; diagonal: the positives
     positive_distance = distance.diagonal()
@@ -86,7 +91,13 @@ def triplet_loss(anchor: torch.Tensor, positive: torch.Tensor, margin: float) ->
 
 
 def info_nce_loss(anchor: torch.Tensor, positive: torch.Tensor, temperature: float) -> torch.Tensor:
-    """L2-normalised (B, D) pairs -> NT-Xent over the 2B embeddings (SimCLR eq. 1)."""
+    """L2-normalised (B, D) pairs -> NT-Xent over the 2B embeddings (SimCLR eq. 1).
+
+    >>> import torch, selfsup
+    >>> z = torch.eye(2)  # logits of view 1 of image 0: [self: -inf, 0, its pair: 1, 0]
+    >>> round(selfsup.info_nce_loss(z, z, temperature=1.0).item(), 4)  # log(2 + e) - 1
+    0.5514
+    """
     z = torch.cat([anchor, positive])  # (2B, D)
     batch = len(anchor)
     self_pairs = torch.eye(2 * batch, dtype=torch.bool, device=z.device)

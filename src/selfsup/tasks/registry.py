@@ -18,6 +18,12 @@ def register_task(cls: type[PretextTask]) -> type[PretextTask]:
 
 
 def list_tasks() -> list[str]:
+    """The registered task names, sorted.
+
+    >>> import selfsup
+    >>> {"counting", "exemplar", "multitask", "transitive"} <= set(selfsup.list_tasks())
+    True
+    """
     return sorted(_TASKS)
 
 
@@ -32,4 +38,18 @@ def task_config_class(name: str) -> type:
 
 
 def build_task(name: str, config: Any, backbone: Backbone) -> PretextTask:
+    """Task `name` with its settings `config` (the task's section of a resolved config) on
+    `backbone`: a module whose `make_views` builds a step's inputs and whose forward returns
+    the loss.
+
+    >>> import selfsup, torch
+    >>> cfg = selfsup.make_config("rotation", settings={"backbone.name": "alexnet_small"})
+    >>> backbone = selfsup.build_backbone("alexnet_small")
+    >>> task = selfsup.build_task("rotation", cfg.task_config, backbone)
+    >>> images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    >>> views = task.make_views(images=images, generator=torch.Generator().manual_seed(0))
+    >>> out = task(views)
+    >>> out["loss"].shape, out["loss"].requires_grad
+    (torch.Size([]), True)
+    """
     return get_task_class(name)(config, backbone)

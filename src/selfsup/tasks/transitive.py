@@ -107,7 +107,14 @@ def ranking_loss(
     valid: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """anchor, positive (B, d) and negatives (B, K, d), all L2-normalised -> scalar: the mean
-    over the (B, K) triplets, or over those `valid` marks."""
+    over the (B, K) triplets, or over those `valid` marks.
+
+    >>> import torch, selfsup
+    >>> anchor = torch.tensor([[1.0, 0.0]])  # the positive is the anchor: distance 0
+    >>> negatives = torch.tensor([[[0.0, 1.0]]])  # one negative at cosine distance 1
+    >>> selfsup.ranking_loss(anchor, anchor, negatives, margin=1.5).item()
+    0.5
+    """
     d_pos = 1 - (anchor * positive).sum(-1, keepdim=True)  # (B, 1)
     d_neg = 1 - torch.einsum("bd,bkd->bk", anchor, negatives)  # (B, K)
     losses = torch.relu(d_pos - d_neg + margin)
