@@ -151,7 +151,12 @@ class DataConfig:
 
 @dataclass
 class BackboneConfig:
-    name: str = param("alexnet_small", "Backbone architecture (see `selfsup list backbones`).")
+    name: str = param(
+        "alexnet_small",
+        "Backbone architecture (see `selfsup list backbones`), or any timm model as "
+        "`timm:<model>` (e.g. timm:resnet50, timm:convnext_tiny; needs "
+        "pip install 'selfsup[timm]'; fresh weights, never downloaded).",
+    )
     batch_norm: bool = param(True, "AlexNet, VGG: batch norm after every conv.")
     width: float = param(1.0, "ResNet, VGG: channel width multiplier.", low=0.0, low_exclusive=True)
     stem: str = param(
@@ -160,6 +165,20 @@ class BackboneConfig:
         choices=("imagenet", "small"),
     )
     num_stages: int = param(4, "ResNet: stages kept (the multi-task paper cuts after 3).", low=1)
+
+    def check(self, prefix: str) -> None:
+        """A timm model (`timm:<model>`) is built as timm defines it: selfsup's own
+        architecture settings do not apply to it, and are refused rather than ignored."""
+        if not self.name.startswith("timm:"):
+            return
+        defaults = BackboneConfig.__dataclass_fields__
+        for key in ("batch_norm", "width", "stem", "num_stages"):
+            if getattr(self, key) != defaults[key].default:
+                raise ConfigError(
+                    f"{prefix}.{key}: does not apply to timm models ({self.name} is built as "
+                    f"timm defines it); leave it at {defaults[key].default!r} or pick another "
+                    "timm model"
+                )
 
 
 @dataclass
@@ -251,8 +270,10 @@ class TrainConfig:
     )
     init_backbone: str = param(
         "",
-        "A run folder or checkpoint whose backbone weights start this run (fine-tuning); its "
-        "backbone config must match `backbone`.",
+        "A run folder, checkpoint or safetensors export whose backbone weights start this run "
+        "(fine-tuning); its backbone config must match `backbone`. With a timm backbone also "
+        "a state dict saved from that timm model (.pth, .pt or .safetensors; its head is left "
+        "out).",
     )
     dist_timeout: float = param(
         300.0,

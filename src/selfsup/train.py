@@ -29,17 +29,24 @@ from selfsup.data.trunk_input import input_of_config
 from selfsup.metrics import MetricWindow, NonFiniteLossError
 from selfsup.outputs import hold_folder
 from selfsup.resume import accept_changes, check_same_model, write_config
-from selfsup.runs import backbone_from_config, load_backbone
+from selfsup.runs import backbone_from_config, is_timm_weights, load_backbone
 from selfsup.runtime import autocast, keep_freed_memory, resolve_device, resolve_precision
 from selfsup.tasks import PretextTask, build_task
 
 
 def build_model(cfg: ExperimentConfig, load_init: bool = True) -> PretextTask:
     """The task with its backbone; weights from `train.init_backbone` when given (and
-    `load_init`: a resumed run takes every weight from its own checkpoint instead)."""
+    `load_init`: a resumed run takes every weight from its own checkpoint instead): a selfsup
+    run, checkpoint or export, or for a timm backbone a state dict of the timm model."""
     torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
     model = build_task(cfg.task, cfg.task_config, backbone_from_config(cfg.backbone))
-    if cfg.train.init_backbone and load_init:
+    init = cfg.train.init_backbone if load_init else ""
+    if init and cfg.backbone.name.startswith("timm:") and is_timm_weights(init):
+        try:  # weights saved from the timm model itself, not by selfsup
+            model.backbone.load_timm_weights(init)
+        except ValueError as err:
+            raise ConfigError(f"train.init_backbone: {err}") from err
+    elif init:
         source = load_backbone(cfg.train.init_backbone)
         if source.config.get("backbone") != dump(cfg)["backbone"]:
             raise ConfigError(
