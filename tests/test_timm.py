@@ -142,10 +142,7 @@ def test_train_probe_knn_export_and_load_into_timm(tiny_npz, tmp_path):
     probe = tmp_path / "probe.json"
     args = ["--steps", "3", "--layers", "layer1", "final", "--json", str(probe)]
     assert main(["eval", "linear", str(run), *common, *args]) == 0
-    assert [row["layer"] for row in json.loads(probe.read_text())["layers"]] == [
-        "layer1",
-        "final",
-    ]
+    assert [row["layer"] for row in json.loads(probe.read_text())["layers"]] == ["layer1", "final"]
     assert main(["eval", "knn", str(run), *common, "--json", str(tmp_path / "knn.json")]) == 0
 
     out = tmp_path / "export" / "backbone.safetensors"

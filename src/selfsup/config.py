@@ -259,6 +259,21 @@ class TrainConfig:
         choices=("reuse", "system"),
     )
     log_every: int = param(20, "Steps between lines in metrics.jsonl.", low=1)
+    logger: str = param(
+        "jsonl",
+        "Where metrics go besides metrics.jsonl (always written): `jsonl` nowhere else; "
+        "`tensorboard` also TensorBoard event files in RUN/tensorboard/ (the same scalars, "
+        "and every `image_every` steps a labelled grid of the views the task trained on; "
+        "needs pip install 'selfsup[tensorboard]'). View with tensorboard --logdir RUN.",
+        choices=("jsonl", "tensorboard"),
+    )
+    image_every: int = param(
+        500,
+        "logger=tensorboard: steps between image grids of the step's views (tiles and D(x) "
+        "for counting, both views for exemplar, patches with their positions, ...); also "
+        "the first step. 0: scalars only.",
+        low=0,
+    )
     compile: str = param(
         "off",
         "torch.compile the task module (a slow first step, faster steps after): `default`; "

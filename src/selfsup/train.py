@@ -26,7 +26,7 @@ from selfsup.data import ImageStream, open_source
 from selfsup.data.pairs import PairStream
 from selfsup.data.streams import GraphPairs, ImageFields, Images, Streams, batch_items
 from selfsup.data.trunk_input import input_of_config
-from selfsup.metrics import MetricWindow, NonFiniteLossError
+from selfsup.metrics import MetricWindow, NonFiniteLossError, TensorBoardLog, check_tensorboard
 from selfsup.outputs import hold_folder
 from selfsup.resume import accept_changes, check_same_model, write_config
 from selfsup.runs import backbone_from_config, is_timm_weights, load_backbone
@@ -181,6 +181,8 @@ def prepare(
     if cfg.train.heap == "reuse":
         keep_freed_memory()
     dist.init(device, cfg.train.dist_timeout)
+    if cfg.train.logger == "tensorboard":
+        check_tensorboard()  # before anything is built or the folder is made
     model = build_model(cfg, load_init=not (folder / "checkpoints" / "last.pt").exists())
     if cfg.data.image_size < model.min_image_size():
         raise ConfigError(
@@ -479,6 +481,11 @@ def train_prepared(run: Run, progress: bool) -> Run:
     window = MetricWindow()
     window_start, window_images = time.perf_counter(), 0
     with contextlib.ExitStack() as stack:
+        board = None  # train.logger=tensorboard: the same records, and the views as images
+        if cfg.train.logger == "tensorboard" and dist.is_main():
+            board = stack.enter_context(
+                contextlib.closing(TensorBoardLog(run.folder, run.start_step))
+            )
         # Closed on the way out, also when a step raises: that stops the prefetch thread
         # and the DataLoader workers at once.
         batches = iter(())
@@ -498,10 +505,15 @@ def train_prepared(run: Run, progress: bool) -> Run:
                 if log:
                     log.write(json.dumps(record) + "\n")
                     log.flush()
+                if board:
+                    board.scalars(record)
                 bar.set_postfix(
                     loss=f"{record['loss']:.4g}", img_s=f"{record['images_per_sec']:.0f}"
                 )
                 window_start, window_images = time.perf_counter(), 0
+            every = cfg.train.image_every
+            if board and every and (done == 1 or done % every == 0):
+                board.images(done, run.model.view_grids(views))
             if done % cfg.checkpoint.every == 0 or done >= total:
                 check_finite(run, window)  # never save weights a non-finite loss has touched
                 save(run, done, scaler)

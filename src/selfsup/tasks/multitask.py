@@ -292,6 +292,14 @@ class MultiTask(PretextTask):
                 views[names[t]] = task.make_views(x, generator)
         return views
 
+    def view_grids(self, views: dict, count: int = 8) -> dict[str, torch.Tensor]:
+        """Every task of the step draws its own views: `<task>/<grid>`."""
+        return {
+            f"{name}/{key}": grid
+            for name, task_views in views.items()
+            for key, grid in self.subtasks[name].view_grids(task_views, count).items()
+        }
+
     def forward(self, views: dict) -> dict[str, torch.Tensor]:
         names = list(self.subtasks)
         counts = ranks_per_task(len(names), dist.world_size())
