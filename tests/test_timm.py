@@ -11,7 +11,7 @@ import torch
 
 from selfsup.backbones import build_backbone
 from selfsup.cli import main
-from selfsup.config import ConfigError, resolve
+from selfsup.config import ConfigError, parse_overrides, resolve
 from selfsup.data.streams import synthetic_fields
 from selfsup.runs import load_backbone
 from selfsup.tasks import list_tasks, task_config_class
@@ -92,11 +92,16 @@ def test_unknown_model_and_missing_timm_are_named(monkeypatch):
         build_backbone("timm:test_resnet")
 
 
-def test_counting_tiles_below_the_trunks_smallest_input_are_refused_when_built():
-    values = {"task": "counting", "backbone": {"name": "timm:test_convnext"}}
-    values["counting"] = {"crop_size": 32, "num_counts": 8, "head_hidden": [8]}
-    with pytest.raises(ConfigError, match=r"counting.crop_size: its tiles are 16 px.*32 px"):
-        build_model(resolve(values, task_config_class))
+def test_views_the_trunk_cannot_take_are_refused_before_training(tiny_npz, tmp_path):
+    run = tmp_path / "run"
+    convnext = ["backbone.name=timm:test_convnext", "counting.crop_size=32"]  # 16 px tiles
+    with pytest.raises(ConfigError, match=r"`tiles` views are 16 px.*at least 32 px"):
+        train(tiny_config(tiny_npz, *convnext), run, progress=False)
+    vit = ["task=rotation", "backbone.name=timm:test_vit", "data.image_size=40"]
+    cfg = resolve(parse_overrides([*vit, f"data.path={tiny_npz}"]), task_config_class)
+    with pytest.raises(ConfigError, match=r"`images` views are 40 px.*multiples of its 16 px"):
+        train(cfg, run, progress=False)
+    assert not run.exists()
 
 
 def test_the_multitask_lasso_is_refused_on_a_timm_model():

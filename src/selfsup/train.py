@@ -24,7 +24,14 @@ from selfsup import checkpoint, dist
 from selfsup.config import ConfigError, ExperimentConfig, OptimConfig, dump
 from selfsup.data import ImageStream, open_source
 from selfsup.data.pairs import PairStream
-from selfsup.data.streams import GraphPairs, ImageFields, Images, Streams, batch_items
+from selfsup.data.streams import (
+    GraphPairs,
+    ImageFields,
+    Images,
+    Streams,
+    batch_items,
+    synthetic_fields,
+)
 from selfsup.data.trunk_input import input_of_config
 from selfsup.metrics import MetricWindow, NonFiniteLossError, TensorBoardLog, check_tensorboard
 from selfsup.outputs import hold_folder
@@ -189,6 +196,7 @@ def prepare(
             f"data.image_size: {cfg.data.image_size} is smaller than the {cfg.task} views "
             f"need ({model.min_image_size()})"
         )
+    check_trunk_inputs(cfg, model)
     model.to(
         device,
         memory_format=torch.channels_last if cfg.train.channels_last else torch.contiguous_format,
@@ -210,6 +218,33 @@ def prepare(
             run.claim.close()
         raise
     return run
+
+
+def check_trunk_inputs(cfg: ExperimentConfig, model: PretextTask) -> None:
+    """Refuse, before anything trains, views whose sides the trunk cannot take (a ViT's must
+    be multiples of its patch, a ConvNeXt needs 32 px): the task's views of a few random
+    images of `data.image_size`, built once on the host (no forward), each side checked."""
+    generator = torch.Generator().manual_seed(0)
+    fields = synthetic_fields(model.inputs(), 4, cfg.data.image_size, generator)
+    views = model.make_views(**fields, generator=generator)
+    flat = {
+        f"{task}.{key}": v
+        for task, sub in views.items()
+        if isinstance(sub, dict)
+        for key, v in sub.items()
+    }  # multi-task: each sub-task's views
+    flat.update({key: v for key, v in views.items() if not isinstance(v, dict)})
+    for key, view in flat.items():
+        if not (view.dim() == 4 and view.shape[1] == 3 and view.is_floating_point()):
+            continue  # not an image the trunk reads (labels, masks, indices)
+        for side in dict.fromkeys(view.shape[-2:]):
+            problem = model.backbone.input_size_problem(side)
+            if problem:
+                raise ConfigError(
+                    f"{cfg.task}: its `{key}` views are {side} px for data.image_size="
+                    f"{cfg.data.image_size}, and {problem}; change the task's crop, tile or "
+                    "input size (see `selfsup config " + cfg.task + "`) or data.image_size"
+                )
 
 
 def resume_or_start(run: Run) -> None:

@@ -128,11 +128,6 @@ class Counting(PretextTask):
 
     def __init__(self, config: CountingConfig, backbone: Backbone):
         super().__init__(config, backbone)
-        problem = backbone.input_size_problem(config.crop_size // 2)
-        if problem:  # tiles and D(x) are s = crop_size / 2 px, whatever the data
-            raise ConfigError(
-                f"counting.crop_size: its tiles are {config.crop_size // 2} px, and {problem}"
-            )
         self.head = CountingHead(
             backbone.num_features, config.head_pool, config.head_hidden, config.num_counts
         )
