@@ -157,14 +157,24 @@ class BackboneConfig:
         "`timm:<model>` (e.g. timm:resnet50, timm:convnext_tiny; needs "
         "pip install 'selfsup[timm]'; fresh weights, never downloaded).",
     )
-    batch_norm: bool = param(True, "AlexNet, VGG: batch norm after every conv.")
-    width: float = param(1.0, "ResNet, VGG: channel width multiplier.", low=0.0, low_exclusive=True)
+    batch_norm: bool = param(
+        True, "AlexNet, VGG: batch norm after every conv (not for timm models)."
+    )
+    width: float = param(
+        1.0,
+        "ResNet, VGG: channel width multiplier (not for timm models).",
+        low=0.0,
+        low_exclusive=True,
+    )
     stem: str = param(
         "imagenet",
-        "ResNet stem: `imagenet` (7x7/2 + maxpool) or `small` (3x3/1, for 32-64 px inputs).",
+        "ResNet stem: `imagenet` (7x7/2 + maxpool) or `small` (3x3/1, for 32-64 px inputs); "
+        "not for timm models.",
         choices=("imagenet", "small"),
     )
-    num_stages: int = param(4, "ResNet: stages kept (the multi-task paper cuts after 3).", low=1)
+    num_stages: int = param(
+        4, "ResNet: stages kept (the multi-task paper cuts after 3; not for timm models).", low=1
+    )
 
     def check(self, prefix: str) -> None:
         """A timm model (`timm:<model>`) is built as timm defines it: selfsup's own
