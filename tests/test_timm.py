@@ -101,6 +101,17 @@ def test_views_the_trunk_cannot_take_are_refused_before_training(tiny_npz, tmp_p
     cfg = resolve(parse_overrides([*vit, f"data.path={tiny_npz}"]), task_config_class)
     with pytest.raises(ConfigError, match=r"`images` views are 40 px.*multiples of its 16 px"):
         train(cfg, run, progress=False)
+    # Every sub-task of a multi-task run, also those a step may leave out (sampling=random).
+    multitask = [
+        "task=multitask",
+        "backbone.name=timm:test_vit",
+        "multitask.tasks=[rotation,counting]",
+        "multitask.sampling=random",
+        "multitask.settings.counting.crop_size=24",  # 12 px tiles
+    ]
+    cfg = resolve(parse_overrides([*multitask, f"data.path={tiny_npz}"]), task_config_class)
+    with pytest.raises(ConfigError, match=r"^counting: its `tiles` views are 12 px"):
+        train(cfg, run, progress=False)
     assert not run.exists()
 
 

@@ -54,7 +54,7 @@ def build_model(cfg: ExperimentConfig, load_init: bool = True) -> PretextTask:
         except ValueError as err:
             raise ConfigError(f"train.init_backbone: {err}") from err
     elif init:
-        source = load_backbone(cfg.train.init_backbone)
+        source = load_backbone(init)
         if source.config.get("backbone") != dump(cfg)["backbone"]:
             raise ConfigError(
                 f"train.init_backbone: {source.source} holds backbone "
@@ -222,29 +222,23 @@ def prepare(
 
 def check_trunk_inputs(cfg: ExperimentConfig, model: PretextTask) -> None:
     """Refuse, before anything trains, views whose sides the trunk cannot take (a ViT's must
-    be multiples of its patch, a ConvNeXt needs 32 px): the task's views of a few random
-    images of `data.image_size`, built once on the host (no forward), each side checked."""
+    be multiples of its patch, a ConvNeXt needs 32 px): each task's views (every sub-task of
+    a multi-task run) of a few random images of `data.image_size`, built once on the host
+    without a forward, every side of every image view checked."""
     generator = torch.Generator().manual_seed(0)
-    fields = synthetic_fields(model.inputs(), 4, cfg.data.image_size, generator)
-    views = model.make_views(**fields, generator=generator)
-    flat = {
-        f"{task}.{key}": v
-        for task, sub in views.items()
-        if isinstance(sub, dict)
-        for key, v in sub.items()
-    }  # multi-task: each sub-task's views
-    flat.update({key: v for key, v in views.items() if not isinstance(v, dict)})
-    for key, view in flat.items():
-        if not (view.dim() == 4 and view.shape[1] == 3 and view.is_floating_point()):
-            continue  # not an image the trunk reads (labels, masks, indices)
-        for side in dict.fromkeys(view.shape[-2:]):
-            problem = model.backbone.input_size_problem(side)
-            if problem:
-                raise ConfigError(
-                    f"{cfg.task}: its `{key}` views are {side} px for data.image_size="
-                    f"{cfg.data.image_size}, and {problem}; change the task's crop, tile or "
-                    "input size (see `selfsup config " + cfg.task + "`) or data.image_size"
-                )
+    for name, task in model.single_tasks().items():
+        fields = synthetic_fields(task.inputs(), 4, cfg.data.image_size, generator)
+        for key, view in task.make_views(**fields, generator=generator).items():
+            if not (view.dim() == 4 and view.shape[1] == 3 and view.is_floating_point()):
+                continue  # not an image the trunk reads (labels, masks, indices)
+            for side in dict.fromkeys(view.shape[-2:]):
+                problem = model.backbone.input_size_problem(side)
+                if problem:
+                    raise ConfigError(
+                        f"{name}: its `{key}` views are {side} px for data.image_size="
+                        f"{cfg.data.image_size}, and {problem}; change {name}'s crop, tile or "
+                        f"input size (see `selfsup config {name}`) or data.image_size"
+                    )
 
 
 def resume_or_start(run: Run) -> None:

@@ -50,6 +50,10 @@ class PretextTask(nn.Module):
         """The loss (key "loss") and scalar metrics for logging."""
         raise NotImplementedError
 
+    def single_tasks(self) -> dict[str, PretextTask]:
+        """The tasks this one trains, by name: itself (multi-task: its sub-tasks)."""
+        return {self.name: self}
+
     def min_image_size(self) -> int:
         """Smallest `data.image_size` the task's views can be built from."""
         return 1

@@ -220,6 +220,9 @@ class MultiTask(PretextTask):
             )
         return wanted
 
+    def single_tasks(self) -> dict[str, PretextTask]:
+        return dict(self.subtasks)
+
     def min_image_size(self) -> int:
         return max(task.min_image_size() for task in self.subtasks.values())
 
