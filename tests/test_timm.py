@@ -148,9 +148,10 @@ def test_a_timm_state_dict_starts_a_run(tmp_path, tiny_npz):
         build_model(cfg)
 
 
-def test_train_probe_knn_export_and_load_into_timm(tiny_npz, tmp_path):
-    """A timm-backbone run goes through the tools like any other: per-layer probes and kNN
-    on its stages, and a safetensors export that loads into timm's model by name."""
+def test_train_probe_knn_inspect_embed_export_and_load_into_timm(tiny_npz, tmp_path):
+    """A timm-backbone run goes through the tools like any other: per-layer probes, kNN,
+    inspect and embed on its stages, and a safetensors export that loads into timm's model
+    by name."""
     run = tmp_path / "run"
     train(tiny_config(tiny_npz, "backbone.name=timm:test_resnet", "train.steps=2"), run, False)
     common = ["--data", str(tiny_npz), "--test", str(tiny_npz), "--quiet"]
@@ -160,6 +161,11 @@ def test_train_probe_knn_export_and_load_into_timm(tiny_npz, tmp_path):
     assert main(["eval", "linear", str(run), *common, *args]) == 0
     assert [row["layer"] for row in json.loads(probe.read_text())["layers"]] == ["layer1", "final"]
     assert main(["eval", "knn", str(run), *common, "--json", str(tmp_path / "knn.json")]) == 0
+    inspect = ["--data", str(tiny_npz), "--max-images", "24", "--workers", "0", "--quiet"]
+    assert main(["inspect", str(run), "--out", str(tmp_path / "page"), *inspect]) == 0
+    assert (tmp_path / "page" / "report.html").is_file()
+    embed = ["--layer", "layer2", "--workers", "0", "--quiet", "--out", str(tmp_path / "f.npz")]
+    assert main(["embed", str(run), str(tiny_npz), *embed]) == 0
 
     out = tmp_path / "export" / "backbone.safetensors"
     assert main(["export", str(run), "--format", "safetensors", "--out", str(out)]) == 0
