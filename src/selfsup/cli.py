@@ -53,7 +53,9 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
         help="pretrain a backbone with a pretext task",
         description="Train TASK on unlabelled images. Settings come from the config dataclasses, "
         "then --config FILE, then key=value overrides (see `selfsup config TASK`). If OUT "
-        "holds a checkpoint, training resumes from it.",
+        "holds a checkpoint, training resumes from it. Metrics go to OUT/metrics.jsonl, and "
+        "with train.logger=tensorboard also to OUT/tensorboard/ (with grids of the views). "
+        "backbone.name=timm:<model> trains any timm model (pip install 'selfsup[timm]').",
     )
     p.add_argument("task", help="pretext task (see `selfsup list tasks`)")
     p.add_argument(
@@ -130,7 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--steps", type=positive_int, help="pretraining steps (default: the demo preset)"
     )
 
-    lst = commands.add_parser("list", help="list tasks, backbones or config presets")
+    lst = commands.add_parser(
+        "list",
+        help="list tasks, backbones or config presets",
+        description="List the pretext tasks, selfsup's own backbones (besides them any timm "
+        "model trains as backbone.name=timm:<model>) or the shipped config presets.",
+    )
     lst.add_argument("what", choices=("tasks", "backbones", "configs"))
     cfg = commands.add_parser(
         "config",
@@ -246,6 +253,7 @@ def command_list(args: argparse.Namespace) -> None:
         from selfsup.backbones import list_backbones
 
         print("\n".join(list_backbones()))
+        print("timm:<model>  (any timm model, e.g. timm:resnet50; pip install 'selfsup[timm]')")
 
 
 def print_presets() -> None:

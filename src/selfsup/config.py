@@ -151,15 +151,44 @@ class DataConfig:
 
 @dataclass
 class BackboneConfig:
-    name: str = param("alexnet_small", "Backbone architecture (see `selfsup list backbones`).")
-    batch_norm: bool = param(True, "AlexNet, VGG: batch norm after every conv.")
-    width: float = param(1.0, "ResNet, VGG: channel width multiplier.", low=0.0, low_exclusive=True)
+    name: str = param(
+        "alexnet_small",
+        "Backbone architecture (see `selfsup list backbones`), or any timm model as "
+        "`timm:<model>` (e.g. timm:resnet50, timm:convnext_tiny; needs "
+        "pip install 'selfsup[timm]'; fresh weights, never downloaded).",
+    )
+    batch_norm: bool = param(
+        True, "AlexNet, VGG: batch norm after every conv (not for timm models)."
+    )
+    width: float = param(
+        1.0,
+        "ResNet, VGG: channel width multiplier (not for timm models).",
+        low=0.0,
+        low_exclusive=True,
+    )
     stem: str = param(
         "imagenet",
-        "ResNet stem: `imagenet` (7x7/2 + maxpool) or `small` (3x3/1, for 32-64 px inputs).",
+        "ResNet stem: `imagenet` (7x7/2 + maxpool) or `small` (3x3/1, for 32-64 px inputs); "
+        "not for timm models.",
         choices=("imagenet", "small"),
     )
-    num_stages: int = param(4, "ResNet: stages kept (the multi-task paper cuts after 3).", low=1)
+    num_stages: int = param(
+        4, "ResNet: stages kept (the multi-task paper cuts after 3; not for timm models).", low=1
+    )
+
+    def check(self, prefix: str) -> None:
+        """A timm model (`timm:<model>`) is built as timm defines it: selfsup's own
+        architecture settings do not apply to it, and are refused rather than ignored."""
+        if not self.name.startswith("timm:"):
+            return
+        defaults = BackboneConfig.__dataclass_fields__
+        for key in ("batch_norm", "width", "stem", "num_stages"):
+            if getattr(self, key) != defaults[key].default:
+                raise ConfigError(
+                    f"{prefix}.{key}: does not apply to timm models ({self.name} is built as "
+                    f"timm defines it); leave it at {defaults[key].default!r} or pick another "
+                    "timm model"
+                )
 
 
 @dataclass
@@ -241,6 +270,21 @@ class TrainConfig:
         choices=("reuse", "system"),
     )
     log_every: int = param(20, "Steps between lines in metrics.jsonl.", low=1)
+    logger: str = param(
+        "jsonl",
+        "Where metrics go besides metrics.jsonl (always written): `jsonl` nowhere else; "
+        "`tensorboard` also TensorBoard event files in RUN/tensorboard/ (the same scalars, "
+        "and every `image_every` steps a labelled grid of the views the task trained on; "
+        "needs pip install 'selfsup[tensorboard]'). View with tensorboard --logdir RUN.",
+        choices=("jsonl", "tensorboard"),
+    )
+    image_every: int = param(
+        500,
+        "logger=tensorboard: steps between image grids of the step's views (tiles and D(x) "
+        "for counting, both views for exemplar, patches with their positions, ...); also "
+        "the first step. 0: scalars only.",
+        low=0,
+    )
     compile: str = param(
         "off",
         "torch.compile the task module (a slow first step, faster steps after): `default`; "
@@ -252,8 +296,10 @@ class TrainConfig:
     )
     init_backbone: str = param(
         "",
-        "A run folder or checkpoint whose backbone weights start this run (fine-tuning); its "
-        "backbone config must match `backbone`.",
+        "A run folder, checkpoint or safetensors export whose backbone weights start this run "
+        "(fine-tuning); its backbone config must match `backbone`. With a timm backbone also "
+        "a state dict saved from that timm model (.pth, .pt or .safetensors; its head is left "
+        "out).",
     )
     dist_timeout: float = param(
         300.0,

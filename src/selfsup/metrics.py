@@ -1,4 +1,5 @@
-"""A logging window of training metrics, summed on the device and read once per log line.
+"""A logging window of training metrics, summed on the device and read once per log line;
+and the TensorBoard log that `train.logger=tensorboard` writes beside metrics.jsonl.
 
 Reading a GPU tensor on the host (`.item()`, `float()`, `bool()`) waits for every kernel queued
 before it, so a loop that read its loss every step would leave the GPU idle while the host
@@ -9,7 +10,11 @@ the loop calls them every `train.log_every` steps and before each checkpoint.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
+
+TENSORBOARD_FOLDER = "tensorboard"  # RUN/tensorboard/: the event files
 
 
 class NonFiniteLossError(RuntimeError):
@@ -63,3 +68,52 @@ class MetricWindow:
         self.sums, self.counts = {}, {}
         self._bad_step = self._bad_loss = None
         return means
+
+
+def check_tensorboard() -> None:
+    """Refuse `train.logger=tensorboard` in one line when the tensorboard package is absent."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+    except ImportError as err:  # torch's own message asks for the tensorboard package
+        from selfsup.config import ConfigError
+
+        raise ConfigError(
+            "train.logger=tensorboard needs the tensorboard package: "
+            "pip install 'selfsup[tensorboard]'"
+        ) from err
+
+
+class TensorBoardLog:
+    """Event files in `RUN/tensorboard/`: every metrics.jsonl record as scalars (tag: the
+    record's key, `loss`, `lr`, `images_per_sec`, `<task>/loss`, ...; step: its `step`), and
+    the task's view grids as images.
+
+    A resumed run (`start_step` > 0) appends to the same folder; TensorBoard then drops the
+    events earlier sessions logged after the checkpoint (`purge_step`), as metrics.jsonl
+    drops their lines, so no step appears twice.
+    """
+
+    def __init__(self, run_folder: str | Path, start_step: int):
+        check_tensorboard()
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(
+            str(Path(run_folder) / TENSORBOARD_FOLDER), purge_step=start_step + 1
+        )
+
+    def scalars(self, record: dict) -> None:
+        """One metrics.jsonl record (its `step` and numbers) as scalars."""
+        step = int(record["step"])
+        for key, value in record.items():
+            if key != "step" and isinstance(value, int | float) and not isinstance(value, bool):
+                self.writer.add_scalar(key, value, step)
+        self.writer.flush()
+
+    def images(self, step: int, grids: dict[str, torch.Tensor]) -> None:
+        """{name: (3, H, W) float image in [0, 1]} as images `views/<name>` at `step`."""
+        for name, grid in grids.items():
+            self.writer.add_image(f"views/{name}", grid, step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()

@@ -27,6 +27,8 @@ from selfsup.outputs import written_atomically
 FREE_TO_CHANGE = {
     "train.steps",
     "train.log_every",
+    "train.logger",
+    "train.image_every",
     "train.dist_timeout",
     "train.heap",
     "checkpoint.every",

@@ -109,6 +109,30 @@ def checkpoint_path(spec: str | Path) -> Path:
     return path
 
 
+def is_timm_weights(spec: str | Path) -> bool:
+    """Whether `spec` is a weights file that selfsup did not write (no run folder, no selfsup
+    checkpoint, no selfsup export): a state dict saved from a timm model, for a
+    `timm:<model>` backbone (`train.init_backbone`)."""
+    path = Path(spec)
+    if not path.is_file():
+        return False
+    if is_safetensors(path):
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as file:
+                return METADATA_KEY not in (file.metadata() or {})
+        except Exception:  # a damaged file: load_backbone names it
+            return False
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # unreadable, or pickled objects: load_backbone says which
+        return False
+    return not (isinstance(state, dict) and "model" in state and "config" in state)
+
+
 def sidecar_path(model_path: str | Path) -> Path:
     """`model.onnx` -> `model.onnx.json`: the preprocessing description beside the model."""
     model_path = Path(model_path)

@@ -24,23 +24,37 @@ from selfsup import checkpoint, dist, precision
 from selfsup.config import ConfigError, ExperimentConfig, OptimConfig, dump
 from selfsup.data import ImageStream, open_source
 from selfsup.data.pairs import PairStream
-from selfsup.data.streams import GraphPairs, ImageFields, Images, Streams, batch_items
+from selfsup.data.streams import (
+    GraphPairs,
+    ImageFields,
+    Images,
+    Streams,
+    batch_items,
+    synthetic_fields,
+)
 from selfsup.data.trunk_input import input_of_config
-from selfsup.metrics import MetricWindow, NonFiniteLossError
+from selfsup.metrics import MetricWindow, NonFiniteLossError, TensorBoardLog, check_tensorboard
 from selfsup.outputs import hold_folder
 from selfsup.resume import accept_changes, check_same_model, write_config
-from selfsup.runs import backbone_from_config, load_backbone
+from selfsup.runs import backbone_from_config, is_timm_weights, load_backbone
 from selfsup.runtime import autocast, keep_freed_memory, resolve_device, resolve_precision
 from selfsup.tasks import PretextTask, build_task
 
 
 def build_model(cfg: ExperimentConfig, load_init: bool = True) -> PretextTask:
     """The task with its backbone; weights from `train.init_backbone` when given (and
-    `load_init`: a resumed run takes every weight from its own checkpoint instead)."""
+    `load_init`: a resumed run takes every weight from its own checkpoint instead): a selfsup
+    run, checkpoint or export, or for a timm backbone a state dict of the timm model."""
     torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
     model = build_task(cfg.task, cfg.task_config, backbone_from_config(cfg.backbone))
-    if cfg.train.init_backbone and load_init:
-        source = load_backbone(cfg.train.init_backbone)
+    init = cfg.train.init_backbone if load_init else ""
+    if init and cfg.backbone.name.startswith("timm:") and is_timm_weights(init):
+        try:  # weights saved from the timm model itself, not by selfsup
+            model.backbone.load_timm_weights(init)
+        except ValueError as err:
+            raise ConfigError(f"train.init_backbone: {err}") from err
+    elif init:
+        source = load_backbone(init)
         if source.config.get("backbone") != dump(cfg)["backbone"]:
             raise ConfigError(
                 f"train.init_backbone: {source.source} holds backbone "
@@ -174,12 +188,15 @@ def prepare(
     if cfg.train.heap == "reuse":
         keep_freed_memory()
     dist.init(device, cfg.train.dist_timeout)
+    if cfg.train.logger == "tensorboard":
+        check_tensorboard()  # before anything is built or the folder is made
     model = build_model(cfg, load_init=not (folder / "checkpoints" / "last.pt").exists())
     if cfg.data.image_size < model.min_image_size():
         raise ConfigError(
             f"data.image_size: {cfg.data.image_size} is smaller than the {cfg.task} views "
             f"need ({model.min_image_size()})"
         )
+    check_trunk_inputs(cfg, model)
     model.to(
         device,
         memory_format=torch.channels_last if cfg.train.channels_last else torch.contiguous_format,
@@ -201,6 +218,27 @@ def prepare(
             run.claim.close()
         raise
     return run
+
+
+def check_trunk_inputs(cfg: ExperimentConfig, model: PretextTask) -> None:
+    """Refuse, before anything trains, views whose sides the trunk cannot take (a ViT's must
+    be multiples of its patch, a ConvNeXt needs 32 px): each task's views (every sub-task of
+    a multi-task run) of a few random images of `data.image_size`, built once on the host
+    without a forward, every side of every image view checked."""
+    generator = torch.Generator().manual_seed(0)
+    for name, task in model.single_tasks().items():
+        fields = synthetic_fields(task.inputs(), 4, cfg.data.image_size, generator)
+        for key, view in task.make_views(**fields, generator=generator).items():
+            if not (view.dim() == 4 and view.shape[1] == 3 and view.is_floating_point()):
+                continue  # not an image the trunk reads (labels, masks, indices)
+            for side in dict.fromkeys(view.shape[-2:]):
+                problem = model.backbone.input_size_problem(side)
+                if problem:
+                    raise ConfigError(
+                        f"{name}: its `{key}` views are {side} px for data.image_size="
+                        f"{cfg.data.image_size}, and {problem}; change {name}'s crop, tile or "
+                        f"input size (see `selfsup config {name}`) or data.image_size"
+                    )
 
 
 def resume_or_start(run: Run) -> None:
@@ -488,6 +526,11 @@ def train_prepared(run: Run, progress: bool) -> Run:
     window = MetricWindow()
     window_start, window_images = time.perf_counter(), 0
     with contextlib.ExitStack() as stack:
+        board = None  # train.logger=tensorboard: the same records, and the views as images
+        if cfg.train.logger == "tensorboard" and dist.is_main():
+            board = stack.enter_context(
+                contextlib.closing(TensorBoardLog(run.folder, run.start_step))
+            )
         # Closed on the way out, also when a step raises: that stops the prefetch thread
         # and the DataLoader workers at once.
         batches = iter(())
@@ -514,10 +557,15 @@ def train_prepared(run: Run, progress: bool) -> Run:
                 if log:
                     log.write(json.dumps(record) + "\n")
                     log.flush()
+                if board:
+                    board.scalars(record)
                 bar.set_postfix(
                     loss=f"{record['loss']:.4g}", img_s=f"{record['images_per_sec']:.0f}"
                 )
                 window_start, window_images = time.perf_counter(), 0
+            every = cfg.train.image_every
+            if board and every and (done == 1 or done % every == 0):
+                board.images(done, run.model.view_grids(views))
             if done % cfg.checkpoint.every == 0 or done >= total:
                 check_finite(run, window)  # never save weights a non-finite loss has touched
                 save(run, done, scaler)

@@ -5,18 +5,21 @@
 
 Registered: alexnet, alexnet_small, alexnet_torchvision (kwarg batch_norm),
 resnet18/34/50/101 (kwargs width, stem, num_stages) and vgg16 (kwargs width, batch_norm,
-dropout). Unknown names, unknown keyword arguments
+dropout); besides them any timm model as `timm:<model>` (`timm_models.py`; needs timm, no
+kwargs). Unknown names, unknown keyword arguments
 and invalid values all raise ValueError naming the culprit, so a config typo fails at build time.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from typing import TypeVar
 
 from selfsup.backbones import alexnet as _alexnet
 from selfsup.backbones import resnet_v2 as _resnet
+from selfsup.backbones import timm_models as _timm
 from selfsup.backbones import vgg as _vgg
 from selfsup.backbones.alexnet import AlexNet
 from selfsup.backbones.base import Backbone
@@ -96,8 +99,13 @@ def build_backbone(name: str, **kwargs: object) -> Backbone:
 
 
 def _factory(name: str) -> Callable[..., Backbone]:
+    if name.startswith(_timm.PREFIX):  # any timm model, by its timm name
+        return functools.partial(_timm.timm_backbone, name[len(_timm.PREFIX) :])
     if name not in _REGISTRY:
-        raise ValueError(f"unknown backbone {name!r}; available: {', '.join(list_backbones())}")
+        raise ValueError(
+            f"unknown backbone {name!r}; available: {', '.join(list_backbones())}, and any "
+            f"timm model as {_timm.PREFIX}<model> (e.g. timm:resnet50)"
+        )
     return _REGISTRY[name]
 
 

@@ -82,14 +82,20 @@ class Backbone(nn.Module):
         """Whether the final layer is a vector (a fully connected layer), not a spatial map."""
         return self._names[-1] in self.vector_layers
 
+    def input_size_problem(self, side: int) -> str | None:
+        """Why the trunk cannot take square inputs of `side` px, or None when it can (a task
+        whose views have a side fixed by its settings checks it when it is built)."""
+        if side < self.min_input_size:
+            return f"{type(self).__name__} needs inputs of at least {self.min_input_size} px"
+        return None
+
     def _check_input(self, x: torch.Tensor) -> None:
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"expected images (B, 3, H, W), got shape {tuple(x.shape)}")
-        if min(x.shape[-2:]) < self.min_input_size:
-            raise ValueError(
-                f"{type(self).__name__} needs inputs of at least "
-                f"{self.min_input_size} px, got {tuple(x.shape[-2:])}"
-            )
+        for side in dict.fromkeys(x.shape[-2:]):
+            problem = self.input_size_problem(side)
+            if problem:
+                raise ValueError(f"{problem}, got {tuple(x.shape[-2:])}")
 
     # -- computation --------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:

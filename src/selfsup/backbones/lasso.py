@@ -42,7 +42,8 @@ def lasso_applies(setting: str | bool, backbone: Backbone) -> bool:
     has_units = hasattr(backbone, "unit_names")
     if setting in ("on", True) and not has_units:
         raise ValueError(
-            "the lasso combines residual units; use a ResNet backbone or multitask.lasso=off"
+            "the lasso combines residual units, which only selfsup's own ResNets (resnet18 to "
+            "resnet101, not timm models) expose; use one of them or multitask.lasso=off"
         )
     return setting in ("on", True) or (setting == "auto" and has_units)
 

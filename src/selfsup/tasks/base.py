@@ -23,6 +23,7 @@ from torch import nn
 
 from selfsup.backbones import Backbone
 from selfsup.data.streams import Images
+from selfsup.tasks.view_grids import display, labelled_grid
 
 
 class PretextTask(nn.Module):
@@ -76,6 +77,10 @@ class PretextTask(nn.Module):
         """The loss (key "loss") and scalar metrics for logging."""
         raise NotImplementedError
 
+    def single_tasks(self) -> dict[str, PretextTask]:
+        """The tasks this one trains, by name: itself (multi-task: its sub-tasks)."""
+        return {self.name: self}
+
     def min_image_size(self) -> int:
         """Smallest `data.image_size` the task's views can be built from."""
         return 1
@@ -88,6 +93,17 @@ class PretextTask(nn.Module):
         """Parameter-name prefixes that take no weight decay whatever `optim` says (e.g. a
         parameter with a penalty of its own in the loss)."""
         return set()
+
+    def view_grids(self, views: dict, count: int = 8) -> dict[str, torch.Tensor]:
+        """One step's views as labelled pictures, {name: (3, H, W) float in [0, 1]}, which
+        `train.logger=tensorboard` writes: by default the first `count` images of every
+        image view (B, 3, H, W), normalised as the trunk's input is. Tasks whose views
+        come in pairs, tiles or with labels draw them so (see `view_grids.py`)."""
+        return {
+            key: labelled_grid(display(value[:count]))
+            for key, value in views.items()
+            if torch.is_tensor(value) and value.dim() == 4 and value.shape[1] == 3
+        }
 
     def backward_metrics(self) -> dict[str, torch.Tensor]:
         """Scalars measured during the last backward (device tensors, never read here); the

@@ -41,6 +41,7 @@ from selfsup.data.views import MEAN, STD
 from selfsup.tasks.base import PretextTask
 from selfsup.tasks.heads import DenseHead, feature_layer
 from selfsup.tasks.registry import register_task
+from selfsup.tasks.view_grids import display, labelled_grid
 
 AB_STEP = 10.0  # grid size of the ab quantisation (Zhang et al.)
 PRIOR_SIGMA = 5.0  # smoothing of the empirical prior in ab units (Zhang et al.)
@@ -175,6 +176,18 @@ class Colorization(PretextTask):
         neighbors = cfg.soft_neighbors if cfg.soft_encoding else 1
         bins, weights = encode_ab(ab, self.bins.to(ab.device), neighbors, cfg.soft_sigma)
         return {"lightness": lightness_input(lab), "bins": bins, "weights": weights}
+
+    def view_grids(self, views: dict, count: int = 8) -> dict[str, torch.Tensor]:
+        """The lightness the trunk sees beside the colours it must predict: the target's
+        (soft-encoded) ab bins on that lightness."""
+        lightness = display(views["lightness"][:count])  # (n, 3, H, W): L / 100 everywhere
+        bins, weights = views["bins"][:count].cpu(), views["weights"][:count].float().cpu()
+        ab = (self.bins.cpu()[bins] * weights[..., None]).sum(1).permute(0, 3, 1, 2)
+        ab = F.interpolate(ab, size=lightness.shape[-2:], mode="nearest")  # (n, 2, H, W)
+        target = V.lab_to_rgb(torch.cat([100 * lightness[:, :1], ab], 1)).clamp(0, 1)
+        pairs = torch.stack([lightness, target], 1).flatten(0, 1)
+        labels = ["input L", "target"] * len(lightness)
+        return {"lightness_and_target": labelled_grid(pairs, labels, 8)}
 
     def logits(self, lightness: torch.Tensor, size: int) -> torch.Tensor:
         """Normalised L input (B, 3, H, W) -> ab-bin logits (B, Q, size, size)."""

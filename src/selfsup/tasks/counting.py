@@ -33,6 +33,7 @@ from selfsup.data import views as V
 from selfsup.data.views import MEAN, STD
 from selfsup.tasks.base import PretextTask
 from selfsup.tasks.registry import register_task
+from selfsup.tasks.view_grids import display, labelled_grid
 
 # "we randomly pick either the bicubic, bilinear, lanczos, or the area method as defined in
 # OpenCV" (Noroozi et al. 2017): four kernels, no nearest.
@@ -180,6 +181,14 @@ class Counting(PretextTask):
             "down": V.normalize(down[:batch], MEAN, STD),
             "down_other": V.normalize(down[batch:], MEAN, STD),
         }
+
+    def view_grids(self, views: dict, count: int = 8) -> dict[str, torch.Tensor]:
+        """A row per image x: its four tiles, D(x) and the other image's D(y)."""
+        down = views["down"][:count]
+        tiles = views["tiles"][: 4 * len(down)].view(len(down), 4, *down.shape[1:])
+        rows = torch.cat([tiles, down[:, None], views["down_other"][: len(down), None]], 1)
+        labels = ["T1", "T2", "T3", "T4", "D x", "D y"] * len(down)
+        return {"tiles_and_downsampled": labelled_grid(display(rows.flatten(0, 1)), labels, 6)}
 
     def forward(self, views: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         tiles, down, down_other = views["tiles"], views["down"], views["down_other"]

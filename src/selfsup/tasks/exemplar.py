@@ -32,6 +32,7 @@ from selfsup.data.views import MEAN, STD
 from selfsup.tasks.base import PretextTask
 from selfsup.tasks.heads import mlp, pooled
 from selfsup.tasks.registry import register_task
+from selfsup.tasks.view_grids import display, labelled_grid
 
 LOSSES = ("triplet", "infonce")
 
@@ -147,6 +148,13 @@ class Exemplar(PretextTask):
             raise ConfigError("data.batch_size: exemplar needs >= 2 images per batch (negatives)")
         first, second = self.augment(images, generator), self.augment(images, generator)
         return {"views": torch.cat([first, second])}  # (2B, 3, S, S)
+
+    def view_grids(self, views: dict, count: int = 8) -> dict[str, torch.Tensor]:
+        """Both views of each image side by side: the pair the loss pulls together."""
+        first, second = views["views"].chunk(2)
+        pairs = torch.stack([first[:count], second[:count]], 1).flatten(0, 1)
+        labels = [f"{i} view {v}" for i in range(len(pairs) // 2) for v in (1, 2)]
+        return {"view_pairs": labelled_grid(display(pairs), labels, 8)}
 
     def forward(self, views: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         x = views["views"]

@@ -41,6 +41,7 @@ from selfsup.data.views import MEAN, STD
 from selfsup.tasks.base import PretextTask
 from selfsup.tasks.heads import mlp, pooled
 from selfsup.tasks.registry import register_task
+from selfsup.tasks.view_grids import display, labelled_grid
 
 NUM_TILES = 9
 MAX_PERMUTATIONS = 362_880  # 9!
@@ -177,6 +178,21 @@ class Jigsaw(PretextTask):
         else:
             shuffled = V.normalize(shuffled, MEAN, STD)
         return {"tiles": shuffled, "permutation": label}  # tiles: (9B, C, s, s)
+
+    def view_grids(self, views: dict, count: int = 8) -> dict[str, torch.Tensor]:
+        """A row per image: its nine tiles in the shuffled order the network sees, each
+        labelled with its place in the original grid (row-major), the first also with the
+        permutation's index (the class the head predicts)."""
+        label = views["permutation"][:count].cpu()
+        tiles = views["tiles"][: NUM_TILES * len(label)]
+        places = self.permutations.cpu()[label].tolist()  # (n, 9): original tile of each slot
+        labels = [
+            f"#{int(p)}: {row[0]}" if i == 0 else str(row[i])
+            for p, row in zip(label, places)
+            for i in range(NUM_TILES)
+        ]
+        shown = display(tiles, standardized=self.config.standardize_tiles)
+        return {"shuffled_tiles": labelled_grid(shown, labels, NUM_TILES)}
 
     def forward(self, views: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         label = views["permutation"]

@@ -30,6 +30,7 @@ from selfsup.data.views import MEAN, STD
 from selfsup.tasks.base import PretextTask
 from selfsup.tasks.heads import DenseHead, feature_layer
 from selfsup.tasks.registry import register_task
+from selfsup.tasks.view_grids import display, labelled_grid
 
 
 @dataclass
@@ -118,6 +119,17 @@ class MotionSegmentation(PretextTask):
         # Soft targets: the moving fraction of each output cell.
         targets = F.adaptive_avg_pool2d(m[:, None], x.shape[-1] // cfg.output_stride)
         return {"images": V.normalize(x, MEAN, STD), "targets": targets[:, 0]}
+
+    def view_grids(self, views: dict, count: int = 8) -> dict[str, torch.Tensor]:
+        """Each frame beside its motion mask (the target), drawn in red over the frame."""
+        frames = display(views["images"][:count])
+        mask = views["targets"][:count, None].float().cpu()
+        mask = F.interpolate(mask, size=frames.shape[-2:], mode="nearest")  # (n, 1, H, W)
+        red = torch.tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1)
+        overlay = frames * (1 - 0.6 * mask) + 0.6 * mask * red
+        pairs = torch.stack([frames, overlay], 1).flatten(0, 1)
+        labels = ["frame", "moving"] * len(frames)
+        return {"frames_and_masks": labelled_grid(pairs, labels, 8)}
 
     def logits(self, images: torch.Tensor, size: int) -> torch.Tensor:
         """Normalised frames (B, 3, H, W) -> moving logits (B, size, size)."""

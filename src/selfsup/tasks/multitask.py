@@ -220,6 +220,9 @@ class MultiTask(PretextTask):
             )
         return wanted
 
+    def single_tasks(self) -> dict[str, PretextTask]:
+        return dict(self.subtasks)
+
     def min_image_size(self) -> int:
         return max(task.min_image_size() for task in self.subtasks.values())
 
@@ -291,6 +294,14 @@ class MultiTask(PretextTask):
             else:
                 views[names[t]] = task.make_views(x, generator)
         return views
+
+    def view_grids(self, views: dict, count: int = 8) -> dict[str, torch.Tensor]:
+        """Every task of the step draws its own views: `<task>/<grid>`."""
+        return {
+            f"{name}/{key}": grid
+            for name, task_views in views.items()
+            for key, grid in self.subtasks[name].view_grids(task_views, count).items()
+        }
 
     def forward(self, views: dict) -> dict[str, torch.Tensor]:
         names = list(self.subtasks)

@@ -41,9 +41,11 @@ from selfsup.data.views import MEAN, STD
 from selfsup.tasks.base import PretextTask
 from selfsup.tasks.heads import mlp, pooled
 from selfsup.tasks.registry import register_task
+from selfsup.tasks.view_grids import display, labelled_grid
 
 CENTRE = 4  # row-major index of the centre cell in the 3x3 grid
 NEIGHBOURS = (0, 1, 2, 3, 5, 6, 7, 8)  # grid cell of each of the 8 labels
+PLACES = ("NW", "N", "NE", "W", "E", "SW", "S", "SE")  # where each label's cell lies
 
 
 @dataclass
@@ -145,6 +147,17 @@ class RelativePosition(PretextTask):
         centre, neighbour, position = sample_patch_pair(images, self.config, generator)
         patches = self.prepare_patches(torch.cat([centre, neighbour]), generator)  # (2B, ...)
         return {"patches": patches, "position": position}
+
+    def view_grids(self, views: dict, count: int = 8) -> dict[str, torch.Tensor]:
+        """Each centre patch beside its neighbour, labelled with the neighbour's place in the
+        3x3 grid (the label the head predicts: NW N NE W E SW S SE)."""
+        centre, neighbour = views["patches"].chunk(2)
+        pairs = torch.stack([centre[:count], neighbour[:count]], 1).flatten(0, 1)
+        labels = []
+        for label in views["position"][: len(pairs) // 2].tolist():
+            labels += ["centre", f"{PLACES[label]} ({label})"]
+        shown = display(pairs, standardized=self.config.standardize_patches)
+        return {"patch_pairs": labelled_grid(shown, labels, 8)}
 
     def forward(self, views: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         patches, position = views["patches"], views["position"]

@@ -26,6 +26,7 @@ from selfsup.data.views import MEAN, STD
 from selfsup.tasks.base import PretextTask
 from selfsup.tasks.heads import mlp, pooled
 from selfsup.tasks.registry import register_task
+from selfsup.tasks.view_grids import display, labelled_grid
 
 NUM_ROTATIONS = 4
 
@@ -78,6 +79,12 @@ class Rotation(PretextTask):
         x = V.random_hflip(x, cfg.hflip_prob, generator)
         rotated, rotation = all_rotations(V.normalize(x, MEAN, STD))
         return {"images": rotated, "rotation": rotation}
+
+    def view_grids(self, views: dict, count: int = 8) -> dict[str, torch.Tensor]:
+        """Each image in its four rotations, labelled with the angle the head must tell."""
+        images = views["images"][: NUM_ROTATIONS * count]
+        labels = [f"{90 * int(k)} deg" for k in views["rotation"][: len(images)]]
+        return {"rotations": labelled_grid(display(images), labels, 2 * NUM_ROTATIONS)}
 
     def forward(self, views: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         rotation = views["rotation"]

@@ -22,6 +22,7 @@ from selfsup.data.streams import Images
 from selfsup.data.views import MEAN, STD
 from selfsup.tasks.base import PretextTask
 from selfsup.tasks.registry import register_task
+from selfsup.tasks.view_grids import display, labelled_grid
 
 
 @dataclass
@@ -74,6 +75,11 @@ class Supervised(PretextTask):
         x = V.random_resized_crop(images, images.shape[-1], generator, scale=tuple(cfg.crop_scale))
         x = V.random_hflip(x, cfg.hflip_prob, generator)
         return {"images": V.normalize(x, MEAN, STD), "labels": labels}
+
+    def view_grids(self, views: dict, count: int = 8) -> dict[str, torch.Tensor]:
+        """The training crops with their class indices."""
+        labels = [f"class {int(c)}" for c in views["labels"][:count]]
+        return {"images": labelled_grid(display(views["images"][:count]), labels, 8)}
 
     def forward(self, views: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         logits = classify(self.backbone, self.head, views["images"]).float()

@@ -43,6 +43,7 @@ from selfsup.data.streams import GraphPairs
 from selfsup.data.views import MEAN, STD
 from selfsup.tasks.base import PretextTask
 from selfsup.tasks.registry import register_task
+from selfsup.tasks.view_grids import display, labelled_grid
 
 EDGE_CHOICES = ("transitive", "inter", "intra")
 
@@ -212,6 +213,22 @@ class Transitive(PretextTask):
             "negative_slots": torch.arange(count),
             "pair_types": pair_types,
         }
+
+    def view_grids(self, views: dict, count: int = 8) -> dict[str, torch.Tensor]:
+        """A row per pair: anchor, positive (labelled with the pair's edge type) and one of
+        the anchor's allowed negatives (the first random one; hard ones depend on the
+        embedding)."""
+        crops = display(views["crops"])
+        batch = len(crops) // 2
+        allowed = views["allowed"].cpu()
+        negative = views["noise"].cpu().masked_fill(~allowed, -1).argmax(1)  # (B,)
+        shown = min(count, batch)
+        rows = torch.stack(
+            [crops[:shown], crops[batch : batch + shown], crops[negative[:shown]]], 1
+        )
+        kinds = views["pair_types"][:shown].tolist()
+        labels = [text for k in kinds for text in ("anchor", EDGE_TYPES[k], "negative")]
+        return {"anchor_positive_negative": labelled_grid(rows.flatten(0, 1), labels, 6)}
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.head(self.backbone(images)).float(), dim=1)
