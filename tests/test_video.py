@@ -541,11 +541,14 @@ def test_video_masks_command_writes_masks_scores_and_overlay(tmp_path, capsys):
     assert main(args) == 0
     scores = json.loads((tmp_path / "out" / "scores.json").read_text())
     assert scores["mean_J"] > 0.5 > scores["mean_J_centre_box"]
+    assert scores["mean_F"] > scores["mean_F_centre_box"]
+    assert len(scores["videos"][0]["F_per_frame"]) == 6
     assert len(list((tmp_path / "out" / "clip" / "masks").glob("*.png"))) == 6
     assert (tmp_path / "out" / "clip" / "overlay.jpg").is_file()
     with np.load(tmp_path / "out" / "motion_masks.npz") as data:
         assert data["images"].shape == (6, 96, 96, 3) and data["masks"].shape == (6, 96, 96)
-    assert "J" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "J&F" in printed and "decay" in printed
 
 
 def test_video_masks_command_names_a_bad_setting(tmp_path, capsys):
