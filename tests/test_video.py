@@ -18,6 +18,7 @@ from selfsup.video.patches import PatchConfig, extract_patches
 from selfsup.video.propagate import Warper, recursive_filter
 from selfsup.video.proposals import box_iou, box_of_mask, proposals, square_box
 from selfsup.video.reader import ReadOptions, VideoError, find_videos, read_video
+from selfsup.video.rules import RuleLog
 from selfsup.video.segment import motion_masks
 from selfsup.video.smoother import fast_global_smoother
 from selfsup.video.track import OPENCV_TRACKERS, TrackConfig, track, tracker_available
@@ -175,7 +176,9 @@ def test_repeated_frames_get_the_mask_of_the_frame_they_repeat(monkeypatch):
     )
     assert np.array_equal(new_frames(noisy), np.tile([True, False], len(clip)))
     once = motion_masks(clip, SMALL)
-    twice = motion_masks(noisy, SMALL)
+    log = RuleLog()
+    twice = motion_masks(noisy, SMALL, log)
+    assert log.frames("repeated_frames") == len(clip)  # recorded, with the count
     assert np.array_equal(twice, np.repeat(once, 2, axis=0))
     assert jaccard(twice, np.repeat(truth, 2, axis=0)).mean() > 0.6
     monkeypatch.setattr(segment, "REPEAT_SHARE", 0.0)  # every frame new: the repeats' zero flow
@@ -195,7 +198,9 @@ def test_bars_around_the_picture_are_left_out(monkeypatch):
     boxed_truth = np.pad(truth, ((0, 0), (12, 12), (30, 30)))
     assert picture_box(boxed) == (slice(12, 12 + H), slice(30, 30 + W))
     assert picture_box(clip) == (slice(0, H), slice(0, W))
-    masks = motion_masks(boxed, SMALL)
+    log = RuleLog()
+    masks = motion_masks(boxed, SMALL, log)
+    assert log.frames("bars") == len(clip) and "rows 12-108, columns 30-158" in str(log.entries)
     assert np.array_equal(masks[:, 12 : 12 + H, 30 : 30 + W], motion_masks(clip, SMALL))
     assert masks.sum() == masks[:, 12 : 12 + H, 30 : 30 + W].sum()
     monkeypatch.setattr(segment, "BAR_LEVEL", -1)  # every row and column taken for picture
@@ -217,7 +222,9 @@ def test_each_shot_of_an_edited_video_is_masked_on_its_own(monkeypatch):
     truth = np.concatenate([first_truth, second_truth])
     forward, backward = objects.flows([to_gray(f) for f in edited], SMALL)
     assert objects.shot_starts(list(edited), forward, backward, Warper(H, W)) == [0, 10]
-    masks = motion_masks(edited, SMALL)
+    log = RuleLog()
+    masks = motion_masks(edited, SMALL, log)
+    assert log.frames("shots") == 10 and "[10]" in str(log.entries)
     alone = np.concatenate([motion_masks(first, SMALL), motion_masks(second, SMALL)])
     assert np.array_equal(masks, alone)
     monkeypatch.setattr(objects, "CUT_COLOUR", 2.0)  # over any distance: no cut is found

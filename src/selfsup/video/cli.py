@@ -151,6 +151,8 @@ def command_masks(args: argparse.Namespace) -> None:
         if "J" in r:
             line += "  " + davis_line(r)
         print(line)
+        for rule in r["rules"]:  # clip-wide rules that touched frames, and why
+            print(f"    {rule['rule']}: {rule['frames']} frames: {rule['why']}")
     if "mean_J" in scores:
         means = {key[5:]: value for key, value in scores.items() if key.startswith("mean_")}
         print(f"{'mean':24s} {'':25s}  {davis_line(means)}")

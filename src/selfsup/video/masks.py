@@ -16,6 +16,7 @@ from selfsup.video.evaluate import read_masks, score_masks, upsample_masks
 from selfsup.video.motion import MotionMaskConfig
 from selfsup.video.patches import write_npz_atomic
 from selfsup.video.reader import MOTION_FRAMES, ReadOptions, frame_files, read_video, video_name
+from selfsup.video.rules import RuleLog
 from selfsup.video.segment import motion_masks
 
 
@@ -66,7 +67,8 @@ def mask_one(
 
     frames = read_video(path, options, min_frames=MOTION_FRAMES)
     start = time.perf_counter()
-    masks = motion_masks(frames, cfg)
+    log = RuleLog()
+    masks = motion_masks(frames, cfg, log)
     seconds = time.perf_counter() - start
     (folder / "masks").mkdir(parents=True, exist_ok=True)
     for t, mask in enumerate(masks):
@@ -79,6 +81,7 @@ def mask_one(
         "frames": len(frames),
         "frame_size": list(frames.shape[1:3]),
         "fps": len(frames) / seconds,
+        "rules": log.entries,  # what the clip-wide rules did (selfsup.video.rules)
     }
     truth = None
     if truth_path is not None:

@@ -97,6 +97,13 @@ class MotionMaskConfig:
         low=0.0,
         low_exclusive=True,
     )
+    background_layers: int = param(
+        1,
+        "object: the border band's motion is one homography (1), or two when its flow splits "
+        "into two layers of depth, near and far (2): a pixel's residual is against the "
+        "nearer layer.",
+        choices=(1, 2),
+    )
     floor_fraction: float = param(
         0.6,
         "object: in a slow clip the floor drops below min_residual to this fraction of the "
