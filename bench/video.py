@@ -38,7 +38,7 @@ from harness.record import RESULTS, WORK, data_dir, machine, parser, portable, r
 
 FOLLOW_WINDOW = 0.7  # the followed window's side, as a share of the frame's
 # Leave-one-out grid: the settings with the most effect (see docs/video.md).
-LOO_GRID = {"floor_fraction": (0.5, 0.6, 0.7), "memory": (0.8, 0.9, 0.95)}
+LOO_GRID = {"floor_fraction": (0.5, 0.6, 0.7), "memory": (0.3, 0.5, 0.9)}
 WALKER_CONTRAST = 30  # colour distance (of 255) from the median background that marks a walker
 # The 20 sequences of DAVIS 2016 val; those missing from the data are held out (SOURCES.md).
 DAVIS_2016_VAL = (

@@ -188,7 +188,7 @@ def test_repeated_frames_get_the_mask_of_the_frame_they_repeat(monkeypatch):
 def test_bars_around_the_picture_are_left_out(monkeypatch):
     """Letterbox and pillarbox bars: the camera's motion is measured along the frame's
     border, where a bar's flow is zero however the camera pans, so the panning background
-    would seem to move (measured J 0.72 with the bars taken for picture). Left out, the
+    would seem to move. Left out, the
     masks are those of the picture alone, and nothing is masked on the bars."""
     from selfsup.video import segment
     from selfsup.video.segment import picture_box
@@ -203,15 +203,18 @@ def test_bars_around_the_picture_are_left_out(monkeypatch):
     assert log.frames("bars") == len(clip) and "rows 12-108, columns 30-158" in str(log.entries)
     assert np.array_equal(masks[:, 12 : 12 + H, 30 : 30 + W], motion_masks(clip, SMALL))
     assert masks.sum() == masks[:, 12 : 12 + H, 30 : 30 + W].sum()
-    monkeypatch.setattr(segment, "BAR_LEVEL", -1)  # every row and column taken for picture
-    assert jaccard(motion_masks(boxed, SMALL), boxed_truth).mean() < 0.8
+    # Every row and column taken for picture: the camera seems still. With masks carried
+    # far (memory 0.9) that costs this clip (J 0.76 measured); at the default memory 0.3
+    # its pan is strong enough for Otsu's threshold alone (0.87 against 0.84 cut).
+    monkeypatch.setattr(segment, "BAR_LEVEL", -1)
+    carried = replace(SMALL, memory=0.9)
+    assert jaccard(motion_masks(boxed, carried), boxed_truth).mean() < 0.8
 
 
 def test_each_shot_of_an_edited_video_is_masked_on_its_own(monkeypatch):
     """Two clips cut together, the second in other colours: the cut is found (nowhere
     else), and the masks are those of each clip alone. Taken for one shot, the frames at the
-    cut are judged against flow to the other shot and get masks carried over from it
-    (measured J 0.70 against 0.86)."""
+    cut are judged against flow to the other shot and get masks carried over from it."""
     from selfsup.video import objects
     from selfsup.video.motion import to_gray
 
@@ -227,8 +230,13 @@ def test_each_shot_of_an_edited_video_is_masked_on_its_own(monkeypatch):
     assert log.frames("shots") == 10 and "[10]" in str(log.entries)
     alone = np.concatenate([motion_masks(first, SMALL), motion_masks(second, SMALL)])
     assert np.array_equal(masks, alone)
-    monkeypatch.setattr(objects, "CUT_COLOUR", 2.0)  # over any distance: no cut is found
-    assert jaccard(motion_masks(edited, SMALL), truth).mean() < jaccard(masks, truth).mean() - 0.1
+    # No cut found (over any colour distance): with masks carried far (memory 0.9) the
+    # frames at the cut get masks carried over from the other shot (J 0.70 against 0.86
+    # measured); at the default memory 0.3 little is carried (0.91 against 0.89).
+    carried = replace(SMALL, memory=0.9)
+    split = jaccard(motion_masks(edited, carried), truth).mean()
+    monkeypatch.setattr(objects, "CUT_COLOUR", 2.0)
+    assert jaccard(motion_masks(edited, carried), truth).mean() < split - 0.1
 
 
 @pytest.mark.parametrize("method", ["object", "residual"])
