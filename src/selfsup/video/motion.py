@@ -98,7 +98,7 @@ class MotionMaskConfig:
         low_exclusive=True,
     )
     background_layers: int = param(
-        1,
+        2,
         "object: the border band's motion is one homography (1), or two when its flow splits "
         "into two layers of depth, near and far (2): a pixel's residual is against the "
         "nearer layer.",

@@ -7,6 +7,9 @@ edited video is masked on its own (`shot_starts`).
    to the flow in a band along the frame border (`camera_border`), where objects rarely are.
    Fitted to the whole frame instead, it follows a large object, or one the camera pans
    with, and only the object's limbs stay "moving" (a camel whose legs alone were masked).
+   Where the band's flow splits into a near and a far layer (parallax of a travelling
+   camera), each gets a homography (`background_layers`, background.py) and the residual is
+   against the nearer.
    The residual |flow - camera flow| is taken against both neighbouring frames and the
    smaller kept, which drops the smear flow leaves on one side of an object. Each residual
    is weighed by how far the flow passes a forward-backward check (`flow_trust`): the
