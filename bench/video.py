@@ -161,12 +161,12 @@ def davis_table(scored: dict, loo: dict | None = None) -> str:
     """The twenty DAVIS 2016 val sequences as rows (blank where a sequence is held out), the
     mean over the measured ones, and the published methods' cited means."""
     columns = [*DAVIS_COLUMNS, *(["J_loo"] if loo else [])]
-    head = f"{'sequence':44s}" + "".join(f"{c:>13s}" for c in columns)
+    head = f"{'sequence':48s}" + "".join(f"{c:>13s}" for c in columns)
     lines = [head, "-" * len(head)]
 
     def row(name: str, values: dict) -> str:
         cells = (values.get(c) for c in columns)
-        return f"{name:44s}" + "".join(f"{v:13.3f}" if v is not None else f"{'':>13s}"
+        return f"{name:48s}" + "".join(f"{v:13.3f}" if v is not None else f"{'':>13s}"
                                        for v in cells)  # fmt: skip
 
     per_video = scored["per_video"]
