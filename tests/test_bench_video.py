@@ -44,3 +44,24 @@ def test_walker_truth_is_what_differs_from_the_median_background(tmp_path):
     expected = np.stack([cv2.resize(m.astype(np.uint8), (320, 240)) > 0 for m in truth])
     assert found.shape == expected.shape
     assert jaccard(found, expected).min() > 0.85
+
+
+def test_davis_table_has_the_twenty_val_sequences_and_the_cited_methods():
+    """Measured clips fill their rows, the held-out ones stay blank, the mean is over the
+    measured ones only, and FST and NLC are cited beneath with their mean J."""
+    module = bench_video()
+    row = {key: 0.5 for key in module.DAVIS_COLUMNS}
+    scored = {"per_video": {"goat": {**row, "J": 0.25}, "libby": {**row, "J": 0.75}},
+              **{f"mean_{key}": 0.5 for key in module.DAVIS_COLUMNS}}  # fmt: skip
+    loo = {"per_video": {"goat": {"J": 0.2}, "libby": {"J": 0.7}}, "mean_J": 0.45}
+    lines = module.davis_table(scored, loo).splitlines()
+    sequences = lines[2:22]
+    assert [line.split()[0] for line in sequences] == list(module.DAVIS_2016_VAL)
+    goat = next(line for line in sequences if line.startswith("goat "))
+    assert goat.split()[1:3] == ["0.250", "0.500"] and goat.split()[-1] == "0.200"
+    assert sum("(held out)" in line for line in sequences) == 18
+    dog = next(line for line in sequences if line.startswith("dog"))
+    assert dog.split() == ["dog", "(held", "out)"]
+    assert lines[22].startswith("mean of 2 measured") and lines[22].split()[-1] == "0.450"
+    assert "FST" in lines[23] and "0.558" in lines[23] and "NLC" in lines[24]
+    assert "0.551" in lines[24]

@@ -18,6 +18,7 @@ from selfsup.video.patches import PatchConfig, extract_patches
 from selfsup.video.propagate import Warper, recursive_filter
 from selfsup.video.proposals import box_iou, box_of_mask, proposals, square_box
 from selfsup.video.reader import ReadOptions, VideoError, find_videos, read_video
+from selfsup.video.rules import RuleLog
 from selfsup.video.segment import motion_masks
 from selfsup.video.smoother import fast_global_smoother
 from selfsup.video.track import OPENCV_TRACKERS, TrackConfig, track, tracker_available
@@ -175,7 +176,9 @@ def test_repeated_frames_get_the_mask_of_the_frame_they_repeat(monkeypatch):
     )
     assert np.array_equal(new_frames(noisy), np.tile([True, False], len(clip)))
     once = motion_masks(clip, SMALL)
-    twice = motion_masks(noisy, SMALL)
+    log = RuleLog()
+    twice = motion_masks(noisy, SMALL, log)
+    assert log.frames("repeated_frames") == len(clip)  # recorded, with the count
     assert np.array_equal(twice, np.repeat(once, 2, axis=0))
     assert jaccard(twice, np.repeat(truth, 2, axis=0)).mean() > 0.6
     monkeypatch.setattr(segment, "REPEAT_SHARE", 0.0)  # every frame new: the repeats' zero flow
@@ -185,7 +188,7 @@ def test_repeated_frames_get_the_mask_of_the_frame_they_repeat(monkeypatch):
 def test_bars_around_the_picture_are_left_out(monkeypatch):
     """Letterbox and pillarbox bars: the camera's motion is measured along the frame's
     border, where a bar's flow is zero however the camera pans, so the panning background
-    would seem to move (measured J 0.72 with the bars taken for picture). Left out, the
+    would seem to move. Left out, the
     masks are those of the picture alone, and nothing is masked on the bars."""
     from selfsup.video import segment
     from selfsup.video.segment import picture_box
@@ -195,18 +198,23 @@ def test_bars_around_the_picture_are_left_out(monkeypatch):
     boxed_truth = np.pad(truth, ((0, 0), (12, 12), (30, 30)))
     assert picture_box(boxed) == (slice(12, 12 + H), slice(30, 30 + W))
     assert picture_box(clip) == (slice(0, H), slice(0, W))
-    masks = motion_masks(boxed, SMALL)
+    log = RuleLog()
+    masks = motion_masks(boxed, SMALL, log)
+    assert log.frames("bars") == len(clip) and "rows 12-108, columns 30-158" in str(log.entries)
     assert np.array_equal(masks[:, 12 : 12 + H, 30 : 30 + W], motion_masks(clip, SMALL))
     assert masks.sum() == masks[:, 12 : 12 + H, 30 : 30 + W].sum()
-    monkeypatch.setattr(segment, "BAR_LEVEL", -1)  # every row and column taken for picture
-    assert jaccard(motion_masks(boxed, SMALL), boxed_truth).mean() < 0.8
+    # Every row and column taken for picture: the camera seems still. With masks carried
+    # far (memory 0.9) that costs this clip (J 0.76 measured); at the default memory 0.3
+    # its pan is strong enough for Otsu's threshold alone (0.87 against 0.84 cut).
+    monkeypatch.setattr(segment, "BAR_LEVEL", -1)
+    carried = replace(SMALL, memory=0.9)
+    assert jaccard(motion_masks(boxed, carried), boxed_truth).mean() < 0.8
 
 
 def test_each_shot_of_an_edited_video_is_masked_on_its_own(monkeypatch):
     """Two clips cut together, the second in other colours: the cut is found (nowhere
     else), and the masks are those of each clip alone. Taken for one shot, the frames at the
-    cut are judged against flow to the other shot and get masks carried over from it
-    (measured J 0.70 against 0.86)."""
+    cut are judged against flow to the other shot and get masks carried over from it."""
     from selfsup.video import objects
     from selfsup.video.motion import to_gray
 
@@ -217,11 +225,18 @@ def test_each_shot_of_an_edited_video_is_masked_on_its_own(monkeypatch):
     truth = np.concatenate([first_truth, second_truth])
     forward, backward = objects.flows([to_gray(f) for f in edited], SMALL)
     assert objects.shot_starts(list(edited), forward, backward, Warper(H, W)) == [0, 10]
-    masks = motion_masks(edited, SMALL)
+    log = RuleLog()
+    masks = motion_masks(edited, SMALL, log)
+    assert log.frames("shots") == 10 and "[10]" in str(log.entries)
     alone = np.concatenate([motion_masks(first, SMALL), motion_masks(second, SMALL)])
     assert np.array_equal(masks, alone)
-    monkeypatch.setattr(objects, "CUT_COLOUR", 2.0)  # over any distance: no cut is found
-    assert jaccard(motion_masks(edited, SMALL), truth).mean() < jaccard(masks, truth).mean() - 0.1
+    # No cut found (over any colour distance): with masks carried far (memory 0.9) the
+    # frames at the cut get masks carried over from the other shot (J 0.70 against 0.86
+    # measured); at the default memory 0.3 little is carried (0.91 against 0.89).
+    carried = replace(SMALL, memory=0.9)
+    split = jaccard(motion_masks(edited, carried), truth).mean()
+    monkeypatch.setattr(objects, "CUT_COLOUR", 2.0)
+    assert jaccard(motion_masks(edited, carried), truth).mean() < split - 0.1
 
 
 @pytest.mark.parametrize("method", ["object", "residual"])
@@ -541,11 +556,14 @@ def test_video_masks_command_writes_masks_scores_and_overlay(tmp_path, capsys):
     assert main(args) == 0
     scores = json.loads((tmp_path / "out" / "scores.json").read_text())
     assert scores["mean_J"] > 0.5 > scores["mean_J_centre_box"]
+    assert scores["mean_F"] > scores["mean_F_centre_box"]
+    assert len(scores["videos"][0]["F_per_frame"]) == 6
     assert len(list((tmp_path / "out" / "clip" / "masks").glob("*.png"))) == 6
     assert (tmp_path / "out" / "clip" / "overlay.jpg").is_file()
     with np.load(tmp_path / "out" / "motion_masks.npz") as data:
         assert data["images"].shape == (6, 96, 96, 3) and data["masks"].shape == (6, 96, 96)
-    assert "J" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "J&F" in printed and "decay" in printed
 
 
 def test_video_masks_command_names_a_bad_setting(tmp_path, capsys):

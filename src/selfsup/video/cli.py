@@ -149,13 +149,24 @@ def command_masks(args: argparse.Namespace) -> None:
     for r in scores["videos"]:
         line = f"{r['video']:24s} {r['frames']:5d} frames {r['fps']:6.1f} frames/s"
         if "J" in r:
-            line += f"  J {r['J']:.3f} (centre box {r['J_centre_box']:.3f})"
+            line += "  " + davis_line(r)
         print(line)
+        for rule in r["rules"]:  # clip-wide rules that touched frames, and why
+            print(f"    {rule['rule']}: {rule['frames']} frames: {rule['why']}")
     if "mean_J" in scores:
-        print(
-            f"{'mean':24s} J {scores['mean_J']:.3f} (centre box {scores['mean_J_centre_box']:.3f})"
-        )
+        means = {key[5:]: value for key, value in scores.items() if key.startswith("mean_")}
+        print(f"{'mean':24s} {'':25s}  {davis_line(means)}")
     print(f"wrote {args.out}/scores.json")
+
+
+def davis_line(r: dict) -> str:
+    """The DAVIS scores of one video (or their means): J and F (mean, recall, decay), J&F,
+    and the centre box's J and F."""
+    return (
+        f"J {r['J']:.3f} (recall {r['J_recall']:.2f}, decay {r['J_decay']:+.3f})  "
+        f"F {r['F']:.3f} (recall {r['F_recall']:.2f}, decay {r['F_decay']:+.3f})  "
+        f"J&F {r['JF']:.3f}  centre box J {r['J_centre_box']:.3f} F {r['F_centre_box']:.3f}"
+    )
 
 
 def patch_settings(args: argparse.Namespace):

@@ -1,8 +1,21 @@
 """Scoring masks and tracks against ground-truth object masks (the DAVIS protocol).
 
-Region similarity J of a frame is the IoU of predicted and true masks (1 when both are
-empty, the DAVIS convention); a sequence's J is the mean over its frames. The trivial
-baseline is a centred box covering the middle half of the width and height, which is where
+The DAVIS 2016 benchmark (Perazzi et al., CVPR 2016) scores each frame at the ground truth's
+resolution (480p), so predicted masks are resized up to it (`upsample_masks`), and with two
+measures:
+
+- **region similarity J**: the IoU of predicted and true masks (1 when both are empty);
+- **contour accuracy F**: the F-measure of the two masks' boundaries, a boundary pixel
+  matching when the other boundary lies within a tolerance of 0.008 of the image diagonal
+  (a disk of ceil(0.008 x diagonal) px, 8 px at 854 x 480): F = 2PR / (P + R), P the
+  share of the predicted boundary near the true one, R the share of the true boundary
+  near the predicted one.
+
+Over a sequence's frames each measure gives three statistics (`statistics`, as the DAVIS
+toolkit computes them): the **mean**, the **recall** (share of frames scoring over 0.5)
+and the **decay** (mean over the first of four temporal bins minus mean over the last:
+how much worse it gets with time). J&F is the mean of the two means. The trivial baseline
+is a centred box covering the middle half of the width and height, which is where
 photographers put objects: a method has to beat it to have found anything.
 
 Tracks are scored against the ground-truth box (the tight box of the true mask) of each
@@ -36,6 +49,84 @@ def centre_box_masks(shape: tuple[int, int, int]) -> np.ndarray:
     return masks
 
 
+BOUNDARY_TOLERANCE = 0.008  # of the image diagonal: the DAVIS benchmark's bound_th
+
+
+def boundary_map(masks: np.ndarray) -> np.ndarray:
+    """(T, H, W) bool -> the masks' boundary pixels, as the DAVIS toolkit marks them (its
+    seg2bmap): a pixel whose east, south or south-east neighbour differs from it; along
+    the last row (column) only the east (south) neighbour counts."""
+    east, south, south_east = (np.zeros_like(masks) for _ in range(3))
+    east[:, :, :-1] = masks[:, :, 1:]
+    south[:, :-1] = masks[:, 1:]
+    south_east[:, :-1, :-1] = masks[:, 1:, 1:]
+    boundary = (masks ^ east) | (masks ^ south) | (masks ^ south_east)
+    boundary[:, -1, :] = masks[:, -1, :] ^ east[:, -1, :]
+    boundary[:, :, -1] = masks[:, :, -1] ^ south[:, :, -1]
+    boundary[:, -1, -1] = False
+    return boundary
+
+
+def tolerance_disk(height: int, width: int) -> np.ndarray:
+    """The disk a boundary is dilated with: radius ceil(BOUNDARY_TOLERANCE x diagonal),
+    the pixels within that distance of the centre (skimage's `disk`)."""
+    radius = int(np.ceil(BOUNDARY_TOLERANCE * np.hypot(height, width)))
+    y, x = np.mgrid[-radius : radius + 1, -radius : radius + 1]
+    return (x * x + y * y <= radius * radius).astype(np.uint8)
+
+
+def boundary_measure(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Per-frame contour precision, recall and F of (T, H, W) boolean masks: (T, 3).
+    Without a predicted boundary, precision is 1 and recall 0 (both 1 when neither mask
+    has one); without a true boundary, precision is 0 and recall 1."""
+    import cv2
+
+    if pred.shape != truth.shape:
+        raise ValueError(f"mask shapes differ: predicted {pred.shape}, true {truth.shape}")
+    disk = tolerance_disk(*truth.shape[1:])
+    out = np.zeros((len(pred), 3))
+    for t, (found, true) in enumerate(zip(boundary_map(pred), boundary_map(truth))):
+        n_found, n_true = int(found.sum()), int(true.sum())
+        if n_found == 0 or n_true == 0:
+            precision, recall = float(n_found == 0), float(n_true == 0)
+        else:
+            near_true = cv2.dilate(true.astype(np.uint8), disk) > 0
+            near_found = cv2.dilate(found.astype(np.uint8), disk) > 0
+            precision = (found & near_true).sum() / n_found
+            recall = (true & near_found).sum() / n_true
+        both = precision + recall
+        out[t] = precision, recall, 2 * precision * recall / both if both > 0 else 0.0
+    return out
+
+
+def statistics(per_frame: np.ndarray) -> dict:
+    """A measure's mean, recall (share of frames over 0.5) and decay over a sequence, as the
+    DAVIS toolkit computes them: the frames split into four temporal bins at
+    round(linspace(1, T, 5)) - 1 (neighbouring bins share their edge frame), decay the mean
+    of the first bin minus that of the last."""
+    per_frame = np.asarray(per_frame, float)
+    edges = (np.round(np.linspace(1, len(per_frame), 5) + 1e-10) - 1).astype(int)
+    bins = [per_frame[edges[i] : edges[i + 1] + 1] for i in range(4)]
+    return {
+        "mean": float(per_frame.mean()),
+        "recall": float((per_frame > 0.5).mean()),
+        "decay": float(bins[0].mean() - bins[3].mean()),
+    }
+
+
+def upsample_masks(masks: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """(T, h, w) bool masks resized to (H, W) as smooth outlines: bilinear, then over half
+    (nearest neighbour would score the staircase of the small masks' pixels)."""
+    import cv2
+
+    if masks.shape[1:] == tuple(shape):
+        return masks
+    return np.stack([
+        cv2.resize(m.astype(np.float32), shape[::-1], interpolation=cv2.INTER_LINEAR) > 0.5
+        for m in masks
+    ])  # fmt: skip
+
+
 def read_masks(
     path: str | Path, options: ReadOptions, shape: tuple[int, int] | None = None
 ) -> np.ndarray:
@@ -55,18 +146,31 @@ def read_masks(
 
 
 def score_masks(pred: np.ndarray, truth: np.ndarray, name: str) -> dict:
+    """J and F of predicted masks against the truth, at the truth's resolution (the masks
+    resized up to it), with their DAVIS statistics and the centre box's J and F."""
     if len(pred) != len(truth):
         raise VideoError(
             f"{name}: {len(pred)} frames but {len(truth)} ground-truth masks; use the same "
             "stride and frame range"
         )
-    per_frame = jaccard(pred, truth)
-    baseline = jaccard(centre_box_masks(truth.shape), truth)
+    pred = upsample_masks(pred, truth.shape[1:])
+    box = centre_box_masks(truth.shape)
+    region, contour = jaccard(pred, truth), boundary_measure(pred, truth)[:, 2]
+    j, f = statistics(region), statistics(contour)
     return {
-        "J": float(per_frame.mean()),
-        "J_centre_box": float(baseline.mean()),
-        "J_per_frame": [round(float(v), 4) for v in per_frame],
+        "J": j["mean"],
+        "J_recall": j["recall"],
+        "J_decay": j["decay"],
+        "F": f["mean"],
+        "F_recall": f["recall"],
+        "F_decay": f["decay"],
+        "JF": (j["mean"] + f["mean"]) / 2,
+        "J_centre_box": float(jaccard(box, truth).mean()),
+        "F_centre_box": float(boundary_measure(box, truth)[:, 2].mean()),
+        "J_per_frame": [round(float(v), 4) for v in region],
+        "F_per_frame": [round(float(v), 4) for v in contour],
         "frames": len(pred),
+        "truth_size": list(truth.shape[1:]),
     }
 
 

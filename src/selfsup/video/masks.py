@@ -1,19 +1,22 @@
 """`selfsup video masks`: motion masks of videos written as PNGs, an .npz for training motion
-segmentation, overlays to look at, and J scores when ground truth is given."""
+segmentation, overlays to look at, and DAVIS scores (J, F and their statistics, at the
+ground truth's resolution) when ground truth is given."""
 
 from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from selfsup.video.evaluate import read_masks, score_masks
+from selfsup.video.evaluate import read_masks, score_masks, upsample_masks
 from selfsup.video.motion import MotionMaskConfig
 from selfsup.video.patches import write_npz_atomic
 from selfsup.video.reader import MOTION_FRAMES, ReadOptions, frame_files, read_video, video_name
+from selfsup.video.rules import RuleLog
 from selfsup.video.segment import motion_masks
 
 
@@ -64,7 +67,8 @@ def mask_one(
 
     frames = read_video(path, options, min_frames=MOTION_FRAMES)
     start = time.perf_counter()
-    masks = motion_masks(frames, cfg)
+    log = RuleLog()
+    masks = motion_masks(frames, cfg, log)
     seconds = time.perf_counter() - start
     (folder / "masks").mkdir(parents=True, exist_ok=True)
     for t, mask in enumerate(masks):
@@ -77,13 +81,26 @@ def mask_one(
         "frames": len(frames),
         "frame_size": list(frames.shape[1:3]),
         "fps": len(frames) / seconds,
+        "rules": log.entries,  # what the clip-wide rules did (selfsup.video.rules)
     }
     truth = None
     if truth_path is not None:
-        truth = read_masks(truth_path, options, shape=frames.shape[1:3])
+        # Scored at the truth's own resolution (the DAVIS protocol), same frames as the video.
+        truth = read_masks(truth_path, replace(options, size=None))
         result.update(score_masks(masks, truth, str(path)))
+        truth = upsample_masks(truth, frames.shape[1:3])  # only to outline it on the overlay
     Image.fromarray(overlay(frames, masks, truth)).save(folder / "overlay.jpg", quality=90)
     return result, frames, masks
+
+
+SUMMED = ("J", "J_recall", "J_decay", "F", "F_recall", "F_decay", "JF", "J_centre_box",
+          "F_centre_box")  # fmt: skip
+
+
+def mean_scores(results: list[dict]) -> dict:
+    """The means over videos of every per-video score (`mean_J`, `mean_F_recall`, ...), each
+    video counting once whatever its length, as the DAVIS benchmark averages."""
+    return {f"mean_{key}": float(np.mean([r[key] for r in results])) for key in SUMMED}
 
 
 def write_masks(
@@ -116,8 +133,7 @@ def write_masks(
         )
     scores: dict = {"videos": results}
     if gt_root is not None:
-        scores["mean_J"] = float(np.mean([r["J"] for r in results]))
-        scores["mean_J_centre_box"] = float(np.mean([r["J_centre_box"] for r in results]))
+        scores.update(mean_scores(results))
     scores["mean_fps"] = float(np.mean([r["fps"] for r in results]))
     (out / "scores.json").write_text(json.dumps(scores, indent=2))
     return scores

@@ -97,6 +97,13 @@ class MotionMaskConfig:
         low=0.0,
         low_exclusive=True,
     )
+    background_layers: int = param(
+        2,
+        "object: the border band's motion is one homography (1), or two when its flow splits "
+        "into two layers of depth, near and far (2): a pixel's residual is against the "
+        "nearer layer.",
+        choices=(1, 2),
+    )
     floor_fraction: float = param(
         0.6,
         "object: in a slow clip the floor drops below min_residual to this fraction of the "
@@ -117,9 +124,12 @@ class MotionMaskConfig:
         low=0.0,
     )
     memory: float = param(
-        0.9,
+        0.3,
         "object: weight of the previous frame's mask, carried along the flow, against the "
-        "frame's own evidence (0: frames alone; must be < 1).",
+        "frame's own evidence (0: frames alone; must be < 1). Frames without usable motion "
+        "take the carried mask whatever it is; a high weight (0.9) also lets a mask carried "
+        "by flow that fails (a fast dog behind trees, a twirling dancer) outweigh what the "
+        "frame shows.",
         low=0.0,
     )
 

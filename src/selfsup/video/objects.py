@@ -7,6 +7,9 @@ edited video is masked on its own (`shot_starts`).
    to the flow in a band along the frame border (`camera_border`), where objects rarely are.
    Fitted to the whole frame instead, it follows a large object, or one the camera pans
    with, and only the object's limbs stay "moving" (a camel whose legs alone were masked).
+   Where the band's flow splits into a near and a far layer (parallax of a travelling
+   camera), each gets a homography (`background_layers`, background.py) and the residual is
+   against the nearer.
    The residual |flow - camera flow| is taken against both neighbouring frames and the
    smaller kept, which drops the smear flow leaves on one side of an object. Each residual
    is weighed by how far the flow passes a forward-backward check (`flow_trust`): the
@@ -39,6 +42,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from selfsup.video.appearance import complete_with_appearance
+from selfsup.video.background import layered_residual
 from selfsup.video.motion import (
     FlowEstimator,
     clean_mask,
@@ -48,6 +52,7 @@ from selfsup.video.motion import (
     to_gray,
 )
 from selfsup.video.propagate import Warper, align_neighbours, recursive_filter
+from selfsup.video.rules import RuleLog
 
 # Bumped whenever the same settings start to give other masks, so masks cached by an earlier
 # version are not reused: 2 weighs residuals by the flow's trust, 3 lowers the floor over a
@@ -154,12 +159,22 @@ def structure(gray: np.ndarray) -> np.ndarray:
     return eigenvalue / (eigenvalue + STRUCTURE_HALF)
 
 
+def background_residual(flow: np.ndarray, cfg, points: np.ndarray) -> tuple[np.ndarray, int]:
+    """The flow the background does not explain, (H, W) px, against one homography of the
+    border band `points` (`background_layers=1`) or up to two, one per layer of depth; and
+    how many layers were fitted."""
+    if cfg.background_layers == 1:
+        return residual_flow(flow, cfg, points), 1
+    return layered_residual(flow, cfg.grid_step, cfg.ransac_threshold, points)
+
+
 def motion_scores(
-    forward: list, backward: list, cfg, points: np.ndarray, warp: Warper
+    forward: list, backward: list, cfg, points: np.ndarray, warp: Warper, log: RuleLog
 ) -> np.ndarray:
     """Per frame, the residual (weighed by the flow's trust) over the frame's threshold
     (> 1: moving), the smaller of the scores against the next and the previous frame."""
-    ahead = [residual_flow(f, cfg, points).astype(np.float16) for f in forward]  # t -> t+1
+    fitted = [background_residual(f, cfg, points) for f in forward]  # t -> t+1
+    ahead = [residual.astype(np.float16) for residual, _ in fitted]
     floor = clip_floor(ahead, cfg, points)
     count = len(forward) + 1
     scores = []
@@ -170,8 +185,15 @@ def motion_scores(
             against.append(ahead[t].astype(np.float32) * trust)
         if t > 0:  # the previous frame: flow t -> t-1
             trust = flow_trust(backward[t - 1], forward[t - 1], warp)
-            against.append(residual_flow(backward[t - 1], cfg, points) * trust)
+            against.append(background_residual(backward[t - 1], cfg, points)[0] * trust)
         scores.append(np.minimum.reduce([r / max(floor, otsu_threshold(r)) for r in against]))
+    log.add(
+        "background_layers",
+        sum(layers > 1 for _, layers in fitted),
+        "the border band's flow split into two layers of depth (parallax: near things slide "
+        "past faster than far ones), each with its homography: motion is measured against "
+        "the nearer layer",
+    )
     return np.stack(scores).astype(np.float32)
 
 
@@ -203,11 +225,12 @@ def shot_starts(small: list, forward: list, backward: list, warp: Warper) -> lis
     return starts
 
 
-def object_masks(frames: np.ndarray, cfg) -> np.ndarray:
+def object_masks(frames: np.ndarray, cfg, log: RuleLog | None = None) -> np.ndarray:
     """(T, H, W, 3) uint8 -> (T, h, w) bool masks at flow_size (see the module docstring),
-    each shot of the clip on its own."""
+    each shot of the clip on its own; what the clip-wide rules did goes into `log`."""
     from selfsup.video.reader import resize_frame
 
+    log = log if log is not None else RuleLog()
     small = [resize_frame(f, cfg.flow_size) for f in frames]
     if len(small) < 2:  # a single frame: nothing can be seen to move
         return np.zeros((len(small), *small[0].shape[:2]), bool)
@@ -215,31 +238,43 @@ def object_masks(frames: np.ndarray, cfg) -> np.ndarray:
     forward, backward = flows(gray, cfg)
     warp = Warper(*small[0].shape[:2])
     bounds = [*shot_starts(small, forward, backward, warp), len(small)]
+    if len(bounds) > 2:
+        log.add(
+            "shots",
+            len(small) - bounds[1],
+            f"cuts before frames {bounds[1:-1]} (colours changed and the flow failed its "
+            "check): the frames after the first cut are masked shot by shot",
+        )
     return np.concatenate([
-        shot_masks(small[a:b], gray[a:b], forward[a : b - 1], backward[a : b - 1], cfg, warp)
+        shot_masks(small[a:b], gray[a:b], forward[a : b - 1], backward[a : b - 1], cfg, warp,
+                   log)
         for a, b in itertools.pairwise(bounds)
     ])  # fmt: skip
 
 
 def shot_masks(
-    small: list, gray: list, forward: list, backward: list, cfg, warp: Warper
+    small: list, gray: list, forward: list, backward: list, cfg, warp: Warper, log: RuleLog
 ) -> np.ndarray:
     """The masks of one shot's frames (and their grey images), from their flows to both
     neighbours."""
     if len(small) < 2:  # a one-frame shot: nothing can be seen to move
         return np.zeros((len(small), *small[0].shape[:2]), bool)
     border = border_points(*small[0].shape[:2], cfg.camera_border)
-    scores = motion_scores(forward, backward, cfg, border, warp)
+    scores = motion_scores(forward, backward, cfg, border, warp, log)
     scores *= np.stack([structure(g) for g in gray])
     if cfg.temporal_window > 1:
         scores = align_neighbours(scores, forward, backward, cfg.temporal_window, warp)
 
     probabilities, has_evidence = [], []
+    nothing_moved = over_border = 0
     for frame, score in zip(small, scores):
         seed = clean_mask(score > 1.0, cfg)
         # A mask over most of the border, where the camera's motion was measured, means that
         # measurement failed (motion blur, a frame-filling object): no evidence here.
-        usable = seed.any() and seed[border].mean() <= MAX_BORDER_COVER
+        covered = seed[border].mean()
+        nothing_moved += not seed.any()
+        over_border += covered > MAX_BORDER_COVER
+        usable = seed.any() and covered <= MAX_BORDER_COVER
         has_evidence.append(usable)
         if not usable:
             probabilities.append(np.zeros(score.shape, np.float32))
@@ -248,6 +283,19 @@ def shot_masks(
         probabilities.append(
             complete_with_appearance(frame, prior, seed, cfg.appearance_band, cfg.smoothness)
         )
+    log.add(
+        "nothing_moved",
+        nothing_moved,
+        "no pixel's motion passed the threshold: the mask is carried along the flow from "
+        "the neighbouring frames (empty if none has one)",
+    )
+    log.add(
+        "camera_misjudged",
+        over_border,
+        f"the motion mask covered over {MAX_BORDER_COVER:.0%} of the border band, where the "
+        "camera's motion is measured, so that measurement is taken to have failed: the mask "
+        "is carried along the flow from the neighbouring frames (empty if none has one)",
+    )
     if cfg.memory > 0:
         probabilities = recursive_filter(
             probabilities, has_evidence, forward, backward, cfg.memory, warp

@@ -17,6 +17,7 @@ from selfsup.video.motion import (
     to_gray,
 )
 from selfsup.video.objects import object_masks
+from selfsup.video.rules import RuleLog
 
 # A pixel changed between two frames where it differs by more than REPEAT_LEVEL grey levels;
 # a frame with under REPEAT_SHARE of its pixels changed repeats the last new frame. Measured:
@@ -69,26 +70,43 @@ def picture_box(frames: np.ndarray) -> tuple[slice, slice]:
     return rows, inside(high.max(axis=0) - low.min(axis=0))
 
 
-def motion_masks(frames: np.ndarray, cfg: MotionMaskConfig | None = None) -> np.ndarray:
+def motion_masks(
+    frames: np.ndarray, cfg: MotionMaskConfig | None = None, log: RuleLog | None = None
+) -> np.ndarray:
     """(T, H, W, 3) uint8 frames -> (T, H, W) bool masks of moving objects (`method`).
     Object masks: a repeated frame gets the mask of the frame it repeats, and bars along the
-    frame's edges are left out (method=residual keeps making the masks it always made)."""
+    frame's edges are left out (method=residual keeps making the masks it always made). What
+    the clip-wide rules did goes into `log`, if given."""
     import cv2
 
     cfg = cfg or MotionMaskConfig()
+    log = log if log is not None else RuleLog()
     if len(frames) == 0:
         return np.zeros((0, *frames.shape[1:3]), bool)
     if cfg.method == "object":
         fresh = new_frames(frames)
         if not fresh.all():
-            return motion_masks(frames[fresh], cfg)[np.cumsum(fresh) - 1]
+            log.add(
+                "repeated_frames",
+                int((~fresh).sum()),
+                f"under {REPEAT_SHARE:.2%} of their pixels changed by over {REPEAT_LEVEL} grey "
+                "levels from the last new frame: they take its mask",
+            )
+            return motion_masks(frames[fresh], cfg, log)[np.cumsum(fresh) - 1]
         rows, columns = picture_box(frames)
         if rows != slice(0, frames.shape[1]) or columns != slice(0, frames.shape[2]):
+            log.add(
+                "bars",
+                len(frames),
+                f"uniform strips along the edges left out of every frame (the picture is rows "
+                f"{rows.start}-{rows.stop}, columns {columns.start}-{columns.stop} of "
+                f"{frames.shape[1]} x {frames.shape[2]}); their masks are empty",
+            )
             masks = np.zeros(frames.shape[:3], bool)
             picture = np.ascontiguousarray(frames[:, rows, columns])
-            masks[:, rows, columns] = motion_masks(picture, cfg)
+            masks[:, rows, columns] = motion_masks(picture, cfg, log)
             return masks
-        small_masks = object_masks(frames, cfg)
+        small_masks = object_masks(frames, cfg, log)
     else:
         scores = smooth_in_time(residual_scores(frames, cfg), cfg.temporal_window)
         small_masks = [clean_mask(score > 1.0, cfg) for score in scores]
