@@ -5,11 +5,9 @@ budget, beside random initialisation and LightlySSL's SimCLR.
     python bench/learning.py --quick    # tiny budget and data: a smoke run
     python bench/learning.py --only counting simclr-lightly --budget 300
 
-Each contender runs in its own one-thread process and trains until it has used `--budget`
-seconds of process CPU time (the peer's augmentations included, DataLoader workers=0), its
-cosine schedule sized to the steps the budget affords; then a weighted kNN (cosine, k=200,
-T=0.1) on the pooled final layer scores it, random-init rows untrained. The sizes are the
-quick and cpu profiles of bench/harness/sizes.yaml; docs/performance.md ("Learning per
+Each contender trains in its own one-thread process until it has used `--budget` seconds of
+process CPU time, then a weighted kNN on its pooled final layer scores it; the sizes are the
+quick and cpu profiles of bench/harness/sizes.yaml. docs/performance.md ("Learning per
 CPU-minute") has the details.
 """
 
@@ -25,9 +23,8 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
-from harness.commands import INFONCE, TASKS, command_text, loop_config, run_folder, task_argv
 from harness.data import subset_npz
-from harness.lightly_peer import PeerSimCLR, decode_pil
+from harness.peer import PeerSimCLR, decode_pil
 from harness.record import (
     cifar,
     earlier,
@@ -40,9 +37,16 @@ from harness.record import (
     say,
     write_json,
 )
-from harness.runner import finish, run_all
-from harness.sizes import PROFILES, Sizes
-from harness.stepper import LoopStepper
+from harness.runner import PROFILES, Sizes, finish, run_all
+from harness.stepper import (
+    INFONCE,
+    TASKS,
+    LoopStepper,
+    command_text,
+    loop_config,
+    run_folder,
+    task_argv,
+)
 
 from selfsup.runtime import resolve_device, resolve_precision
 
@@ -68,9 +72,10 @@ CONTENDERS = {
 # ---------------------------------------------------------------------------------------------
 
 
-def seconds_per_step(step: Callable[[], int], budget: float) -> float:
-    """CPU seconds of one training step: WARMUP_STEPS untimed, then steps timed until there
-    are at least TIMED_STEPS of them and TIMED_SECONDS (at most budget / 10) of CPU time."""
+def affordable_steps(step: Callable[[], int], budget: float) -> int:
+    """The steps `budget` CPU seconds afford at the rate of `step` (a throwaway copy's):
+    WARMUP_STEPS untimed, then steps timed until there are at least TIMED_STEPS of them and
+    TIMED_SECONDS (at most budget / 10) of CPU time."""
     min_seconds = min(TIMED_SECONDS, budget / 10)
     for _ in range(WARMUP_STEPS):
         step()
@@ -79,7 +84,7 @@ def seconds_per_step(step: Callable[[], int], budget: float) -> float:
     while steps < TIMED_STEPS or time.process_time() - started < min_seconds:
         step()
         steps += 1
-    return (time.process_time() - started) / steps
+    return max(1, math.floor(budget * steps / (time.process_time() - started)))
 
 
 def train_on_budget(step: Callable[[], int], budget: float, planned: int) -> dict:
@@ -107,8 +112,7 @@ def scheduled(argv: list[str], steps: int) -> list[str]:
 
 def train_ours(argv: list[str], budget: float) -> tuple[torch.nn.Module, dict]:
     with run_folder() as folder:
-        per_step = seconds_per_step(LoopStepper(loop_config(argv), folder).full, budget)
-    planned = max(1, math.floor(budget / per_step))
+        planned = affordable_steps(LoopStepper(loop_config(argv), folder).full, budget)
     argv = scheduled(argv, planned)
     with run_folder() as folder:
         stepper = LoopStepper(loop_config(argv), folder)
@@ -120,8 +124,7 @@ def train_ours(argv: list[str], budget: float) -> tuple[torch.nn.Module, dict]:
 def train_peer(setup: tuple, data: Path, batch: int, budget: float) -> tuple[PeerSimCLR, dict]:
     """LightlySSL's SimCLR on `budget` CPU seconds; `setup`: (device, autocast dtype)."""
     pil = decode_pil(data)
-    per_step = seconds_per_step(PeerSimCLR(pil, batch, 0, *setup).full, budget)
-    planned = max(1, math.floor(budget / per_step))
+    planned = affordable_steps(PeerSimCLR(pil, batch, 0, *setup).full, budget)
     peer = PeerSimCLR(pil, batch, 0, *setup)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(peer.optimizer, T_max=planned)
 

@@ -6,10 +6,8 @@ beside random init and a supervised baseline trained for the same budget.
     python bench/run.py --suite multitask   # then --suite transitive, whose graph it embeds
 
 The suites are data, in bench/suites.yaml: each entry pretrains a row of
-bench/gpu_results.yaml for its steps. Data comes from `$SELFSUP_DATA` (default: `../shared/data`
-beside the repository). Per entry, `bench/results/<entry>/` gets the reports (`linear/`,
-`knn/`: report.md, accuracy.png, results.json) and `bench/results/<entry>.json` the figures,
-commands, timings and machine. Runs and caches go to `bench/work/` (git-ignored).
+bench/gpu_results.yaml. Per entry, `bench/results/<entry>/` gets the reports (`linear/`,
+`knn/`) and `bench/results/<entry>.json` the figures, commands, timings and machine.
 """
 
 from __future__ import annotations
@@ -35,7 +33,7 @@ from harness.record import (
     scrub,
     write_json,
 )
-from harness.rows import ROWS, data_paths, patch_graph, train_argv
+from harness.rows import ROWS, data_paths, metrics, patch_graph, train_argv
 from harness.runner import finish, run_all
 
 SUITES = yaml.safe_load((ROOT / "bench" / "suites.yaml").read_text())
@@ -118,15 +116,15 @@ def run_entry(name: str, entry: Entry, steps: int | None) -> dict:
     scrub(reports)
     if first:
         scrub(RESULTS / entry.baselines.removeprefix("shared:"))
-    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    logged = metrics(out)
     probes = {p: json.loads((reports / p / "results.json").read_text()) for p in ("linear", "knn")}
     timed = json.loads(cached.read_text()) if entry.time_probes else {}
     return {
         "entry": name,
         "steps": steps,
         "seconds": seconds,
-        "images_per_sec": float(np.median([m["images_per_sec"] for m in metrics])),
-        "final_loss": metrics[-1]["loss"],
+        "images_per_sec": float(np.median([m["images_per_sec"] for m in logged])),
+        "final_loss": logged[-1]["loss"],
         "probe_seconds_on_cached_features": timed.get("probe_seconds"),
         "machine": machine(),
         "commands": {key: portable(command) for key, command in commands.items()},

@@ -40,11 +40,12 @@ def data_root(carried: Path, quick: bool) -> Path:
     return carried
 
 
-def carry(files: dict[str, Path], folder: Path) -> None:
+def carry(files: dict[str, Path], folder: Path, what: str) -> None:
     """Copy `files` (path in `folder` -> source) into `folder`, to travel to a machine without
     the data: folders as they are, files xz-compressed (every CIFAR-10 image repeats the same
     623 bytes of JPEG header: the two CIFAR-10 files shrink from 58 to about 18 MiB), to be
-    unpacked there byte for byte by data_root."""
+    unpacked there byte for byte by data_root. Refuses a folder (`what`) that would not travel
+    with the repository in CARRY_LIMIT_MIB."""
     for relative, source in files.items():
         target = folder / relative
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -52,10 +53,6 @@ def carry(files: dict[str, Path], folder: Path) -> None:
             shutil.copytree(source, target)
         else:
             target.with_name(target.name + ".xz").write_bytes(lzma.compress(source.read_bytes()))
-
-
-def check_travels(folder: Path, what: str) -> None:
-    """Refuse a carried folder that would not travel with the repository in CARRY_LIMIT_MIB."""
     size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2**20
     tracked = run(["git", "ls-files", "-z"]).stdout.split("\0")
     repo = sum((ROOT / p).stat().st_size for p in tracked if p) / 2**20

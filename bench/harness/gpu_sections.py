@@ -13,13 +13,20 @@ from pathlib import Path
 
 import torch
 
-from .commands import INFONCE, command_text, loop_config, run_folder, task_argv, train_argv
-from .lightly_peer import decode_pil
 from .overhead import SHOWN, measure_task
+from .peer import decode_pil
 from .record import CHILD_ENV, ROOT, WORK, figures, portable, say
 from .runner import Bench
-from .stepper import LoopStepper
-from .timing import alternate, warm_up
+from .stepper import (
+    INFONCE,
+    LoopStepper,
+    alternate,
+    command_text,
+    loop_config,
+    run_folder,
+    task_argv,
+    train_argv,
+)
 
 # Rough seconds each section of bench/gpu.py takes on an H200, to skip what would overrun
 # the deadline.
@@ -143,11 +150,10 @@ def compile_section(bench: Bench) -> dict:
             continue
         with run_folder() as folder:
             stepper = LoopStepper(loop_config([*argv, f"train.compile={mode}"]), folder)
-            first = warm_up({"full": stepper.full}, bench.sizes.warmup, bench.device)["full"]
-            rate = alternate(
-                {"full": stepper.full}, bench.sizes.windows, bench.sizes.window_steps, bench.device
-            )
-        rows[mode] = {"first_step_seconds": first, "images_per_sec": rate["full"]["images_per_sec"]}
+            first = stepper.warmed_up(bench.sizes.warmup)
+            sizes = bench.sizes
+            rate = alternate({"": stepper.full}, sizes.windows, sizes.window_steps, bench.device)
+        rows[mode] = {"first_step_seconds": first, "images_per_sec": rate[""]["images_per_sec"]}
         say(f"  train.compile={mode}: {figures(rows[mode], *rows[mode])}")
         torch._dynamo.reset()  # each mode compiles anew
     return {"command": command_text(argv), "modes": rows}

@@ -90,8 +90,9 @@ def train_argv(
     return ["train", *row.train, *options, *extra]
 
 
-def last_metrics(folder: Path) -> dict:
-    return json.loads((folder / "metrics.jsonl").read_text().splitlines()[-1])
+def metrics(folder: Path) -> list[dict]:
+    """The lines of a run's metrics.jsonl."""
+    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
 
 
 def batch_of(folder: Path) -> int:
@@ -111,7 +112,7 @@ def planned_steps(
         return int(row.epochs * (images // batch))
     shutil.rmtree(trial, ignore_errors=True)
     selfsup(*train_argv(row, paths, trial, 40, extra), "train.log_every=20")
-    rate = last_metrics(trial)["images_per_sec"]  # the second window: warm-up excluded
+    rate = metrics(trial)[-1]["images_per_sec"]  # the second window: warm-up excluded
     batch = batch_of(trial)
     shutil.rmtree(trial)
     return max(1, int(minutes * 60 * rate / batch))
