@@ -72,16 +72,6 @@ def prepare_inputs() -> None:
     carry({CIFAR: cifar, TINY: data_dir() / TINY}, INPUTS, "inputs")
 
 
-def inputs(quick: bool) -> dict[str, Path]:
-    """The data each section reads: from the bundled CIFAR-10 sample with --quick (nothing
-    else needed), else from the prepared inputs, else from the shared data folder."""
-    root = data_root(INPUTS, quick)
-    if not (root / CIFAR).is_file():
-        sys.exit(f"no inputs: run `python bench/gpu.py --prepare` where {root / CIFAR} exists")
-    sizes = PROFILES["quick" if quick else "gpu"]
-    return {"cifar": subset_npz(root / CIFAR, sizes.train_images), "tiny": root / TINY}
-
-
 def pack(out: Path, results: Path, log: str) -> None:
     """Results and log in one archive (the GPU machine sends back a few files only), and the
     results beside it; both replaced whole, as they are rewritten after every section."""
@@ -108,14 +98,19 @@ def main(argv: list[str] | None = None) -> None:
         return
     sys.path.extend(str(w) for w in sorted((INPUTS / "wheels").glob("*-py3-none-any.whl")))
     WORK.mkdir(parents=True, exist_ok=True)
+    # The data: from the bundled CIFAR-10 sample with --quick (nothing else needed), else from
+    # the prepared inputs, else from the shared data folder.
+    root, sizes = data_root(INPUTS, args.quick), PROFILES["quick" if args.quick else "gpu"]
+    if not (root / CIFAR).is_file():
+        sys.exit(f"no inputs: run `python bench/gpu.py --prepare` where {root / CIFAR} exists")
     device = resolve_device(args.device)
     path = results_file("gpu", args.quick, args.results)
     results = earlier(path, args.only)  # the sections of an earlier run on this device
     bench = Bench(
-        sizes=PROFILES["quick" if args.quick else "gpu"],
+        sizes=sizes,
         device=device,
         amp_dtype=resolve_precision("auto", device),
-        data=inputs(args.quick),
+        data={"cifar": subset_npz(root / CIFAR, sizes.train_images), "tiny": root / TINY},
         figures=path.parent / path.stem,
         tasks=QUICK_TASKS if args.quick else [*TASKS, INFONCE],
         peer_workers=0 if args.quick else gpu_sections.loader_workers(),
