@@ -225,17 +225,16 @@ def peer_throughput(bench: Bench, ours: LoopStepper, peers: dict[str, PeerProces
         contenders[name]()
         faults[name] = count() - before
     speed = {name: value["images_per_sec"] for name, value in rates.items()}
+
+    def ratio(ours: str, theirs: str) -> float:
+        return round(speed[ours] / speed[theirs], 3)
+
     ratios = {
-        f"ratio_ours_over_{PREFIX[heap]}": round(
-            speed["ours_full"] / speed[f"{PREFIX[heap]}_full"], 3
-        )
-        for heap in peers
+        f"ratio_ours_over_{PREFIX[h]}": ratio("ours_full", f"{PREFIX[h]}_full") for h in peers
     }
-    ratios["bare_ratio_ours_over_peer"] = round(speed["ours_bare"] / speed["peer_bare"], 3)
+    ratios["bare_ratio_ours_over_peer"] = ratio("ours_bare", "peer_bare")
     if bench.compile:
-        ratios["compiled_ratio_ours_over_peer"] = round(
-            speed["ours_compiled_full"] / speed["peer_full"], 3
-        )
+        ratios["compiled_ratio_ours_over_peer"] = ratio("ours_compiled_full", "peer_full")
         ratios["compile_seconds"] = first["ours_compiled_full"]
     return {
         **{f"{name}_images_per_sec": value for name, value in speed.items()},
