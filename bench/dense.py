@@ -30,50 +30,33 @@ HEADLINE = {
 }
 
 
-def found_runs() -> list[str]:
-    """Run folders the main benchmark left under bench/work/ (those with a checkpoint)."""
-    return sorted(str(p.parent.parent) for p in WORK.glob("*/checkpoints/last.pt"))
-
-
-def architecture(run: str) -> str:
-    """The backbone section of a run's resolved config: runs that share it share a floor."""
-    text = (Path(run) / "config.yaml").read_text()
-    return json.dumps(yaml.safe_load(text).get("backbone"), sort_keys=True)
-
-
 def models(runs: list[str], supervised_data: str | None) -> list[str]:
-    """The runs, then random init of every distinct architecture among them (the floor), and
-    the first run's architecture trained with labels (the ceiling)."""
+    """The runs, then random init of every distinct architecture among them (the floor: the
+    first run of each architecture, its resolved config's backbone section, stands for it),
+    and the first run's architecture trained with labels (the ceiling)."""
     if not runs:
         return ["random:resnet18"]
-    baselines, seen = [], set()
-    for folder in runs:  # the first run of each architecture stands for it
-        if architecture(folder) not in seen:
-            seen.add(architecture(folder))
-            baselines.append(f"random:{folder}")
-    if supervised_data:
-        baselines.append(f"supervised:{runs[0]}")
-    return [*runs, *baselines]
-
-
-def label(model: str) -> str:
-    """`bench/work/x` -> `x`; `random:bench/work/x` -> `x-random`: a file name for a row."""
-    kind, _, target = model.rpartition(":")
-    return Path(target).name + (f"-{kind}" if kind else "")
+    by_architecture = {}
+    for folder in runs:
+        backbone = yaml.safe_load((Path(folder) / "config.yaml").read_text()).get("backbone")
+        by_architecture.setdefault(json.dumps(backbone, sort_keys=True), f"random:{folder}")
+    supervised = [f"supervised:{runs[0]}"] if supervised_data else []
+    return [*runs, *by_architecture.values(), *supervised]
 
 
 def command(model: str, task: str, out: Path, args: argparse.Namespace) -> list[str]:
-    selfsup = [sys.executable, "-m", "selfsup", "eval"]
     common = ["--json", str(out), "--quiet", "--cache-dir", str(WORK / "cache")]
     if args.supervised_data:
         common += ["--supervised-data", args.supervised_data]
     if task == "detect":
         seeds = [str(s) for s in args.seeds]
         sizes = ["--steps", str(args.det_steps), "--size", str(args.det_size), "--seeds", *seeds]
-        return [*selfsup, "detect", model, "--data", str(args.det_data), *common, *sizes]
-    sizes = ["--steps", str(args.depth_steps), "--size", str(args.depth_size), "--frozen"]
-    return [*selfsup, "depth", model, "--data", str(args.depth_data), *common, "--target", task,
-            *sizes]  # fmt: skip
+        data = ["detect", model, "--data", str(args.det_data)]
+    else:
+        sizes = ["--steps", str(args.depth_steps), "--size", str(args.depth_size), "--frozen"]
+        data = ["depth", model, "--data", str(args.depth_data)]
+        common += ["--target", task]
+    return [sys.executable, "-m", "selfsup", "eval", *data, *common, *sizes]
 
 
 def row(model: str, task: str, result: dict) -> dict:
@@ -93,10 +76,9 @@ def markdown(rows: list[dict]) -> str:
     lines = []
     for task, keys in HEADLINE.items():
         chosen = [r for r in rows if r["task"] == task]
-        if not chosen:
-            continue
-        lines += [f"\n{task}\n", "| model | " + " | ".join(keys) + " |"]
-        lines.append("|---" * (len(keys) + 1) + "|")
+        if chosen:
+            lines += [f"\n{task}\n", "| model | " + " | ".join(keys) + " |"]
+            lines.append("|---" * (len(keys) + 1) + "|")
         for r in chosen:
             cells = [
                 f"{r[k]['mean']:.3f} ± {r[k]['std']:.3f}"
@@ -137,13 +119,14 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    runs = args.runs or found_runs()
+    # The run folders the main benchmark left under bench/work/ (those with a checkpoint).
+    runs = args.runs or sorted(str(p.parent.parent) for p in WORK.glob("*/checkpoints/last.pt"))
     rows, commands = [], {}
-    folder = WORK / "dense"
     for model in args.models or models(runs, args.supervised_data):
+        kind, _, target = model.rpartition(":")  # random:bench/work/x -> x-random
         for task in args.tasks:
-            name = f"{label(model)}-{task}"
-            out = folder / f"{name}.json"
+            name = f"{Path(target).name}{f'-{kind}' if kind else ''}-{task}"
+            out = WORK / "dense" / f"{name}.json"
             cmd = command(model, task, out, args)
             # A finished evaluation with the same command is read back: an interrupted
             # benchmark picks up where it stopped.

@@ -6,18 +6,11 @@ its own set-up included, and runs on a CPU with --quick (so CI runs every line o
     python bench/gpu.py --quick        # tiny sizes, no demo, on any machine -> bench/work
     python bench/gpu.py --only tasks peer
 
-A profile of the library in bench/harness, at the gpu sizes of harness/sizes.yaml. Its
-sections run in order (docs/performance.md says what each measures): hardware, tasks (the
-overhead section on every task and the peer comparison's step), peer, counting_paper, demo,
-decode, cuda_tests, compile; one that would end past `--deadline` (510 s after start) is
-skipped and says so, so the whole run fits its 9 minutes.
-
-`--prepare` writes what the run needs besides the repository into bench/work/gpu_inputs
-(a 25,000-image CIFAR-10 subset and Tiny ImageNet's training images, xz-compressed, and the
-LightlySSL wheel: about 21 MiB), so that both travel in 64 MiB to a machine with PyTorch but
-no network; there the script unpacks the data and puts `src/` and the wheel on its own import
-path. With `--out DIR` (e.g. `--out "$OUT"`) it also packs the JSON and the log in
-DIR/gpu_results.tar.gz.
+A profile of the library in bench/harness at the gpu sizes of harness/sizes.yaml: its
+sections run in order, and one that would end past `--deadline` (510 s) is skipped. `--prepare`
+writes what the run needs besides the repository (data subsets, the LightlySSL wheel) so that
+both travel in 64 MiB to a machine with PyTorch but no network. docs/performance.md ("On a
+GPU") says what each section measures.
 """
 
 from __future__ import annotations
@@ -33,9 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # nothing installed
 
-from harness import gpu_sections, hardware, overhead, peer
-from harness.commands import INFONCE, TASKS
-from harness.data import carry, check_travels, data_root, subset_npz
+from harness import gpu_sections, overhead, peer
+from harness.data import carry, data_root, subset_npz
 from harness.record import (
     WORK,
     data_dir,
@@ -47,14 +39,14 @@ from harness.record import (
     run,
     write_json,
 )
-from harness.runner import Bench, finish, run_sections
-from harness.sizes import PROFILES
+from harness.runner import PROFILES, Bench, finish, run_sections
+from harness.stepper import INFONCE, TASKS
 
 from selfsup.outputs import written_atomically
 from selfsup.runtime import resolve_device, resolve_precision
 
 SECTIONS = {
-    "hardware": hardware.hardware_section,
+    "hardware": overhead.hardware_section,
     "tasks": overhead.overhead_section,  # every task, and the peer comparison's step
     "peer": peer.peer_section,
     "counting_paper": gpu_sections.counting_paper_section,
@@ -73,22 +65,11 @@ QUICK_TASKS = ["counting", INFONCE]
 def prepare_inputs() -> None:
     """Data subsets and the peer's wheel -> INPUTS (run where the data and PyPI are)."""
     shutil.rmtree(INPUTS, ignore_errors=True)
-    cifar = subset_npz(data_dir() / CIFAR, PROFILES["gpu"].train_images)
-    carry({CIFAR: cifar, TINY: data_dir() / TINY}, INPUTS)
     # lightly's loss, heads and transforms import nothing beyond torch, torchvision and PIL.
     download = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
     run([*download, "-d", str(INPUTS / "wheels"), "lightly==1.6.0"])
-    check_travels(INPUTS, "inputs")
-
-
-def inputs(quick: bool) -> dict[str, Path]:
-    """The data each section reads: from the bundled CIFAR-10 sample with --quick (nothing
-    else needed), else from the prepared inputs, else from the shared data folder."""
-    root = data_root(INPUTS, quick)
-    if not (root / CIFAR).is_file():
-        sys.exit(f"no inputs: run `python bench/gpu.py --prepare` where {root / CIFAR} exists")
-    sizes = PROFILES["quick" if quick else "gpu"]
-    return {"cifar": subset_npz(root / CIFAR, sizes.train_images), "tiny": root / TINY}
+    cifar = subset_npz(data_dir() / CIFAR, PROFILES["gpu"].train_images)
+    carry({CIFAR: cifar, TINY: data_dir() / TINY}, INPUTS, "inputs")
 
 
 def pack(out: Path, results: Path, log: str) -> None:
@@ -117,14 +98,19 @@ def main(argv: list[str] | None = None) -> None:
         return
     sys.path.extend(str(w) for w in sorted((INPUTS / "wheels").glob("*-py3-none-any.whl")))
     WORK.mkdir(parents=True, exist_ok=True)
+    # The data: from the bundled CIFAR-10 sample with --quick (nothing else needed), else from
+    # the prepared inputs, else from the shared data folder.
+    root, sizes = data_root(INPUTS, args.quick), PROFILES["quick" if args.quick else "gpu"]
+    if not (root / CIFAR).is_file():
+        sys.exit(f"no inputs: run `python bench/gpu.py --prepare` where {root / CIFAR} exists")
     device = resolve_device(args.device)
     path = results_file("gpu", args.quick, args.results)
     results = earlier(path, args.only)  # the sections of an earlier run on this device
     bench = Bench(
-        sizes=PROFILES["quick" if args.quick else "gpu"],
+        sizes=sizes,
         device=device,
         amp_dtype=resolve_precision("auto", device),
-        data=inputs(args.quick),
+        data={"cifar": subset_npz(root / CIFAR, sizes.train_images), "tiny": root / TINY},
         figures=path.parent / path.stem,
         tasks=QUICK_TASKS if args.quick else [*TASKS, INFONCE],
         peer_workers=0 if args.quick else gpu_sections.loader_workers(),

@@ -7,15 +7,11 @@
     python bench/gpu_results.py --quick counting random-alexnet_small   # tiny, on a CPU
     python bench/gpu_results.py --parallel 4 --deadline 540 rotation jigsaw colorization exemplar
 
-The rows (what each trains, on which data, for how long) and the papers' claims they test
-are data, in bench/gpu_results.yaml. A row is one `selfsup train` run of at most 9 minutes on
-one GPU (its `epochs`, or `--minutes` of training sized from a 40-step trial run), then the
-same evaluation for every method: weighted kNN (k = 200, T = 0.1) on the final layer with the
-training images as the memory bank, and a linear probe on every layer, on the full test set.
-Rows are appended to bench/results/gpu_results.json as they end; rows already there are
-skipped. docs/performance.md ("Results at scale") describes the budgets, `--parallel` and
-`--deadline`, the transitive rows' patch graph (`--keep-graph`, `--prepare --graph`) and how
-`--prepare` fits a run's inputs in 64 MiB.
+The rows and the papers' claims they test are data, in bench/gpu_results.yaml. A row is one
+`selfsup train` run (its `epochs`, or `--minutes` sized from a 40-step trial run), then kNN
+(k = 200, T = 0.1) on the final layer and a linear probe on every layer, on the full test set,
+appended to bench/results/gpu_results.json (rows already there are skipped).
+docs/performance.md ("Results at scale") describes the budgets and every option.
 """
 
 from __future__ import annotations
@@ -32,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # nothing installed
 
 import numpy as np
-from harness.data import VIDEOS, carry, check_travels, data_root
+from harness.data import VIDEOS, carry, data_root
 from harness.record import (
     CHILD_ENV,
     WORK,
@@ -52,13 +48,15 @@ from harness.rows import (
     batch_of,
     data_paths,
     graph_set,
-    last_metrics,
+    metrics,
     patch_graph,
     planned_steps,
     train_argv,
     video_patches,
 )
 from harness.runner import finish, run_all
+
+from selfsup.arguments import positive_int
 
 INPUTS = WORK / "gpu_results_inputs"
 RUNS = WORK / "gpu_results"
@@ -84,33 +82,31 @@ def prepare(names: list[str], graphs: list[Path]) -> None:
         shutil.copyfile(graph, target)
     files = {f for name in names for f in SOURCES[ROWS[name].data].values()}
     files |= {VIDEOS for name in names if ROWS[name].videos}
-    carry({relative: data_dir() / relative for relative in sorted(files)}, INPUTS)
-    check_travels(INPUTS, f"inputs of {len(names)} rows")
+    files = {relative: data_dir() / relative for relative in sorted(files)}
+    carry(files, INPUTS, f"inputs of {len(names)} rows")
 
 
-def transitive_graph(
-    root: Path, args: argparse.Namespace, masks: tuple[str, ...] = ()
-) -> tuple[Path, Path]:
+def transitive_graph(root: Path, args, masks: tuple[str, ...] = ()) -> tuple[Path, Path]:
     """(patches, graph) of the transitive rows whose video patches come from masks made with
     `masks`, made once per machine (harness.rows.patch_graph), embedded by the
     relative-position row's run when it ran here, else by one trained for the shared budget."""
     folder = RUNS / f"{graph_set(masks)}_graph"
+
+    def embedder() -> Path:
+        if (RUNS / "relative-position" / "checkpoints" / "last.pt").is_file():
+            return RUNS / "relative-position"
+        row = ROWS["relative-position"]
+        paths = data_paths(row, root)
+        steps = args.steps or planned_steps(row, paths, folder / "trial", args.minutes, args.extra)
+        selfsup(*train_argv(row, paths, folder / "embedder", steps, args.extra))
+        return folder / "embedder"
+
     if not (folder / "graph.npz").is_file():
-        patch_graph(root, folder, lambda: embedder(root, args, folder), masks)
+        patch_graph(root, folder, embedder, masks)
     return folder / "patches.npz", folder / "graph.npz"
 
 
-def embedder(root: Path, args: argparse.Namespace, folder: Path) -> Path:
-    if (RUNS / "relative-position" / "checkpoints" / "last.pt").is_file():
-        return RUNS / "relative-position"
-    row = ROWS["relative-position"]
-    paths = data_paths(row, root)
-    steps = args.steps or planned_steps(row, paths, folder / "trial", args.minutes, args.extra)
-    selfsup(*train_argv(row, paths, folder / "embedder", steps, args.extra))
-    return folder / "embedder"
-
-
-def inputs(name: str, root: Path, args: argparse.Namespace) -> dict[str, Path]:
+def inputs(name: str, root: Path, args) -> dict[str, Path]:
     """What the row (or the row whose architecture it leaves untrained) reads: its data, the
     patch graph, and the motion masks of its videos made with its mask settings."""
     row = ROWS[ROWS[name].random_of or name]
@@ -127,32 +123,37 @@ def inputs(name: str, root: Path, args: argparse.Namespace) -> dict[str, Path]:
     return paths
 
 
-def run_row(name: str, root: Path, args: argparse.Namespace) -> dict:
+def run_row(name: str, root: Path, args) -> dict:
     """Train row `name` (a random-init row: one step, to build its architecture), evaluate it
     and return its line of the results file."""
-    row = ROWS[name]
-    trained = ROWS[row.random_of] if row.random_of else row
+    import torch
+
+    row, folder = ROWS[name], RUNS / name
     paths = inputs(name, root, args)
-    folder = RUNS / name
     shutil.rmtree(folder, ignore_errors=True)
-    trial = RUNS / f"{name}_trial"
     steps = 1 if row.random_of else args.steps
-    steps = steps or planned_steps(row, paths, trial, args.minutes, args.extra)
-    argv = train_argv(trained, paths, folder, steps, args.extra)
+    steps = steps or planned_steps(row, paths, RUNS / f"{name}_trial", args.minutes, args.extra)
+    argv = train_argv(ROWS[row.random_of or name], paths, folder, steps, args.extra)
     train_seconds = selfsup(*argv)
-    here = not row.random_of  # trained here, not an untrained architecture
-    with np.load(paths["train"]) as archive:
-        epochs = steps * batch_of(folder) / len(archive["labels"]) if here else 0.0
+    trained = {"train_command": None, "steps": 0, "train_seconds": None, "peak_memory_gib": None}
+    epochs = 0.0
+    if not row.random_of:  # trained here, not an untrained architecture
+        with np.load(paths["train"]) as archive:
+            epochs = steps * batch_of(folder) / len(archive["labels"])
+        trained = {
+            "train_command": portable(["selfsup", *argv]),
+            "steps": steps,
+            "train_seconds": round(train_seconds, 1),
+            "peak_memory_gib": metrics(folder)[-1].get("max_memory_gib"),
+        }
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     return {
         "label": row.label,
         "data": row.data,
-        "train_command": portable(["selfsup", *argv]) if here else None,
-        "steps": steps if here else 0,
-        "train_seconds": round(train_seconds, 1) if here else None,
-        "peak_memory_gib": last_metrics(folder).get("max_memory_gib") if here else None,
-        **evaluate(folder, paths, random_init=not here, probe=args.probe),
+        **trained,
+        **evaluate(folder, paths, random_init=bool(row.random_of), probe=args.probe),
         "date": time.strftime("%Y-%m-%d"),
-        "device": device_name(),
+        "device": device,
         "concurrent": args.parallel,  # rows sharing the GPU while this one ran (at most)
         "epochs": round(epochs, 2),
     }
@@ -163,11 +164,14 @@ def evaluate(folder: Path, paths: dict[str, Path], random_init: bool, probe: lis
     extra `eval linear` options."""
     common = ["--data", str(paths["train"]), "--test", str(paths["test"]), "--no-cache"]
     common += ["--random-init"] if random_init else []
-    seconds = selfsup("eval", "knn", str(folder), *common, "--json", str(folder / "knn"))
-    seconds += selfsup(
-        "eval", "linear", str(folder), *common, *probe, "--json", str(folder / "linear")
-    )
-    knn, linear = (first_model(folder / f"{name}.json") for name in ("knn", "linear"))
+    found, seconds = {}, 0.0
+    for protocol, options in (("knn", []), ("linear", probe)):
+        out = folder / protocol
+        seconds += selfsup("eval", protocol, str(folder), *common, *options, "--json", str(out))
+        found[protocol] = json.loads(out.with_suffix(".json").read_text())
+        if isinstance(found[protocol], list):  # a list when it holds several models
+            found[protocol] = found[protocol][0]
+    knn, linear = found["knn"], found["linear"]
     return {
         "knn_top1": round(100 * knn["layers"][-1]["top1"], 2),
         "knn_layer": knn["layers"][-1]["layer"],
@@ -180,19 +184,7 @@ def evaluate(folder: Path, paths: dict[str, Path], random_init: bool, probe: lis
     }
 
 
-def first_model(path: Path) -> dict:
-    """The results of the one model an `eval --json` file holds (a list when it holds more)."""
-    data = json.loads(path.read_text())
-    return data[0] if isinstance(data, list) else data
-
-
-def device_name() -> str:
-    import torch
-
-    return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-
-
-def run_rows(names: list[str], root: Path, args: argparse.Namespace, results: dict) -> list[str]:
+def run_rows(names: list[str], root: Path, args, results: dict) -> list[str]:
     """Run rows `names`, up to --parallel at once, each saved to the results file as it ends;
     a budgeted row that could not end before --deadline is not started, and a transitive row
     waits for the relative-position row, whose run embeds its graph. The rows that failed."""
@@ -226,7 +218,7 @@ def run_rows(names: list[str], root: Path, args: argparse.Namespace, results: di
     return run_all(names, start, save, args.parallel)
 
 
-def keep_graphs(root: Path, args: argparse.Namespace) -> None:
+def keep_graphs(root: Path, args) -> None:
     """Build the graph of every graph row's patch set (with this run's relative-position
     row, when it ran) and write each to --keep-graph DIR as `<set>-graph.npz`, for the
     transitive rows of a later run on a bare machine."""
@@ -237,43 +229,38 @@ def keep_graphs(root: Path, args: argparse.Namespace) -> None:
         print(f"transitive graph kept in {target}")
 
 
-# ---------------------------------------------------------------------------------------------
-# Results file, claims and table
-# ---------------------------------------------------------------------------------------------
-
-
 def load_results(path: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {"rows": {}}
 
 
-def best_linear(row: dict) -> float:
-    return max(row["linear_top1"].values())
-
-
-def verdict(claim: dict, rows: dict) -> str:
-    """Confirmed, not confirmed (with the figures) or not yet measured, as the claim's
-    `compare` reads the linear probes of its row against each of its `against` rows."""
-    if not all(name in rows for name in [claim["row"], *claim["against"]]):
-        return "not yet measured"
-    ours, others = rows[claim["row"]], [rows[name] for name in claim["against"]]
-    if claim["compare"] == "every_layer":
-        below = [
-            layer for layer, top1 in ours["linear_top1"].items()
-            if any(top1 <= other["linear_top1"].get(layer, 0) for other in others)
-        ]  # fmt: skip
-        return f"not confirmed: at or below on {', '.join(below)}" if below else "confirmed"
-    best = max(claim["against"], key=lambda name: best_linear(rows[name]))
-    margin = best_linear(ours) - best_linear(rows[best])
-    return f"{'confirmed' if margin > 0 else 'not confirmed'}: {margin:+.2f} points against {best}"
-
-
 def claims(rows: dict) -> list[tuple[str, str]]:
-    """Each paper's own claim at this scale, and its verdict on the rows measured so far."""
-    return [(claim["claim"], verdict(claim, rows)) for claim in CLAIMS]
+    """Each paper's own claim at this scale, and its verdict on the rows measured so far:
+    confirmed, not confirmed (with the figures) or not yet measured, as the claim's `compare`
+    reads the linear probes of its row against each of its `against` rows."""
+
+    def best(name: str) -> float:
+        return max(rows[name]["linear_top1"].values())
+
+    def verdict(claim: dict) -> str:
+        if not all(name in rows for name in [claim["row"], *claim["against"]]):
+            return "not yet measured"
+        if claim["compare"] == "every_layer":
+            below = [
+                layer for layer, top1 in rows[claim["row"]]["linear_top1"].items()
+                if any(top1 <= rows[other]["linear_top1"].get(layer, 0)
+                       for other in claim["against"])
+            ]  # fmt: skip
+            return f"not confirmed: at or below on {', '.join(below)}" if below else "confirmed"
+        other = max(claim["against"], key=best)
+        margin = best(claim["row"]) - best(other)
+        verdict = "confirmed" if margin > 0 else "not confirmed"
+        return f"{verdict}: {margin:+.2f} points against {other}"
+
+    return [(claim["claim"], verdict(claim)) for claim in CLAIMS]
 
 
 def table(results: dict) -> str:
-    """The results page: every row, measured or not, then the claims."""
+    """The results page: every row, measured or not, then the claims and the commands."""
     lines = [
         "# Results at scale (GPU)",
         "",
@@ -304,19 +291,13 @@ def table(results: dict) -> str:
         )
     lines += ["", "## The papers' claims at this scale", ""]
     lines += [f"- {claim}: **{verdict}**" for claim, verdict in claims(results["rows"])]
-    lines += ["", "## Commands", ""]
     commands = [
         f"- {name}: `{measured['train_command']}`"
         for name, measured in results["rows"].items()
         if measured.get("train_command")
     ]
-    lines += commands or ["None yet: no row has been measured."]
+    lines += ["", "## Commands", "", *(commands or ["None yet: no row has been measured."])]
     return "\n".join(lines) + "\n"
-
-
-# ---------------------------------------------------------------------------------------------
-# Main
-# ---------------------------------------------------------------------------------------------
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -326,7 +307,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--prepare", action="store_true", help="write the rows' inputs")
     p.add_argument("--table", action="store_true", help="print the table, run nothing")
     p.add_argument("--minutes", type=float, default=6.0, help="training minutes a row")
-    p.add_argument("--parallel", type=int, default=1, metavar="K", help="rows run at once")
+    p.add_argument("--parallel", type=positive_int, default=1, metavar="K", help="rows at once")
     p.add_argument(
         "--keep-graph", type=Path, metavar="DIR",
         help="after the rows, write the transitive rows' graphs (built with this run's "
@@ -341,8 +322,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for graph in args.graph:
         if not graph.is_file() or not graph.name.endswith("-graph.npz"):
             p.error(f"--graph {graph}: not a <set>-graph.npz file that --keep-graph wrote")
-    if args.parallel < 1:
-        p.error(f"--parallel must be at least 1, got {args.parallel}")
     unknown = [name for name in args.rows if name not in ROWS]
     if unknown:
         p.error(f"unknown rows {unknown}; see --list")
@@ -362,21 +341,20 @@ def main(argv: list[str] | None = None) -> None:
     if args.parallel > 1:  # the CPU's threads shared out, not oversubscribed K times
         CHILD_ENV.update(thread_caps(max(1, (os.cpu_count() or 1) // args.parallel)))
     results = load_results(args.results)
+    names = args.rows or list(ROWS)
     if args.list:
         for name, row in ROWS.items():
             state = "measured" if name in results["rows"] else "to run"
             print(f"{name:28s} {row.data:13s} {state}")
         return
-    names = args.rows or list(ROWS)
     if args.prepare:
         prepare(names, args.graph)
         return
     failed = []
     if not args.table:
         root = data_root(INPUTS, args.quick)
-        for name in names:
-            if name in results["rows"]:
-                print(f"{name}: measured {results['rows'][name]['date']}, skipped")
+        for name in filter(results["rows"].__contains__, names):
+            print(f"{name}: measured {results['rows'][name]['date']}, skipped")
         # In the table's order: the relative-position row starts before the transitive rows,
         # whose patch graph its run embeds.
         todo = [name for name in ROWS if name in names and name not in results["rows"]]

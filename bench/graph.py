@@ -11,9 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import sys
 
-from harness.record import RESULTS, machine, parser, run, say, write_json
+from harness.record import RESULTS, in_child, machine, parser, say, write_json
 from harness.scaling import graph_cost
 
 
@@ -28,9 +27,7 @@ def main() -> None:
         return
     rows = []
     for size in args.sizes:
-        rows.append(
-            json.loads(run([sys.executable, __file__, "--one", size]).stdout.splitlines()[-1])
-        )
+        rows.append(in_child(__file__, ["--one", size]))
         say(str(rows[-1]))
     result = {"rows": rows, "command": "python bench/graph.py", "machine": machine()}
     write_json(RESULTS / "graph.json", result)

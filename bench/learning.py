@@ -5,11 +5,9 @@ budget, beside random initialisation and LightlySSL's SimCLR.
     python bench/learning.py --quick    # tiny budget and data: a smoke run
     python bench/learning.py --only counting simclr-lightly --budget 300
 
-Each contender runs in its own one-thread process and trains until it has used `--budget`
-seconds of process CPU time (the peer's augmentations included, DataLoader workers=0), its
-cosine schedule sized to the steps the budget affords; then a weighted kNN (cosine, k=200,
-T=0.1) on the pooled final layer scores it, random-init rows untrained. The sizes are the
-quick and cpu profiles of bench/harness/sizes.yaml; docs/performance.md ("Learning per
+Each contender trains in its own one-thread process until it has used `--budget` seconds of
+process CPU time, then a weighted kNN on its pooled final layer scores it; the sizes are the
+quick and cpu profiles of bench/harness/sizes.yaml. docs/performance.md ("Learning per
 CPU-minute") has the details.
 """
 
@@ -25,24 +23,30 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
-from harness.commands import INFONCE, TASKS, command_text, loop_config, run_folder, task_argv
 from harness.data import subset_npz
-from harness.lightly_peer import PeerSimCLR, decode_pil
+from harness.peer import PeerSimCLR, decode_pil
 from harness.record import (
     cifar,
     earlier,
+    in_child,
     machine,
     parser,
     plotted,
     portable,
     results_file,
-    run,
     say,
     write_json,
 )
-from harness.runner import finish, run_all
-from harness.sizes import PROFILES, Sizes
-from harness.stepper import LoopStepper
+from harness.runner import PROFILES, Sizes, finish, run_all
+from harness.stepper import (
+    INFONCE,
+    TASKS,
+    LoopStepper,
+    command_text,
+    loop_config,
+    run_folder,
+    task_argv,
+)
 
 from selfsup.runtime import resolve_device, resolve_precision
 
@@ -63,23 +67,17 @@ CONTENDERS = {
 }
 
 
-# ---------------------------------------------------------------------------------------------
-# One contender, in its own process
-# ---------------------------------------------------------------------------------------------
-
-
-def seconds_per_step(step: Callable[[], int], budget: float) -> float:
-    """CPU seconds of one training step: WARMUP_STEPS untimed, then steps timed until there
-    are at least TIMED_STEPS of them and TIMED_SECONDS (at most budget / 10) of CPU time."""
-    min_seconds = min(TIMED_SECONDS, budget / 10)
+def affordable_steps(step: Callable[[], int], budget: float) -> int:
+    """The steps `budget` CPU seconds afford at the rate of `step` (a throwaway copy's):
+    WARMUP_STEPS untimed, then steps timed until there are at least TIMED_STEPS of them and
+    TIMED_SECONDS (at most budget / 10) of CPU time."""
     for _ in range(WARMUP_STEPS):
         step()
-    started = time.process_time()
-    steps = 0
-    while steps < TIMED_STEPS or time.process_time() - started < min_seconds:
+    started, steps = time.process_time(), 0
+    while steps < TIMED_STEPS or time.process_time() - started < min(TIMED_SECONDS, budget / 10):
         step()
         steps += 1
-    return (time.process_time() - started) / steps
+    return max(1, math.floor(budget * steps / (time.process_time() - started)))
 
 
 def train_on_budget(step: Callable[[], int], budget: float, planned: int) -> dict:
@@ -98,18 +96,14 @@ def train_on_budget(step: Callable[[], int], budget: float, planned: int) -> dic
     }
 
 
-def scheduled(argv: list[str], steps: int) -> list[str]:
-    """argv with its cosine schedule over `steps` (warm-up at most a tenth of them)."""
-    warmup = min(loop_config(argv).optim.warmup_steps, steps // 10)
-    kept = [a for a in argv if not a.startswith(("train.steps=", "optim.warmup_steps="))]
-    return [*kept, f"train.steps={steps}", f"optim.warmup_steps={warmup}"]
-
-
 def train_ours(argv: list[str], budget: float) -> tuple[torch.nn.Module, dict]:
+    """Our task's command on `budget` CPU seconds, its cosine schedule over the steps they
+    afford (warm-up at most a tenth of them)."""
     with run_folder() as folder:
-        per_step = seconds_per_step(LoopStepper(loop_config(argv), folder).full, budget)
-    planned = max(1, math.floor(budget / per_step))
-    argv = scheduled(argv, planned)
+        planned = affordable_steps(LoopStepper(loop_config(argv), folder).full, budget)
+    warmup = min(loop_config(argv).optim.warmup_steps, planned // 10)
+    kept = [a for a in argv if not a.startswith(("train.steps=", "optim.warmup_steps="))]
+    argv = [*kept, f"train.steps={planned}", f"optim.warmup_steps={warmup}"]
     with run_folder() as folder:
         stepper = LoopStepper(loop_config(argv), folder)
         row = train_on_budget(stepper.full, budget, planned)
@@ -120,8 +114,7 @@ def train_ours(argv: list[str], budget: float) -> tuple[torch.nn.Module, dict]:
 def train_peer(setup: tuple, data: Path, batch: int, budget: float) -> tuple[PeerSimCLR, dict]:
     """LightlySSL's SimCLR on `budget` CPU seconds; `setup`: (device, autocast dtype)."""
     pil = decode_pil(data)
-    per_step = seconds_per_step(PeerSimCLR(pil, batch, 0, *setup).full, budget)
-    planned = max(1, math.floor(budget / per_step))
+    planned = affordable_steps(PeerSimCLR(pil, batch, 0, *setup).full, budget)
     peer = PeerSimCLR(pil, batch, 0, *setup)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(peer.optimizer, T_max=planned)
 
@@ -134,43 +127,14 @@ def train_peer(setup: tuple, data: Path, batch: int, budget: float) -> tuple[Pee
     return peer, {"batch": batch, "dataloader_workers": 0, "schedule": "cosine", **row}
 
 
-def knn_score(features: Callable[[torch.Tensor], torch.Tensor], train, test) -> dict:
-    from selfsup.eval.knn import KnnSettings, weighted_knn
-
-    started = time.perf_counter()
-    settings = KnnSettings(k=200, temperature=0.1)
-    bank = features(train.images)
-    result = weighted_knn(
-        bank, train.labels, features(test.images), test.labels, train.num_classes, settings
-    )
-    return {
-        "knn_top1": round(100 * result.top1, 2),
-        "knn": asdict(settings),
-        "feature_dims": bank.shape[1],
-        "eval_seconds": round(time.perf_counter() - started, 1),
-    }
-
-
-def backbone_features(backbone: torch.nn.Module, trunk_input, setup: tuple) -> tuple[Callable, str]:
-    """Pooled final-layer features of `backbone`, fed as its run's input record says, as a
-    function of images, and the layer."""
-    from selfsup.features import extract_features
-
-    layer = backbone.layer_names[-1]
-
-    def features(images: torch.Tensor) -> torch.Tensor:
-        common = {"device": setup[0], "amp_dtype": setup[1], "progress": False}
-        common["trunk_input"] = trunk_input
-        return extract_features(backbone, images, [layer], max_dims=0, **common)[layer]
-
-    return features, layer
-
-
 def run_one(name: str, sizes: Sizes) -> dict:
-    """Train (or not) and score contender `name`: its row."""
+    """Train (or not) and score contender `name` with a weighted kNN on its pooled final
+    layer: its row."""
     from selfsup.config import dump
     from selfsup.data.trunk_input import input_of_config
+    from selfsup.eval.knn import KnnSettings, weighted_knn
     from selfsup.eval.protocol import load_labelled
+    from selfsup.features import extract_features
     from selfsup.runs import backbone_from_config
 
     torch.set_num_threads(1)
@@ -186,32 +150,38 @@ def run_one(name: str, sizes: Sizes) -> dict:
     else:
         # The peer comparison's step times a constant lr; here it learns, cosine like the rest.
         argv = task_argv(task, data, sizes, schedule="cosine")
+        cfg = loop_config(argv)
         if kind == "ours":
             backbone, trained = train_ours(argv, sizes.budget)
         else:
-            backbone = backbone_from_config(loop_config(argv).backbone)
+            backbone = backbone_from_config(cfg.backbone)
             trained = {"steps": 0, "cpu_seconds": 0.0}
-        trunk_input = input_of_config(dump(loop_config(argv)))
-        features, layer = backbone_features(backbone, trunk_input, setup)
-        row["backbone"] = asdict(loop_config(argv).backbone)
+        layer = backbone.layer_names[-1]
+        # Fed as its run's input record says (colour, or lightness for colorization).
+        common = {"device": device, "amp_dtype": setup[1], "progress": False, "max_dims": 0}
+        common["trunk_input"] = input_of_config(dump(cfg))
+
+        def features(images: torch.Tensor) -> torch.Tensor:
+            return extract_features(backbone, images, [layer], **common)[layer]
+
+        row["backbone"] = asdict(cfg.backbone)
     train = load_labelled(str(data), 32, progress=False)
     test = load_labelled(str(subset_npz(cifar("test"), sizes.test_images)), 32, progress=False)
-    row.update(trained, knn_layer=layer, **knn_score(features, train, test))
+    started = time.perf_counter()
+    settings = KnnSettings(k=200, temperature=0.1)
+    bank = features(train.images)
+    knn = weighted_knn(
+        bank, train.labels, features(test.images), test.labels, train.num_classes, settings
+    )
+    row.update(
+        trained,
+        knn_layer=layer,
+        knn_top1=round(100 * knn.top1, 2),
+        knn=asdict(settings),
+        feature_dims=bank.shape[1],
+        eval_seconds=round(time.perf_counter() - started, 1),
+    )
     return {**row, "train_images": len(train.labels), "test_images": len(test.labels)}
-
-
-# ---------------------------------------------------------------------------------------------
-# All contenders: child processes, results file, plot
-# ---------------------------------------------------------------------------------------------
-
-
-def launch(name: str, args) -> dict:
-    """Run one contender in a one-thread child process; the row it prints last."""
-    command = [sys.executable, __file__, "--one", name, "--budget", str(args.budget)]
-    ran = run([*command, *(["--quick"] if args.quick else [])], threads=1)
-    row = json.loads(ran.stdout.splitlines()[-1])
-    say(f"  {name}: {row['steps']} steps in {row['cpu_seconds']} CPU-s, kNN {row['knn_top1']} %")
-    return row
 
 
 def plot(rows: dict[str, dict], path: Path, budget: float) -> None:
@@ -260,6 +230,15 @@ def main() -> None:
     rows, started = results.get("rows", {}), time.perf_counter()
     figure = out.parent / out.stem / "knn_after_budget.png"
 
+    def launch(name: str) -> dict:
+        """One contender in a one-thread child process."""
+        argv = ["--one", name, "--budget", args.budget, *(["--quick"] if args.quick else [])]
+        row = in_child(__file__, argv, threads=1)
+        say(
+            f"  {name}: {row['steps']} steps in {row['cpu_seconds']} CPU-s, kNN {row['knn_top1']} %"
+        )
+        return row
+
     def save(name: str, row: dict) -> None:  # after each contender: a stopped run keeps them
         if "error" in row:
             return
@@ -277,7 +256,7 @@ def main() -> None:
             "rows": rows,
         })  # fmt: skip
 
-    failed = run_all(names, lambda name: launch(name, args), save, args.jobs)
+    failed = run_all(names, launch, save, args.jobs)
     if rows:
         best = max(rows.values(), key=lambda r: r["knn_top1"])
         print(f"wrote {portable([out])}; best: {best['name']} {best['knn_top1']:.1f} %")

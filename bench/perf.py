@@ -8,11 +8,9 @@ with processes and data.
     python bench/perf.py --only peer --compile        # ours also compiled
     python bench/perf.py --only overhead --compile    # also time train.compile=true
 
-A profile of the library in bench/harness: its overhead, peer, hardware, scaling and profile
-sections at the cpu sizes of harness/sizes.yaml (docs/performance.md says what each measures).
-With --only the named sections replace theirs in the results file; the hardware section
-reads the overhead and peer sections there. Each section records its settings, the command
-and the machine. Data: $SELFSUP_DATA/cifar10.
+A profile of the library in bench/harness at the cpu sizes of harness/sizes.yaml
+(docs/performance.md says what each section measures). With --only the named sections replace
+theirs in the results file; the hardware section reads the overhead and peer sections there.
 """
 
 from __future__ import annotations
@@ -23,19 +21,18 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from harness import hardware, overhead, peer, profile, scaling
-from harness.commands import TASKS
+from harness import overhead, peer, profile, scaling
 from harness.data import subset_npz
 from harness.record import cifar, earlier, machine, parser, portable, results_file, write_json
-from harness.runner import Bench, finish, run_sections
-from harness.sizes import PROFILES
+from harness.runner import PROFILES, Bench, finish, run_sections
+from harness.stepper import TASKS
 
 from selfsup.runtime import cpu_has_amx, resolve_device, resolve_precision
 
 SECTIONS = {
     "overhead": overhead.overhead_section,
     "peer": peer.peer_section,
-    "hardware": hardware.hardware_section,
+    "hardware": overhead.hardware_section,
     "scaling": scaling.scaling_section,
     "profile": profile.profile_section,
 }

@@ -6,10 +6,8 @@ beside random init and a supervised baseline trained for the same budget.
     python bench/run.py --suite multitask   # then --suite transitive, whose graph it embeds
 
 The suites are data, in bench/suites.yaml: each entry pretrains a row of
-bench/gpu_results.yaml for its steps. Data comes from `$SELFSUP_DATA` (default: `../shared/data`
-beside the repository). Per entry, `bench/results/<entry>/` gets the reports (`linear/`,
-`knn/`: report.md, accuracy.png, results.json) and `bench/results/<entry>.json` the figures,
-commands, timings and machine. Runs and caches go to `bench/work/` (git-ignored).
+bench/gpu_results.yaml. Per entry, `bench/results/<entry>/` gets the reports (`linear/`,
+`knn/`) and `bench/results/<entry>.json` the figures, commands, timings and machine.
 """
 
 from __future__ import annotations
@@ -17,7 +15,6 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import yaml
@@ -35,7 +32,7 @@ from harness.record import (
     scrub,
     write_json,
 )
-from harness.rows import ROWS, data_paths, patch_graph, train_argv
+from harness.rows import ROWS, data_paths, metrics, patch_graph, train_argv
 from harness.runner import finish, run_all
 
 SUITES = yaml.safe_load((ROOT / "bench" / "suites.yaml").read_text())
@@ -55,88 +52,59 @@ class Entry:
     overrides: tuple[str, ...] = ()
 
 
-def entry_paths(entry: Entry) -> dict[str, Path]:
-    """What the entry pretrains on (`train`, or the graph's `patches` and `graph`) and its
-    probes train on (`probe`) and are scored on (`test`)."""
-    paths = data_paths(ROWS[entry.row], data_dir())
-    paths["probe"] = paths["train"]
-    if entry.probe_per_class:
-        folder = WORK / "cifar10_probe"
-        paths["probe"] = carve_validation(paths["train"], folder, entry.probe_per_class)[1]
-    paths.update(patches=GRAPH / "patches.npz", graph=GRAPH / "graph.npz")
-    return paths
-
-
-def report_command(paths: dict[str, Path], protocol: str) -> list[str]:
-    return [
-        *[*SELFSUP, "report", "--protocol", protocol],
-        *["--data", str(paths["probe"]), "--test", str(paths["test"])],
-        *["--cache-dir", str(WORK / "cache"), "--quiet"],
-    ]
-
-
-def baseline_commands(entry: Entry, paths: dict, out: Path) -> tuple[dict, dict]:
-    """How an entry gets its floor and ceiling rows, as its `baselines` says: per protocol,
-    the report's arguments, and the commands to run first (a shared baseline not yet
-    evaluated)."""
-    if entry.baselines == "full":
-        return {"linear": [], "knn": []}, {}
-    if entry.baselines == "random":
-        return {p: [f"random:{out}", "--no-baselines"] for p in ("linear", "knn")}, {}
-    shared = RESULTS / entry.baselines.removeprefix("shared:")
-    specs = [f"random:{out}", f"supervised:{out}", "--no-baselines"]
-    first, args = {}, {}
-    for protocol in ("linear", "knn"):
-        results = shared / protocol / "results.json"
-        if not results.is_file():
-            first[f"baselines_{protocol}"] = [
-                *report_command(paths, protocol), *specs, "--out", str(shared / protocol)
-            ]  # fmt: skip
-        args[protocol] = [str(results), "--no-baselines"]
-    return args, first
-
-
 def run_entry(name: str, entry: Entry, steps: int | None) -> dict:
-    """Pretrain the entry's row, then its reports; its results file's figures."""
-    out, reports, paths = WORK / name, RESULTS / name, entry_paths(entry)
-    steps = steps or entry.steps
-    baselines, first = baseline_commands(entry, paths, out)
+    """Pretrain the entry's row (on its images, or the transitive suite's graph), then its
+    reports, with their floor and ceiling rows as its `baselines` says; the figures of its
+    results file."""
+    out, reports, steps = WORK / name, RESULTS / name, steps or entry.steps
+    paths = data_paths(ROWS[entry.row], data_dir())
+    paths.update(patches=GRAPH / "patches.npz", graph=GRAPH / "graph.npz")
+    probe = paths["train"]  # what the probes train on
+    if entry.probe_per_class:
+        probe = carve_validation(paths["train"], WORK / "cifar10_probe", entry.probe_per_class)[1]
+    data = ["--data", str(probe), "--test", str(paths["test"])]
+    cache = ["--cache-dir", str(WORK / "cache"), "--quiet"]
     argv = train_argv(ROWS[entry.row], paths, out, steps, tuple(entry.overrides))
-    train = [*SELFSUP, *argv, "--quiet"]
-    commands = {"train": train, **first}
-    for protocol in ("linear", "knn"):
-        commands[protocol] = [*report_command(paths, protocol), str(out), *baselines[protocol]]
-        commands[protocol] += ["--out", str(reports / protocol)]
+    commands = {"train": [*SELFSUP, *argv, "--quiet"]}
+    shared = RESULTS / entry.baselines.removeprefix("shared:")
+    baselines = {"full": [], "random": [f"random:{out}", "--no-baselines"]}
+    for protocol in ("linear", "knn"):  # a shared baseline not yet evaluated comes first
+        report = [*SELFSUP, "report", "--protocol", protocol, *data, *cache]
+        results = shared / protocol / "results.json"
+        if entry.baselines.startswith("shared:") and not results.is_file():
+            commands[f"baselines_{protocol}"] = [
+                *report, f"random:{out}", f"supervised:{out}", "--no-baselines",
+                "--out", str(shared / protocol),
+            ]  # fmt: skip
+        theirs = baselines.get(entry.baselines, [str(results), "--no-baselines"])
+        commands[protocol] = [*report, str(out), *theirs, "--out", str(reports / protocol)]
     cached = WORK / f"{name}_linear_cached.json"
     if entry.time_probes:  # features are cached by now: this times the probes alone
         commands["linear_cached"] = [
-            *SELFSUP, "eval", "linear", str(out), "--data", str(paths["probe"]), "--test",
-            str(paths["test"]), "--cache-dir", str(WORK / "cache"), "--quiet", "--json",
-            str(cached),
+            *SELFSUP, "eval", "linear", str(out), *data, *cache, "--json", str(cached)
         ]  # fmt: skip
     seconds = {key: round(run(command).seconds, 1) for key, command in commands.items()}
     scrub(reports)
-    if first:
-        scrub(RESULTS / entry.baselines.removeprefix("shared:"))
-    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    if "baselines_linear" in commands or "baselines_knn" in commands:
+        scrub(shared)
+    logged = metrics(out)
     probes = {p: json.loads((reports / p / "results.json").read_text()) for p in ("linear", "knn")}
     timed = json.loads(cached.read_text()) if entry.time_probes else {}
     return {
         "entry": name,
         "steps": steps,
         "seconds": seconds,
-        "images_per_sec": float(np.median([m["images_per_sec"] for m in metrics])),
-        "final_loss": metrics[-1]["loss"],
+        "images_per_sec": float(np.median([m["images_per_sec"] for m in logged])),
+        "final_loss": logged[-1]["loss"],
         "probe_seconds_on_cached_features": timed.get("probe_seconds"),
         "machine": machine(),
         "commands": {key: portable(command) for key, command in commands.items()},
-        **{protocol: top1_by_model(rows) for protocol, rows in probes.items()},
+        # {protocol: {model: {layer: top-1}}} of the reports' results.json
+        **{
+            protocol: {r["model"]: {row["layer"]: row["top1"] for row in r["layers"]} for r in rows}
+            for protocol, rows in probes.items()
+        },
     }
-
-
-def top1_by_model(report: list[dict]) -> dict:
-    """{model: {layer: top-1}} of a report's results.json."""
-    return {r["model"]: {row["layer"]: row["top1"] for row in r["layers"]} for r in report}
 
 
 def build_graph() -> None:

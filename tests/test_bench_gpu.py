@@ -260,7 +260,7 @@ def test_the_rows_file_names_real_rows_and_settings_the_cli_accepts(tmp_path):
     `random_of` and claimed row a row of the table, every row's command a config the CLI
     resolves (an unknown key, a misspelt task or preset fails here, not on the GPU)."""
     module = bench_module("gpu_results")
-    from harness.commands import loop_config
+    from harness.stepper import loop_config
 
     paths = {name: tmp_path / name for name in ("patches", "graph", "videos")}
     images, labels = make_images(8)  # labelled: the supervised rows read their classes there

@@ -11,9 +11,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from harness.hardware import fractions  # noqa: E402
-from harness.runner import Bench, run_sections  # noqa: E402
-from harness.sizes import PROFILE_NAMES, PROFILES, TABLE  # noqa: E402
+from harness.overhead import fractions  # noqa: E402
+from harness.runner import PROFILE_NAMES, PROFILES, TABLE, Bench, run_sections  # noqa: E402
 
 
 def bench(**options) -> Bench:

@@ -13,13 +13,20 @@ from pathlib import Path
 
 import torch
 
-from .commands import INFONCE, command_text, loop_config, run_folder, task_argv, train_argv
-from .lightly_peer import decode_pil
 from .overhead import SHOWN, measure_task
+from .peer import decode_pil
 from .record import CHILD_ENV, ROOT, WORK, figures, portable, say
 from .runner import Bench
-from .stepper import LoopStepper
-from .timing import alternate, warm_up
+from .stepper import (
+    INFONCE,
+    LoopStepper,
+    alternate,
+    command_text,
+    loop_config,
+    run_folder,
+    task_argv,
+    train_argv,
+)
 
 # Rough seconds each section of bench/gpu.py takes on an H200, to skip what would overrun
 # the deadline.
@@ -28,6 +35,10 @@ EXPECTED_SECONDS = {
     "cuda_tests": 60, "compile": 150,
 }  # fmt: skip
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
+# The tests with CUDA variants (the `device` fixture's cuda case, and tests/test_gpu.py).
+CUDA_TEST_FILES = ("tests/test_gpu.py", "tests/test_train.py", "tests/test_data.py",
+                   "tests/test_task_contract.py", "tests/test_eval.py")  # fmt: skip
+CUDA_TEST_SECONDS = 240  # at most, and never past the deadline
 
 
 def loader_workers() -> int:
@@ -87,38 +98,27 @@ def demo_section(bench: Bench) -> dict:
     return row
 
 
-def write_jpegs(source: Path, folder: Path, count: int, side: tuple[int, int]) -> Path:
-    """`count` photographs as a user's image folder would hold them: source images upscaled
-    to `side` and saved as JPEG (quality 90), one file each."""
-    from PIL import Image
-
-    folder.mkdir(parents=True, exist_ok=True)
-    images = decode_pil(source)
-    for i in range(count):
-        image = images[i % len(images)].resize(side, Image.Resampling.BICUBIC)
-        image.save(folder / f"{i:05d}.jpg", quality=90)
-    return folder
-
-
 def decode_section(bench: Bench) -> dict:
     """Streamed full-size JPEGs fitted to `decode_size` px: `data.decode=device` against PIL
-    in DataLoader workers, images/s."""
+    in DataLoader workers, images/s. The JPEGs are photographs as a user's image folder
+    would hold them: Tiny ImageNet images upscaled to `jpeg_side`, one file each."""
+    from PIL import Image
+
     from selfsup.data.throughput import decode_throughput
 
-    sizes, workers = bench.sizes, loader_workers()
-    side = sizes.jpeg_side
+    sizes, workers, side = bench.sizes, loader_workers(), bench.sizes.jpeg_side
+    source = decode_pil(bench.data["tiny"])
+    images = [source[i % len(source)] for i in range(sizes.decode_images)]
     with tempfile.TemporaryDirectory(dir=WORK) as folder:
-        images = write_jpegs(bench.data["tiny"], Path(folder), sizes.decode_images, side)
-        common = {
-            "device": bench.device,
-            "workers": workers,
-            "batch_size": sizes.decode_batch,
-            "max_images": sizes.decode_images,
-        }
-        rates = {
-            decode: round(decode_throughput(images, sizes.decode_size, decode=decode, **common), 1)
-            for decode in ("cpu", "device")
-        }
+        for i, image in enumerate(images):
+            image.resize(side, Image.Resampling.BICUBIC).save(f"{folder}/{i:05d}.jpg", quality=90)
+        common = {"device": bench.device, "workers": workers, "batch_size": sizes.decode_batch}
+        rates = {}
+        for decode in ("cpu", "device"):  # PIL in DataLoader workers, or on the device
+            rate = decode_throughput(
+                Path(folder), sizes.decode_size, decode=decode, max_images=len(images), **common
+            )
+            rates[decode] = round(rate, 1)
     say(f"  {side} JPEGs to {sizes.decode_size} px, images/s by where they decode: {rates}")
     return {
         "images": f"{sizes.decode_images} JPEGs of {side[0]}x{side[1]} "
@@ -136,27 +136,19 @@ def compile_section(bench: Bench) -> dict:
     Compiling on a CPU takes minutes: there (--quick) the eager step alone is timed."""
     rows = {}
     argv = [*task_argv(INFONCE, bench.data["cifar"], bench.sizes), *bench.extra]
-    modes = ("off", *COMPILE_MODES) if bench.device.type == "cuda" else ("off",)
-    for mode in modes:
+    sizes = bench.sizes
+    for mode in ("off", *COMPILE_MODES) if bench.device.type == "cuda" else ("off",):
         if mode == "max-autotune" and bench.seconds_left() < 240:
             rows[mode] = {"skipped": f"{bench.seconds_left():.0f} s left before the deadline"}
             continue
         with run_folder() as folder:
             stepper = LoopStepper(loop_config([*argv, f"train.compile={mode}"]), folder)
-            first = warm_up({"full": stepper.full}, bench.sizes.warmup, bench.device)["full"]
-            rate = alternate(
-                {"full": stepper.full}, bench.sizes.windows, bench.sizes.window_steps, bench.device
-            )
-        rows[mode] = {"first_step_seconds": first, "images_per_sec": rate["full"]["images_per_sec"]}
+            first = stepper.warmed_up(sizes.warmup)
+            rate = alternate({"": stepper.full}, sizes.windows, sizes.window_steps, bench.device)
+        rows[mode] = {"first_step_seconds": first, "images_per_sec": rate[""]["images_per_sec"]}
         say(f"  train.compile={mode}: {figures(rows[mode], *rows[mode])}")
         torch._dynamo.reset()  # each mode compiles anew
     return {"command": command_text(argv), "modes": rows}
-
-
-# The tests with CUDA variants (the `device` fixture's cuda case, and tests/test_gpu.py).
-CUDA_TEST_FILES = ("tests/test_gpu.py", "tests/test_train.py", "tests/test_data.py",
-                   "tests/test_task_contract.py", "tests/test_eval.py")  # fmt: skip
-CUDA_TEST_SECONDS = 240  # at most, and never past the deadline
 
 
 def cuda_tests_section(bench: Bench) -> dict:

@@ -1,18 +1,33 @@
 """overhead: per task, the full `selfsup train` step against the bare forward + backward +
-optimizer step, and where the full step's time goes."""
+optimizer step, and where the full step's time goes; hardware: the device, square matmul
+throughput, and each timed step's training FLOPs per image as a fraction of that rate."""
 
 from __future__ import annotations
 
-from selfsup.config import dump
+import torch
 
-from .commands import command_text, loop_config, run_folder, task_argv
+from selfsup.config import dump
+from selfsup.runtime import cpu_has_amx
+
 from .record import figures, portable, say
 from .runner import Bench
-from .stepper import PHASES, LoopStepper
-from .timing import alternate, peak_memory_gib, utilisation, warm_up
+from .stepper import (
+    PHASES,
+    LoopStepper,
+    alternate,
+    command_text,
+    loop_config,
+    matmul_tflops,
+    peak_memory_gib,
+    run_folder,
+    task_argv,
+    utilisation,
+    warm_up,
+)
 
 # The figures a progress line shows of a timed task.
 SHOWN = ("full_images_per_sec", "bare_images_per_sec", "overhead_pct", "matmul_share")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def measure_task(bench: Bench, argv: list[str]) -> dict:
@@ -58,13 +73,8 @@ def overhead_section(bench: Bench) -> dict:
     for name in bench.tasks:
         argv = [*task_argv(name, bench.data["cifar"], bench.sizes), *bench.extra]
         tasks[name] = row = measure_task(bench, argv)
-        shown = (
-            "overhead_pct",
-            "full_phase_shares",
-            "matmul_share",
-            "compiled_full_images_per_sec",
-        )
-        say(f"  {name}: {figures(row, 'full_images_per_sec', 'bare_images_per_sec', *shown)}")
+        shown = (*SHOWN, "full_phase_shares", "compiled_full_images_per_sec")
+        say(f"  {name}: {figures(row, *shown)}")
     return {
         "what": "images/s of the full `selfsup train` step (cached batch, views, forward, "
         "backward, optimizer step, logging) against the bare forward + backward + step on "
@@ -74,5 +84,53 @@ def overhead_section(bench: Bench) -> dict:
         "warmup_steps": bench.sizes.warmup,
         "windows": bench.sizes.windows,
         "window_steps": bench.sizes.window_steps,
+        "tasks": tasks,
+    }
+
+
+def fractions(bench: Bench, peak: float) -> dict:
+    """Training GFLOPs per image and the share of the matmul rate `peak` reached by the full
+    and bare steps of the overhead and peer sections in the results so far."""
+    steps = dict(bench.results.get("overhead", {}).get("tasks", {}))
+    peer = bench.results.get("peer", {})
+    for who, flops in peer.get("train_flops_per_image", {}).items():
+        steps[f"peer_section_{who}"] = {
+            "train_flops_per_image": flops,
+            "full_images_per_sec": peer[f"{who}_full_images_per_sec"],
+            "bare_images_per_sec": peer[f"{who}_bare_images_per_sec"],
+        }
+    out = {}
+    for name, row in steps.items():
+        flops = row["train_flops_per_image"]
+        out[name] = {
+            "train_gflops_per_image": round(flops / 1e9, 4),
+            "full_fraction_of_matmul": utilisation(flops, row["full_images_per_sec"], peak),
+            "bare_fraction_of_matmul": utilisation(flops, row["bare_images_per_sec"], peak),
+        }
+    return out
+
+
+def hardware_section(bench: Bench) -> dict:
+    names = ["fp32", "bf16", *(["fp16"] if bench.precision == "fp16" else [])]
+    sizes = bench.sizes
+    matmul = {
+        name: matmul_tflops(sizes.matmul, DTYPES[name], sizes.matmul_repeats, bench.device)
+        for name in names
+    }
+    device = torch.cuda.get_device_name(bench.device) if bench.device.type == "cuda" else "cpu"
+    say(f"  {device} matmul TFLOP/s at {sizes.matmul}^3: {figures(matmul, *names)}")
+    bench.peak_tflops = matmul[bench.precision]["best_tflops"]
+    tasks = fractions(bench, bench.peak_tflops)
+    for name, row in tasks.items():
+        say(f"  {name}: {figures(row, *row)} (of the {bench.precision} matmul rate)")
+    return {
+        "what": "training FLOPs per image (forward + backward, FlopCounterMode) x measured "
+        "images/s, as a fraction of the best square-matmul rate in the training precision",
+        "device": device,
+        "torch": torch.__version__,
+        "precision": bench.precision,
+        "amx": cpu_has_amx(),
+        "matmul": matmul,
+        "images_per_sec_from": "the overhead and peer sections of this results file",
         "tasks": tasks,
     }

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import torch
 
-from .commands import INFONCE, command_text, loop_config, run_folder, task_argv
 from .record import figures, portable, say
 from .runner import Bench
-from .stepper import PHASES, LoopStepper
-from .timing import warm_up
+from .stepper import INFONCE, LoopStepper, command_text, loop_config, run_folder, task_argv
 
-TFLOPS = ("forward_tflops", "backward_tflops")
+PHASES = ("forward", "backward")
 
 
 def top_operations(profile: torch.profiler.profile, steps: int, count: int = 12) -> list[dict]:
@@ -47,7 +45,7 @@ def conv_layers(profile: torch.profiler.profile, steps: int) -> list[dict]:
     (the backward computes the input gradient, the weight gradient or both), from a profile
     recorded with record_shapes. A rate far below the others' marks a shape the convolution
     library handles badly. CPU time: on a GPU it is launch time, not kernel time."""
-    totals: dict[str, dict[str, float]] = {}
+    totals: dict[str, dict[str, list[float]]] = {}  # label -> phase -> [ms, flops]
     for event in profile.events():
         shapes, args = event.input_shapes, event.concrete_inputs
         if event.name == "aten::convolution" and len(shapes[1]) == 4 and not args[6]:
@@ -59,21 +57,22 @@ def conv_layers(profile: torch.profiler.profile, steps: int) -> list[dict]:
             phase = "backward"
         else:
             continue
-        keys = ("forward_ms", "backward_ms", "forward_flops", "backward_flops")
-        row = totals.setdefault(label, dict.fromkeys(keys, 0.0))
-        row[f"{phase}_ms"] += event.cpu_time_total / 1e3
-        row[f"{phase}_flops"] += flops
-    conv_ms = sum(row["forward_ms"] + row["backward_ms"] for row in totals.values()) or 1.0
-    rows = []
-    for label, row in totals.items():
-        out = {"conv": label}
-        for phase in ("forward", "backward"):
-            out[f"{phase}_ms_per_step"] = round(row[f"{phase}_ms"] / steps, 2)
-        out["share_of_conv_time"] = round((row["forward_ms"] + row["backward_ms"]) / conv_ms, 4)
-        for phase in ("forward", "backward"):
-            tflops = row[f"{phase}_flops"] / max(row[f"{phase}_ms"], 1e-9) / 1e9
-            out[f"{phase}_tflops"] = round(tflops, 3)
-        rows.append(out)
+        row = totals.setdefault(label, {phase: [0.0, 0.0] for phase in PHASES})
+        row[phase][0] += event.cpu_time_total / 1e3
+        row[phase][1] += flops
+    conv_ms = sum(ms for row in totals.values() for ms, _ in row.values()) or 1.0
+    rows = [
+        {
+            "conv": label,
+            **{f"{phase}_ms_per_step": round(row[phase][0] / steps, 2) for phase in PHASES},
+            "share_of_conv_time": round(sum(ms for ms, _ in row.values()) / conv_ms, 4),
+            **{
+                f"{phase}_tflops": round(row[phase][1] / max(row[phase][0], 1e-9) / 1e9, 3)
+                for phase in PHASES
+            },
+        }
+        for label, row in totals.items()
+    ]
     return sorted(rows, key=lambda r: r["share_of_conv_time"], reverse=True)
 
 
@@ -86,8 +85,7 @@ def profile_task(bench: Bench, name: str, argv: list[str]) -> dict:
         activities.append(torch.profiler.ProfilerActivity.CUDA)
     with run_folder() as folder:
         stepper = LoopStepper(loop_config(argv), folder)
-        warm_up({"full": stepper.full}, bench.sizes.warmup, bench.device)
-        stepper.phase_seconds = dict.fromkeys(PHASES, 0.0)
+        stepper.warmed_up(bench.sizes.warmup)
         with torch.profiler.profile(activities=activities, record_shapes=True) as full:
             for _ in range(steps):
                 stepper.full()
@@ -96,13 +94,11 @@ def profile_task(bench: Bench, name: str, argv: list[str]) -> dict:
                 stepper.views_only()
     tables = bench.figures / f"profile_{name}.txt"
     tables.parent.mkdir(parents=True, exist_ok=True)
-    sort = "self_cpu_time_total"
-    tables.write_text(
-        f"{command_text(argv)}\n\n== full step ({steps} steps) ==\n"
-        f"{full.key_averages().table(sort_by=sort, row_limit=30)}\n"
-        f"== view building alone ({steps} steps) ==\n"
-        f"{views.key_averages().table(sort_by=sort, row_limit=30)}\n"
-    )
+    tables.write_text(f"{command_text(argv)}\n\n" + "".join(
+        f"== {what} ({steps} steps) ==\n"
+        f"{profile.key_averages().table(sort_by='self_cpu_time_total', row_limit=30)}\n"
+        for what, profile in (("full step", full), ("view building alone", views))
+    ))  # fmt: skip
     row = {
         "command": command_text(argv),
         "steps": steps,
@@ -114,7 +110,8 @@ def profile_task(bench: Bench, name: str, argv: list[str]) -> dict:
     }
     say(f"  {name}: phase shares {row['full_phase_shares']}")
     for conv in row["conv_layers"][:6]:
-        say(f"    conv {conv['conv']}: {figures(conv, 'share_of_conv_time', *TFLOPS)}")
+        rates = figures(conv, "share_of_conv_time", "forward_tflops", "backward_tflops")
+        say(f"    conv {conv['conv']}: {rates}")
     for op in row["views_top_ops"][:6]:
         say(f"    views: {op['op']}: {figures(op, 'self_ms_per_step', 'share')}")
     return row

@@ -151,6 +151,12 @@ def thread_caps(threads: int) -> dict[str, str]:
     return {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
 
 
+def in_child(script: str, argv: list, threads: int | None = None) -> dict:
+    """Run `python SCRIPT ARGV` (a script's own child mode), and return the JSON row it prints
+    as its last line."""
+    return json.loads(run([sys.executable, script, *argv], threads).stdout.splitlines()[-1])
+
+
 def selfsup(*argv: str) -> float:
     """Run `selfsup ARGV --quiet` as a user would; its wall-clock seconds."""
     return run([sys.executable, "-m", "selfsup", *argv, "--quiet"]).seconds

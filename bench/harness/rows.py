@@ -1,6 +1,7 @@
 """The rows the results scripts train, as bench/gpu_results.yaml describes them: the data a
 row reads, its `selfsup train` command and schedule, and the patch graph the transitive rows
-train on. bench/gpu_results.py runs them on a GPU, bench/run.py's suites on a CPU."""
+train on (video patches beside images). bench/gpu_results.py runs them on a GPU,
+bench/run.py's suites on a CPU."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 import yaml
 
-from .data import QUICK_DATA, VIDEOS, carve_validation, merge_patches, patch_commands
+from .data import QUICK_DATA, VIDEOS, carve_validation
 from .record import ROOT, WORK, portable, run, selfsup
 
 SOURCES = {
@@ -24,6 +26,12 @@ SOURCES = {
     "tinyimagenet": {"train": "tinyimagenet/train_jpeg.npz"},
 }
 TINY_TEST_PER_CLASS = 50
+# The transitive runs' video patches: tracked object patches of the DAVIS clips and of
+# vtest's first 200 frames (its walkers are small and slow: a lower residual floor finds them).
+VIDEO_PATCHES = {
+    "davis": ([VIDEOS], []),
+    "vtest": (["video/opencv_vtest/vtest.avi"], ["masks.min_residual=1"]),
+}
 
 
 @dataclass(frozen=True)
@@ -90,8 +98,9 @@ def train_argv(
     return ["train", *row.train, *options, *extra]
 
 
-def last_metrics(folder: Path) -> dict:
-    return json.loads((folder / "metrics.jsonl").read_text().splitlines()[-1])
+def metrics(folder: Path) -> list[dict]:
+    """The lines of a run's metrics.jsonl."""
+    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
 
 
 def batch_of(folder: Path) -> int:
@@ -111,7 +120,7 @@ def planned_steps(
         return int(row.epochs * (images // batch))
     shutil.rmtree(trial, ignore_errors=True)
     selfsup(*train_argv(row, paths, trial, 40, extra), "train.log_every=20")
-    rate = last_metrics(trial)["images_per_sec"]  # the second window: warm-up excluded
+    rate = metrics(trial)[-1]["images_per_sec"]  # the second window: warm-up excluded
     batch = batch_of(trial)
     shutil.rmtree(trial)
     return max(1, int(minutes * 60 * rate / batch))
@@ -124,11 +133,23 @@ def graph_set(masks: tuple[str, ...]) -> str:
 
 
 def video_patches(root: Path, folder: Path, masks: tuple[str, ...] = ()) -> dict[str, list]:
-    """`selfsup video patches` on each video set under data folder `root` with mask settings
-    `masks`, into `folder`/<set> (once: kept there); the commands, by set."""
+    """`selfsup video patches` on each VIDEO_PATCHES set whose videos are under data folder
+    `root`, with mask settings `masks` (`selfsup video masks` key=value), into `folder`/<set>
+    (once: kept there); the commands, by set. Where OpenCV lacks its contrib trackers (CSRT),
+    MIL follows the objects."""
+    from selfsup.video.track import tracker_available
+
+    tracker = [] if tracker_available("csrt") else ["track.tracker=mil"]
     commands = {}
-    for name, argv in patch_commands(root, folder, masks).items():
-        commands[name] = [sys.executable, "-m", "selfsup", *argv, "--quiet"]
+    for name, (inputs, settings) in VIDEO_PATCHES.items():
+        videos = [root / relative for relative in inputs]
+        if not all(video.exists() for video in videos):
+            continue
+        commands[name] = [
+            sys.executable, "-m", "selfsup", "video", "patches", *map(str, videos), "--out",
+            str(folder / name), "--max-frames", "200", *settings, *(f"masks.{m}" for m in masks),
+            *tracker, "--quiet",
+        ]  # fmt: skip
         if not (folder / name / "patches.npz").is_file():
             run(commands[name])
     return commands
@@ -167,3 +188,41 @@ def patch_graph(
         "graph_seconds": round(seconds, 1),
         "commands": {key: portable(command) for key, command in commands.items()},
     }
+
+
+def merge_patches(video_files: list[Path], images: Path, out: Path, size: int) -> dict:
+    """One patch set: the video patches resized to `size`, then the labelled images (each its
+    own track, `patch_labels` their class; video patches get -1)."""
+    from selfsup.eval.protocol import load_labelled
+
+    parts, counts = [], {}
+    track_offset = video_offset = 0
+    for file in video_files:
+        with np.load(file) as video:
+            pixels = torch.from_numpy(video["images"]).permute(0, 3, 1, 2).float()
+            small = torch.nn.functional.interpolate(pixels, size=size, antialias=True,
+                                                    mode="bilinear")  # fmt: skip
+            n = len(pixels)
+            parts.append({
+                "images": small.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy(),
+                "track": video["track"] + track_offset,
+                "frame": video["frame"],
+                "video": video["video"] + video_offset,
+                "patch_labels": np.full(n, -1),
+            })  # fmt: skip
+            track_offset = int(parts[-1]["track"].max()) + 1
+            video_offset = int(parts[-1]["video"].max()) + 1
+            counts[file.parent.name] = {"patches": n, "tracks": len(np.unique(video["track"]))}
+    dataset = load_labelled(str(images), size, progress=False)
+    n = len(dataset.labels)
+    parts.append({
+        "images": dataset.images.permute(0, 2, 3, 1).numpy(),
+        "track": np.arange(n) + track_offset,
+        "frame": np.zeros(n, np.int64),
+        "video": np.full(n, -1),
+        "patch_labels": dataset.labels.numpy(),
+    })  # fmt: skip
+    counts["images"] = {"patches": n, "source": portable([images])}
+    if not out.is_file():
+        np.savez(out, **{key: np.concatenate([p[key] for p in parts]) for key in parts[0]})
+    return counts

@@ -1,5 +1,7 @@
-"""Running jobs into a results file: `run_all`, the one loop every script runs its sections,
-rows, entries or contenders through, and `Bench`, what every section reads."""
+"""Running jobs into a results file: `Sizes`, how much work each does (one column of the table
+in sizes.yaml, a row per size and a column per profile: quick, cpu and gpu; a script reads
+`PROFILES["quick"]` with --quick, else its own); `Bench`, what every section reads; and
+`run_all`, the one loop every script runs its sections, rows, entries or contenders through."""
 
 from __future__ import annotations
 
@@ -8,15 +10,25 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
 
 import torch
+import yaml
 
 from .record import say
-from .sizes import Sizes
-from .timing import synchronize
+from .stepper import synchronize
 
+PROFILE_NAMES = ("quick", "cpu", "gpu")
+TABLE: dict[str, list] = yaml.safe_load(Path(__file__).with_name("sizes.yaml").read_text())
+Sizes = make_dataclass("Sizes", list(TABLE), frozen=True)
+Sizes.__doc__ = "How much work each section does: one column of sizes.yaml."
+PROFILES = {  # lists as tuples: sizes are constants, as their frozen dataclass is
+    name: Sizes(
+        **{size: tuple(v) if isinstance(v := row[i], list) else v for size, row in TABLE.items()}
+    )
+    for i, name in enumerate(PROFILE_NAMES)
+}
 Section = Callable[["Bench"], dict]
 
 
@@ -89,7 +101,6 @@ def run_sections(
     `save` after each. A section expected to take longer than is left before the deadline is
     skipped and says so; one that fails is recorded with its message. The sections that
     failed."""
-    took: dict[str, float] = {}
 
     def section(name: str) -> dict:
         left = bench.seconds_left()
@@ -98,15 +109,11 @@ def run_sections(
             return {"skipped": f"{left:.0f} s left before the deadline"}
         say(f"[{name}]")
         started = time.perf_counter()
-        try:
-            return sections[name](bench)
-        finally:
-            synchronize(bench.device)
-            took[name] = round(time.perf_counter() - started, 1)
+        row = sections[name](bench)
+        synchronize(bench.device)
+        return {**row, "seconds": round(time.perf_counter() - started, 1), **(stamp or {})}
 
     def record(name: str, row: dict) -> None:
-        if name in took:  # it ran: a skipped section records why alone
-            row = {**row, "seconds": took[name], **(stamp or {})}
         bench.results[name] = row
         save(name)
 

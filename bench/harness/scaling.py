@@ -7,23 +7,23 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from .commands import TASKS, loop_config, run_folder, train_argv
 from .data import subset_npz
 from .record import RESULTS, cifar, figures, plotted, portable, run, say
+from .rows import metrics
 from .runner import Bench
+from .stepper import TASKS, loop_config, run_folder, train_argv
 
 
-def ddp_throughput(bench: Bench, processes: int, data: Path) -> dict:
+def ddp_throughput(bench: Bench, processes: int) -> dict:
     """Counting trained by the CLI in `processes` processes (torchrun, gloo on CPU), each
     with cores / processes threads; images/s from metrics.jsonl, first window dropped."""
     sizes = bench.sizes
     threads = max(1, (os.cpu_count() or 1) // processes)
-    argv = train_argv(TASKS["counting"], data, sizes.batch, [])
+    argv = train_argv(TASKS["counting"], bench.data["cifar"], sizes.batch, [])
     argv += [
         "--steps", str(sizes.ddp_steps), "--quiet", f"train.log_every={sizes.ddp_log_every}",
         f"checkpoint.every={sizes.ddp_steps}",
@@ -35,13 +35,11 @@ def ddp_throughput(bench: Bench, processes: int, data: Path) -> dict:
         out = [str(folder / "run") if arg == "runs/perf" else arg for arg in argv]
         launcher = ["-m", "torch.distributed.run", *torchrun] if torchrun else []
         wall = run([sys.executable, *launcher, "-m", "selfsup", *out], threads=threads).seconds
-        lines = (folder / "run" / "metrics.jsonl").read_text().splitlines()
-    rates = [json.loads(line)["images_per_sec"] for line in lines][1:]
-    batch = loop_config(argv).data.batch_size
+        rates = [line["images_per_sec"] for line in metrics(folder / "run")][1:]
     return {
         "processes": processes,
         "threads_per_process": threads,
-        "global_batch": batch * processes,
+        "global_batch": loop_config(argv).data.batch_size * processes,
         "images_per_sec": round(float(np.median(rates)), 2),
         "windows": rates,
         "wall_seconds": round(wall, 1),
@@ -59,20 +57,17 @@ def eval_scaling(bench: Bench) -> list[dict]:
     from selfsup.runs import backbone_from_config
 
     sizes = bench.sizes
-    train_path = subset_npz(cifar("train"), max(sizes.eval_sizes))
-    train = load_labelled(str(train_path), 32, progress=False)
+    train = load_labelled(
+        str(subset_npz(cifar("train"), max(sizes.eval_sizes))), 32, progress=False
+    )
     test = load_labelled(str(subset_npz(cifar("test"), sizes.probe_test)), 32, progress=False)
-    cfg = loop_config(train_argv(TASKS["counting"], cifar("train"), None, []))
     torch.manual_seed(0)
+    cfg = loop_config(train_argv(TASKS["counting"], cifar("train"), None, []))
     backbone = backbone_from_config(cfg.backbone)
     layers = list(backbone.probe_layers)
     probed = layers[-1]
-    common = {
-        "device": bench.device,
-        "amp_dtype": bench.amp_dtype,
-        "progress": False,
-        "trunk_input": TrunkInput(),  # a counting trunk: colour images
-    }
+    common = {"device": bench.device, "amp_dtype": bench.amp_dtype, "progress": False}
+    common["trunk_input"] = TrunkInput()  # a counting trunk: colour images
     # Also the warm-up: the first pass pays for thread pools and convolution primitives.
     test_features = extract_features(backbone, test.images, [probed], **common)[probed]
     order = torch.randperm(len(train.labels), generator=torch.Generator().manual_seed(0))
@@ -121,48 +116,31 @@ def graph_cost(vectors: int) -> dict:
 
 
 def graph_scaling(bench: Bench) -> list[dict]:
+    """graph_cost at the profile's sizes, then the larger ones bench/graph.py recorded."""
     graph_cost(min(bench.sizes.graph_sizes))  # warm-up: faiss's first call sets up threads
     rows = [{**graph_cost(n), "source": "bench/perf.py"} for n in bench.sizes.graph_sizes]
     recorded = RESULTS / "graph.json"  # 10^5 and 10^6 vectors, from bench/graph.py
     if recorded.exists():
-        for row in json.loads(recorded.read_text())["rows"]:
-            rows.append({**row, "source": "bench/results/graph.json"})
+        rows += [{**row, "source": "bench/results/graph.json"}
+                 for row in json.loads(recorded.read_text())["rows"]]  # fmt: skip
     for row in rows:
         say(f"  {figures(row, 'vectors', 'kmeans_and_knn_seconds', 'clique_seconds', 'source')}")
     return rows
 
 
-def loglog_slope(x: list[float], y: list[float]) -> float | None:
-    """Exponent b of y ~ x^b fitted on the positive points (None with fewer than two)."""
-    points = [(a, b) for a, b in zip(x, y) if a > 0 and b > 0]
-    if len(points) < 2:
-        return None
-    xs, ys = np.log([p[0] for p in points]), np.log([p[1] for p in points])
-    return round(float(np.polyfit(xs, ys, 1)[0]), 2)
-
-
-def plot_scaling(eval_rows: list[dict], graph_rows: list[dict], path: Path) -> dict:
-    """Log-log seconds against data size; returns each curve's fitted exponent."""
+def plot_scaling(curves: dict[str, tuple[list, list]], path) -> dict:
+    """Log-log seconds against data size; returns each curve's fitted exponent b of
+    seconds ~ N^b (on its positive points; None with fewer than two)."""
     from matplotlib.ticker import NullFormatter
 
-    images = [r["images"] for r in eval_rows]
-    vectors = [r["vectors"] for r in graph_rows]
-    curves = {
-        "feature extraction (images)": (images, [r["feature_seconds"] for r in eval_rows]),
-        "linear probe, one layer (images)": (images, [r["probe_seconds"] for r in eval_rows]),
-        "graph: k-means + kNN (vectors)": (
-            vectors,
-            [r["kmeans_and_knn_seconds"] for r in graph_rows],
-        ),
-        "graph: 4-cliques (vectors)": (vectors, [r["clique_seconds"] for r in graph_rows]),
-    }
     slopes = {}
     with plotted(path, (6.5, 4.5)) as axes:
         for label, (x, y) in curves.items():
             order = np.argsort(x)
-            xs, ys = np.asarray(x)[order], np.asarray(y, dtype=float)[order]
-            keep = ys > 0  # a log axis cannot show 0 s
-            slopes[label] = loglog_slope(list(xs), list(ys))
+            xs, ys = np.asarray(x, dtype=float)[order], np.asarray(y, dtype=float)[order]
+            keep = (xs > 0) & (ys > 0)  # a log axis cannot show 0 s
+            fit = np.polyfit(np.log(xs[keep]), np.log(ys[keep]), 1) if keep.sum() > 1 else None
+            slopes[label] = None if fit is None else round(float(fit[0]), 2)
             exponent = "" if slopes[label] is None else f" ~ N^{slopes[label]}"
             axes.plot(xs[keep], ys[keep], marker="o", label=f"{label}{exponent}")
         axes.set_xscale("log")
@@ -177,20 +155,25 @@ def plot_scaling(eval_rows: list[dict], graph_rows: list[dict], path: Path) -> d
 
 
 def scaling_section(bench: Bench) -> dict:
-    ddp = [ddp_throughput(bench, processes, bench.data["cifar"]) for processes in (1, 2)]
+    ddp = [ddp_throughput(bench, processes) for processes in (1, 2)]
     for row in ddp:
         say(f"  {figures(row, 'processes', 'threads_per_process', 'images_per_sec')}")
-    eval_rows = eval_scaling(bench)
-    graph_rows = graph_scaling(bench)
+    evals, graphs = eval_scaling(bench), graph_scaling(bench)
+    images, vectors = [r["images"] for r in evals], [r["vectors"] for r in graphs]
     plot = bench.figures / "scaling.png"
-    slopes = plot_scaling(eval_rows, graph_rows, plot)
+    slopes = plot_scaling({
+        "feature extraction (images)": (images, [r["feature_seconds"] for r in evals]),
+        "linear probe, one layer (images)": (images, [r["probe_seconds"] for r in evals]),
+        "graph: k-means + kNN (vectors)": (vectors, [r["kmeans_and_knn_seconds"] for r in graphs]),
+        "graph: 4-cliques (vectors)": (vectors, [r["clique_seconds"] for r in graphs]),
+    }, plot)  # fmt: skip
     return {
         "what": "counting images/s with 1 and 2 DDP processes (same per-process batch); "
         "feature extraction, linear probe and graph building seconds against data size",
         "ddp": ddp,
         "ddp_speedup": round(ddp[1]["images_per_sec"] / ddp[0]["images_per_sec"], 3),
-        "evaluation": eval_rows,
-        "graph": graph_rows,
+        "evaluation": evals,
+        "graph": graphs,
         "loglog_exponents": slopes,
         "plot": portable([plot]),
     }

@@ -1,24 +1,159 @@
-"""The library's training step, made by the loop's own functions."""
+"""The training step the timed sections measure: the `selfsup train` command lines of the
+results rows' tasks, the loop's own step on a prepared run (`LoopStepper`), and how steps are
+timed: warm-up, alternating timed windows, training FLOPs and the matmul rate."""
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import torch
+from torch import nn
 
+from selfsup import cli
 from selfsup import train as loop
 from selfsup.config import ExperimentConfig
 from selfsup.data.streams import batch_items
 from selfsup.metrics import MetricWindow
 from selfsup.runtime import autocast
 
-from .timing import synchronize, training_flops
+from .record import SCRATCH, portable
+from .rows import GROUPS, ROWS
 
+PEER_LR_PER_128 = 0.06  # LightlySSL's CIFAR-10 benchmark: SGD 0.06 x batch / 128
+# Every task as the results rows train it (bench/gpu_results.yaml): counting with its own
+# config, the multi-task paper's tasks alone on the multitask trunk.
+TASKS = {
+    name: list(ROWS[name].train)
+    for name in ("counting", "relative-position", "colorization", "exemplar", "rotation", "jigsaw")
+}
+# The step of the peer comparison, a task of its own where the tasks are timed on a GPU.
+INFONCE = "exemplar-infonce-resnet18"
 PHASES = ("data", "views", "model", "log")
+Contenders = dict[str, Callable[[], int]]  # name -> one step, returning its images
+
+
+def train_argv(base: list[str], data: Path, batch: int | None, extra: list[str]) -> list[str]:
+    """A `selfsup train` command line (its --out is never written: runs go to scratch)."""
+    argv = ["train", *base, "--data", str(data), "--out", "runs/perf"]
+    return [*argv, *([f"data.batch_size={batch}"] if batch else []), *extra]
+
+
+def task_argv(name: str, data: Path, sizes, schedule: str = "constant") -> list[str]:
+    """The command line of task `name` at `sizes`' batch: a TASKS entry, or INFONCE, the
+    peer comparison's step at the peer's batch and lr (a constant one for timing)."""
+    if name != INFONCE:
+        return train_argv(TASKS[name], data, sizes.batch, [])
+    lr = f"optim.lr={PEER_LR_PER_128 * sizes.peer_batch / 128:g}"
+    return train_argv(
+        list(GROUPS["peer"]), data, sizes.peer_batch, [lr, f"optim.schedule={schedule}"]
+    )
+
+
+def loop_config(argv: list[str]) -> ExperimentConfig:
+    """The config `selfsup <argv>` would train with, resolved by the CLI's own code."""
+    return cli.train_config(cli.parse_args(argv))
+
+
+def command_text(argv: list[str]) -> str:
+    return portable(["selfsup", *argv])
+
+
+@contextlib.contextmanager
+def run_folder() -> Iterator[Path]:
+    SCRATCH.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=SCRATCH, prefix="run-") as folder:
+        yield Path(folder)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so a timer reads finished work (no-op on CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(step: Callable[[], int], steps: int, device: torch.device) -> tuple[int, float]:
+    """Images of `steps` calls of `step` and their seconds, the device's queued work done."""
+    synchronize(device)
+    started = time.perf_counter()
+    images = sum(step() for _ in range(steps))
+    synchronize(device)
+    return images, time.perf_counter() - started
+
+
+def warm_up(contenders: Contenders, steps: int, device: torch.device) -> dict[str, float]:
+    """Untimed steps of each contender; returns each one's first-step seconds (compilation,
+    allocator and cache warm-up land there)."""
+    first = {}
+    for name, step in contenders.items():
+        first[name] = round(timed(step, 1, device)[1], 3)
+        timed(step, steps - 1, device)
+    return first
+
+
+def alternate(contenders: Contenders, windows: int, steps: int, device: torch.device) -> dict:
+    """Images/s of each contender over `windows` timed windows of `steps` steps, taken in
+    turn (A, B, A, B, ...): a slow spell of a shared machine hits all contenders alike."""
+    rates: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(windows):
+        for name, step in contenders.items():
+            images, seconds = timed(step, steps, device)
+            rates[name].append(images / seconds)
+    return {
+        name: {"images_per_sec": round(float(np.median(v)), 2), "windows": [round(r, 2) for r in v]}
+        for name, v in rates.items()
+    }
+
+
+def training_flops(model: nn.Module, forward: Callable[[], torch.Tensor]) -> float:
+    """FLOPs of one forward and backward pass (matmuls and convolutions, as counted by
+    torch.utils.flop_counter), gradients cleared after."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        forward().backward()
+    model.zero_grad(set_to_none=True)
+    return float(counter.get_total_flops())
+
+
+def matmul_tflops(side: int, dtype: torch.dtype, repeats: int, device: torch.device) -> dict:
+    """Throughput of a square (side x side) @ (side x side) matmul: best and median run."""
+    a = torch.randn(side, side, device=device).to(dtype)
+    b = torch.randn(side, side, device=device).to(dtype)
+    out = torch.empty_like(a)
+
+    def multiply() -> int:
+        torch.mm(a, b, out=out)
+        return 0
+
+    multiply()  # warm-up: thread pool, packing buffers
+    seconds = [timed(multiply, 1, device)[1] for _ in range(repeats)]
+    flops = 2 * side**3
+    return {
+        "side": side,
+        "best_tflops": round(flops / min(seconds) / 1e12, 4),
+        "median_tflops": round(flops / float(np.median(seconds)) / 1e12, 4),
+    }
+
+
+def utilisation(flops_per_image: float, images_per_sec: float, peak_tflops: float) -> float:
+    """The share of the matmul rate `peak_tflops` a step at `images_per_sec` uses."""
+    return round(flops_per_image * images_per_sec / (peak_tflops * 1e12), 4)
+
+
+def peak_memory_gib(device: torch.device) -> float | None:
+    """The most GPU memory allocated since the last call (None on a CPU)."""
+    if device.type != "cuda":
+        return None
+    peak = torch.cuda.max_memory_allocated(device) / 2**30
+    torch.cuda.reset_peak_memory_stats(device)
+    return round(peak, 2)
 
 
 class LoopStepper:
@@ -67,6 +202,13 @@ class LoopStepper:
             return None
         total = sum(self.phase_seconds.values()) or 1.0
         return {name: round(value / total, 4) for name, value in self.phase_seconds.items()}
+
+    def warmed_up(self, steps: int) -> float:
+        """`steps` untimed full steps, the phase clocks cleared after them (shares of timed
+        steps only); the first step's seconds."""
+        first = warm_up({"full": self.full}, steps, self.run.device)["full"]
+        self.phase_seconds = dict.fromkeys(PHASES, 0.0)
+        return first
 
     def next_views(self) -> tuple[int, dict]:
         self.step, fields = next(self.batches)
