@@ -23,7 +23,7 @@ from torch import nn
 from selfsup.runtime import autocast, keep_freed_memory
 
 from .record import figures, portable, say
-from .runner import Bench
+from .runner import PRECISION_NAMES, Bench
 from .stepper import (
     INFONCE,
     PEER_LR_PER_128,
@@ -257,10 +257,15 @@ def peer_section(bench: Bench) -> dict:
         return {"skipped": why}
     data, batch = bench.data["cifar"], bench.sizes.peer_batch
     argv = [*task_argv(INFONCE, data, bench.sizes), *bench.extra]
-    setup = (data, batch, bench.peer_workers, bench.device, bench.amp_dtype)
+    # Each at its own default precision: ours as `train.precision=auto` chooses (on a CPU,
+    # measured on this very step), the peer as a plain script runs on a CPU (fp32) and with
+    # the GPU's autocast on a GPU.
+    peer_dtype = bench.amp_dtype if bench.device.type == "cuda" else None
+    setup = (data, batch, bench.peer_workers, bench.device, peer_dtype)
     with run_folder() as folder:
         cfg = loop_config(argv)
-        ours = LoopStepper(cfg, folder)
+        ours = LoopStepper(cfg, folder, choose_precision=True)
+        choice = ours.precision_choice
         peers = {heap: PeerProcess(*setup, heap=heap) for heap in bench.sizes.peer_heaps}
         flops = {"ours": ours.flops_per_image(), "peer": peers["system"].flops_per_image()}
         result = peer_throughput(bench, ours, peers)
@@ -277,7 +282,10 @@ def peer_section(bench: Bench) -> dict:
         "ours_heap": cfg.train.heap,
         "batch": batch,
         "image_size": 32,
-        "precision": bench.precision,
+        "precision": PRECISION_NAMES[ours.amp_dtype],
+        "peer_precision": PRECISION_NAMES[peer_dtype],
+        # On a CPU, the rates auto measured for ours in each dtype before choosing.
+        "ours_precision_rates": choice.rates if choice else None,
         "channels_last": True,
         "lightly": lightly.__version__,
         "peer_workers": bench.peer_workers,
@@ -290,7 +298,8 @@ def peer_section(bench: Bench) -> dict:
         **result,
     }
     shown = ("ratio_ours_over_peer", "ratio_ours_over_peer_reuse_heap", "bare_ratio_ours_over_peer")
-    say(f"  [{bench.precision}] {figures(out, *shown, 'compiled_ratio_ours_over_peer')}")
+    precisions = f"ours {out['precision']}, peer {out['peer_precision']}"
+    say(f"  [{precisions}] {figures(out, *shown, 'compiled_ratio_ours_over_peer')}")
     say(f"  images/s: {figures(out, *(key for key in out if key.endswith('images_per_sec')))}")
     say(f"  {figures(out, 'peer_peak_rss_mb', 'minor_page_faults_per_step')}")
     return out

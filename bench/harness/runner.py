@@ -32,6 +32,10 @@ PROFILES = {  # lists as tuples: sizes are constants, as their frozen dataclass 
 Section = Callable[["Bench"], dict]
 
 
+# Autocast dtype -> the short name results use (None: no autocast, fp32).
+PRECISION_NAMES = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
 @dataclass
 class Bench:
     """What every section reads: sizes, device, data, options, and the results so far."""
@@ -53,7 +57,7 @@ class Bench:
     @property
     def precision(self) -> str:
         """The training precision's short name: fp32, bf16 or fp16 (autocast dtype)."""
-        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.amp_dtype]
+        return PRECISION_NAMES[self.amp_dtype]
 
     def seconds_left(self) -> float:
         return self.deadline - (time.perf_counter() - self.started)

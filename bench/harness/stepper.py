@@ -164,9 +164,11 @@ class LoopStepper:
     timed; on a GPU, where timing a phase means waiting for the device, none is, so that the
     step overlaps host and device work as the loop does. `bare`: train.optimize alone, on
     the views of one batch built once. `views_only`: the batch and its views, no model.
+    `choose_precision`: on a CPU with `train.precision=auto`, the dtype the loop would
+    measure and take (`precision_choice`), instead of the bench's.
     """
 
-    def __init__(self, cfg: ExperimentConfig, folder: Path):
+    def __init__(self, cfg: ExperimentConfig, folder: Path, choose_precision: bool = False):
         started = time.perf_counter()
         self.run = loop.prepare(cfg, folder, progress=False)
         self.prepare_seconds = round(time.perf_counter() - started, 2)
@@ -177,6 +179,14 @@ class LoopStepper:
         self.phase_seconds = dict.fromkeys(PHASES, 0.0)
         self.step = 0
         self.views: dict | None = None
+        self.precision_choice = None
+        auto_on_cpu = self.run.cfg.train.precision == "auto" and self.run.device.type == "cpu"
+        if choose_precision and auto_on_cpu:
+            # As the loop does: bf16 or fp32 by timing this run's step on its first views
+            # (else the bench's one precision, that of its matmul peak, holds for every step).
+            items, self.views = self.next_views()
+            self.precision_choice = loop.cpu_precision(self.run, self.views, items)
+            self.amp_dtype = self.precision_choice.dtype
 
     def compiled(self) -> LoopStepper:
         """The same run, model and batches, stepped through torch.compile(model)."""
