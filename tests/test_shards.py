@@ -250,6 +250,15 @@ def test_cls_labels_must_be_integers_on_every_sample(tmp_path):
     assert class_count(labelled) == 4
 
 
+def test_a_folder_whose_name_looks_like_a_pattern_is_still_a_folder(tmp_path):
+    folder = tmp_path / "photos [2020]"
+    folder.mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(folder / "a.png")
+    assert type(open_source(folder)).__name__ == "FolderSource"
+    shard = write_tar(tmp_path / "one [a].tar", {"a.png": png()})
+    assert len(open_source(shard)) == 1  # an existing file is not expanded as a pattern
+
+
 def test_without_the_extra_a_tar_is_refused_naming_it(tmp_path, monkeypatch):
     shard = write_tar(tmp_path / "one.tar", {"a.png": png()})
     monkeypatch.setitem(sys.modules, "webdataset", None)  # import webdataset now fails

@@ -57,18 +57,19 @@ def require_webdataset():
 
 
 def is_shard_path(path: str | Path) -> bool:
-    """Whether `path` names shards: a .tar, a pattern, or a folder of .tar files (and no
-    images directly in it, which would make it an image folder)."""
-    text = str(path)
-    if text.lower().endswith(".tar") or any(c in text for c in "{*?["):
-        return True
-    folder = Path(path)
-    return (
-        folder.is_dir()
-        and any(folder.glob("*.tar"))
-        and not image_files(folder)
-        and not any(d.is_dir() and not d.name.startswith(".") for d in folder.iterdir())
-    )
+    """Whether `path` names shards: a .tar file, a folder of .tar files (and no images or
+    class folders, which would make it an image folder), or, when no such file exists, a
+    name ending in .tar or a pattern (`{..}`, `*`, `?`, `[`)."""
+    text, found = str(path), Path(path)
+    if found.is_file():
+        return text.lower().endswith(".tar")
+    if found.is_dir():
+        return (
+            any(found.glob("*.tar"))
+            and not image_files(found)
+            and not any(d.is_dir() and not d.name.startswith(".") for d in found.iterdir())
+        )
+    return text.lower().endswith(".tar") or any(c in text for c in "{*?[")
 
 
 def shard_paths(spec: str | Path) -> list[Path]:
@@ -81,7 +82,7 @@ def shard_paths(spec: str | Path) -> list[Path]:
         if not shards:
             raise DataFormatError(f"{folder}: no .tar shards in the folder")
         return shards
-    if not any(c in text for c in "{*?["):
+    if folder.is_file() or not any(c in text for c in "{*?["):
         if not folder.exists():
             raise DataFormatError(f"{folder}: does not exist")
         return [folder]
