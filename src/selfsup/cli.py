@@ -130,7 +130,9 @@ def add_data_parser(commands: argparse._SubParsersAction) -> None:
     pack.add_argument(
         "source", help="an image folder (flat or one sub-folder per class) or an .npz"
     )
-    pack.add_argument("--out", required=True, help="folder for the shards (empty or new)")
+    pack.add_argument(
+        "--out", required=True, help="folder for the shards (new, or holding no .tar files)"
+    )
     pack.add_argument(
         "--shard-size",
         type=positive_int,
