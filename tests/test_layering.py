@@ -131,7 +131,7 @@ def test_cycle_finder_finds_a_deferred_cycle():
 def test_the_command_line_answers_help_without_importing_torch():
     """`selfsup --version` and every `--help` answer at once: the parsers read their defaults
     and choices from modules that do not import torch (importing it takes seconds)."""
-    commands = ["train", "eval", "report", "inspect", "export", "embed", "video", "graph"]
+    commands = ["train", "eval", "report", "inspect", "export", "embed", "video", "graph", "data"]
     script = (
         "import sys\n"
         "from selfsup.cli import build_parser\n"

@@ -1,4 +1,4 @@
-"""Image sources: where images come from, detected from the path the user gives.
+"""Image sources: where images come from (`selfsup.data.formats` tells which from a path).
 
 - a folder: an ImageFolder tree (`root/<class>/**/<image>`, labels from sorted class names) or
   a flat folder of images (no labels);
@@ -7,7 +7,8 @@
   with decoded `images` optional per-pixel `masks` (N, H, W) (nonzero = on; e.g. the motion
   masks of `selfsup video masks`);
 - the folder `selfsup video masks` or `selfsup video patches` wrote: its `motion_masks.npz` or
-  `patches.npz` (a command reads what another's `--out` was given; see selfsup.outputs).
+  `patches.npz` (a command reads what another's `--out` was given; see selfsup.outputs);
+- tar shards (`selfsup.data.shards`).
 
 A source only knows how to count, name and decode its images; fixing their size and batching
 them is the loader's job.
@@ -283,45 +284,3 @@ class NpzSource(ImageSource):
         if self.jpeg is None:
             return None
         return self.jpeg[self.offsets[index] : self.offsets[index + 1]].tobytes()
-
-
-def open_source(path: str | Path) -> ImageSource:
-    """Detect the format of `path` (folder or .npz) and open it, or raise DataFormatError."""
-    path = Path(path)
-    if not str(path):
-        raise DataFormatError("no data path given (use --data PATH: a folder or an .npz)")
-    if not path.exists():
-        raise DataFormatError(f"{path}: does not exist")
-    if path.is_dir():
-        inner = next((path / n for n in OUTPUT_DATASETS if (path / n).is_file()), None)
-        return NpzSource(inner) if inner else FolderSource(path)
-    if path.suffix.lower() == ".npz":
-        return NpzSource(path)
-    raise DataFormatError(
-        f"{path}: not a recognised dataset; expected a folder of images "
-        "(flat or one sub-folder per class) or an .npz file"
-    )
-
-
-def class_count(path: str | Path) -> int | None:
-    """The number of classes of the dataset at `path`, read from its header (the class
-    folders, or an .npz's `class_names` or `labels`) without decoding an image; None when it
-    has no labels. The same count `open_source(path)` gives its labels."""
-    path = Path(path)
-    if path.is_dir():
-        inner = next((path / n for n in OUTPUT_DATASETS if (path / n).is_file()), None)
-        if inner is None:
-            return len(class_folders(path)) or None
-        path = inner
-    if path.suffix.lower() != ".npz" or not path.is_file():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            if "labels" not in archive.files or archive["labels"].size == 0:
-                return None
-            if "class_names" in archive.files:
-                return len(archive["class_names"])
-            return int(archive["labels"].max()) + 1
-    except Exception as err:  # zipfile/pickle errors: the file is not a usable npz
-        raise DataFormatError(f"{path}: cannot be read as an .npz archive ({err})") from err
-    return None

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import torch
 
+from selfsup.data.formats import open_source
 from selfsup.data.loader import ImageStream
-from selfsup.data.sources import ImageSource, open_source
+from selfsup.data.sources import ImageSource
 
 
 def decode_throughput(

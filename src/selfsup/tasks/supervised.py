@@ -17,7 +17,7 @@ from torch import nn
 from selfsup.backbones import Backbone
 from selfsup.config import ConfigError, fraction_range, param, probability
 from selfsup.data import views as V
-from selfsup.data.sources import class_count
+from selfsup.data.formats import class_count
 from selfsup.data.streams import Images
 from selfsup.data.views import MEAN, STD
 from selfsup.tasks.base import PretextTask
