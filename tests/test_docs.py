@@ -190,6 +190,7 @@ def commands(body: str) -> list[list[str]]:
     """The commands of a shell block: continuations joined, comments dropped, `&&` split."""
     out = []
     for line in body.replace("\\\n", " ").splitlines():
+        line = line.replace("$SLURM_ARRAY_TASK_ID", "0")  # a job array's task: 0 ... N - 1
         words = shlex.split(line, comments=True)
         current: list[str] = []
         for word in words:

@@ -23,15 +23,22 @@ from __future__ import annotations
 
 import json
 import time
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from selfsup.config import param
+from selfsup.config import ConfigError, param
 from selfsup.outputs import written_atomically
+from selfsup.video.jobs import (
+    EVERY_VIDEO,
+    Runner,
+    Shard,
+    VideoFailures,
+    report_failures,
+    run_videos,
+)
 from selfsup.video.motion import MotionMaskConfig
 from selfsup.video.proposals import ProposalConfig, box_iou, proposals, square_box
 from selfsup.video.reader import MOTION_FRAMES, ReadOptions, read_video, video_name
@@ -141,44 +148,107 @@ def process_video(path: Path, cfg: PatchConfig, position: int = 0, progress: boo
     }
 
 
-def _worker(args: tuple) -> dict:
-    path, cfg, position = args
-    import cv2
+VIDEOS_FOLDER = "videos"  # OUT/videos/<video>.npz: one video's patches, written whole
 
-    cv2.setNumThreads(1)  # one video per process: process parallelism, not thread contention
-    return process_video(path, cfg, position)
+
+def video_file(out: Path, video: Path) -> Path:
+    return out / VIDEOS_FOLDER / f"{video_name(video)}.npz"
+
+
+def settings_text(cfg: PatchConfig) -> str:
+    return json.dumps(asdict(cfg), sort_keys=True)
+
+
+def mine_video(video: Path, out: Path, cfg: PatchConfig) -> dict:
+    """Patches of one video written to `video_file` atomically (with its statistics and the
+    settings that made them); returns the statistics."""
+    result = process_video(video, cfg, progress=False)
+    arrays = {k: result[k] for k in ("images", "masks", "track", "frame", "box")}
+    stats = json.dumps(result["stats"])
+    write_npz_atomic(
+        video_file(out, video),
+        {**arrays, "stats": np.asarray(stats), "settings": np.asarray(settings_text(cfg))},
+    )
+    return result["stats"]
+
+
+def mined_stats(out: Path, video: Path, cfg: PatchConfig) -> dict | None:
+    """The statistics of `video` when its patches are already under `out`; an error when
+    they were mined with other settings (a rerun would mix two datasets)."""
+    file = video_file(out, video)
+    if not file.is_file():
+        return None
+    with np.load(file) as data:
+        if str(data["settings"]) != settings_text(cfg):
+            raise ConfigError(
+                f"{file}: mined with other settings than this run's; give another --out, or "
+                "the settings it was mined with"
+            )
+        return json.loads(str(data["stats"]))
 
 
 def extract_patches(
-    videos: list[Path], out: Path, cfg: PatchConfig, workers: int = 1, progress: bool = True
+    videos: list[Path],
+    out: Path,
+    cfg: PatchConfig,
+    workers: int = 1,
+    progress: bool = True,
+    shard: Shard = EVERY_VIDEO,
+    runner: Runner | None = None,
 ) -> dict:
-    """Run every video (in `workers` processes), write `patches.npz`, `summary.json` and a
-    preview image to `out`; returns the summary."""
+    """Mine the videos of `shard` not yet under `out` (in `workers` processes, or as
+    `runner` says), each into `out/videos/<video>.npz`; once every video of `videos` is
+    there, also `patches.npz` (all of them), `summary.json` and a preview image. Returns the
+    summary; raises VideoFailures, after the others are done, when any video failed."""
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    jobs = [(path, cfg, 1 + i % max(workers, 1)) for i, path in enumerate(videos)]
-    overall = tqdm(total=len(videos), desc="videos", unit="video", disable=not progress)
+    runner = runner or Runner(workers=workers, progress=progress)
+    mine = [v for v in videos if shard.holds(v)]
+    stats = {video_name(v): s for v in mine if (s := mined_stats(out, v, cfg)) is not None}
+    todo = [v for v in mine if video_name(v) not in stats]
+    if stats:
+        print(f"{len(stats)} of {len(mine)} videos already mined in {out}: skipped")
+    results, failures = run_videos(todo, mine_video, (out, cfg), runner, "patches")
+    stats.update(results)
+    seconds = round(time.perf_counter() - start, 1)
+    summary = {
+        "videos": [stats[video_name(v)] for v in mine if video_name(v) in stats],
+        "patches": sum(s["patches"] for s in stats.values()),
+        "tracks": sum(s["tracks"] for s in stats.values()),
+        "seconds": seconds,
+        "workers": workers,
+        "mined_now": len(results),
+        "complete": False,
+    }
+    if not failures and all(video_file(out, v).is_file() for v in videos):
+        summary = write_dataset(videos, out, seconds, workers, len(results))
+    if failures:
+        report_failures(failures)
+        raise VideoFailures(failures, len(todo), len(results))
+    return summary
+
+
+def write_dataset(videos: list[Path], out: Path, seconds: float, workers: int, now: int) -> dict:
+    """`patches.npz`, `summary.json` and `preview.jpg` from the videos' own files."""
     results = []
-    if workers > 1 and len(videos) > 1:
-        with ProcessPoolExecutor(workers) as pool:
-            for result in pool.map(_worker, jobs):
-                results.append(result)
-                overall.update()
-    else:
-        for path, _, position in jobs:
-            results.append(process_video(path, cfg, position, progress))
-            overall.update()
-    overall.close()
+    for video in videos:
+        with np.load(video_file(out, video)) as data:
+            result = {k: data[k] for k in ("images", "masks", "track", "frame", "box")}
+            result["stats"] = json.loads(str(data["stats"]))
+        results.append(result)
     dataset = merge(results, [video_name(p) for p in videos])
     write_npz_atomic(out / "patches.npz", dataset)
     summary = {
         "videos": [r["stats"] for r in results],
         "patches": len(dataset["images"]),
         "tracks": len(np.unique(dataset["track"])),
-        "seconds": round(time.perf_counter() - start, 1),
+        "seconds": seconds,
         "workers": workers,
+        "mined_now": now,
+        "complete": True,
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    with written_atomically(out / "summary.json") as temporary:
+        temporary.write_text(json.dumps(summary, indent=2))
     if len(dataset["images"]):
         save_preview(dataset, out / "preview.jpg")
     return summary
