@@ -113,6 +113,8 @@ def run_videos(
 ) -> tuple[dict[str, dict], list[Failure]]:
     """`work(video, *args) -> dict` for every video (it writes the video's outputs itself);
     returns the results by video name, and the failures."""
+    if runner.ray_address is not None and videos:
+        connect_ray(runner.ray_address)  # before the bar: Ray says where its dashboard is
     bar = tqdm(total=len(videos), desc=desc, unit="video", disable=not runner.progress)
     results: dict[str, dict] = {}
     failures: list[Failure] = []
@@ -184,10 +186,13 @@ def connect_ray(address: str):
     started on this machine with `ray start --head`)."""
     ray = import_ray()
     if not ray.is_initialized():
-        if address == "local":
-            ray.init(address="local")
-        else:
-            ray.init(address=address)
+        try:
+            ray.init(address=address, log_to_driver=False)
+        except ConnectionError as err:
+            raise ConfigError(
+                f"--ray {address}: no Ray cluster found ({err}); start one with `ray start "
+                "--head` (or give its HOST:PORT), or try --ray local"
+            ) from None
     return ray
 
 
