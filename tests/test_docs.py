@@ -34,7 +34,7 @@ MARK = re.compile(r"^<!-- test: (run|syntax (\w+)) -->$")
 FENCE = re.compile(r"^(\s*)(`{3,})(.*)$")
 # Programs a syntax-only shell block may call besides selfsup, torchrun, python and make.
 OTHER_PROGRAMS = {"pip", "cd", "mkdir", "ls", "cat", "cp", "export", "nvidia-smi", "mkdocs",
-                  "pytest"}  # fmt: skip
+                  "pytest", "ray"}  # fmt: skip
 
 
 @dataclass

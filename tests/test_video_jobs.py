@@ -115,3 +115,23 @@ def test_ray_without_ray_installed_names_the_extra(tmp_path, capsys, monkeypatch
     assert main(argv) == 2
     assert "pip install 'selfsup[ray]'" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_graph_build_reads_the_shards_as_the_combined_patch_set(tmp_path):
+    from selfsup.data.patch_graph import load_patches
+
+    videos = clips(tmp_path / "videos")
+    out = tmp_path / "patches"
+    for i in range(2):  # two jobs, then the one that finds every video done
+        assert main(["video", "patches", str(videos), "--out", str(out), "--shard", f"{i}/2",
+                     *PATCHES]) == 0  # fmt: skip
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [s["video"] for s in manifest["shards"]] == ["v0", "v1", "v2"]
+    shards, combined = load_patches(out), load_patches(out / "patches.npz")
+    assert shards.path == out and len(shards.images) == manifest["patches"] > 0
+    for name in ("images", "track", "frame", "video"):
+        np.testing.assert_array_equal(getattr(shards, name), getattr(combined, name), name)
+    assert shards.fingerprint() == combined.fingerprint()  # a graph fits either
+    (out / "videos" / "v1.npz").unlink()
+    with pytest.raises(ValueError, match=r"v1\.npz"):
+        load_patches(out)

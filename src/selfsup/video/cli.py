@@ -47,9 +47,21 @@ def add_reading_options(p: argparse.ArgumentParser, default_size: int | None) ->
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def add_mining_options(p: argparse.ArgumentParser) -> None:
-    from selfsup.video.jobs import check_ray_address, parse_shard
+def parse_shard(text: str):
+    from selfsup.video.jobs import parse_shard
 
+    return parse_shard(text)
+
+
+def check_ray_address(text: str) -> str:
+    from selfsup.video.jobs import check_ray_address
+
+    return check_ray_address(text)
+
+
+def add_mining_options(p: argparse.ArgumentParser) -> None:
+    """--shard, --ray, --task-memory (checked by selfsup.video.jobs, imported only when used:
+    the parsers answer --help without importing torch)."""
     p.add_argument(
         "--shard",
         type=parse_shard,
@@ -75,7 +87,8 @@ def add_mining_options(p: argparse.ArgumentParser) -> None:
         default=2.0,
         metavar="GB",
         help="memory each Ray task asks for (default 2 GiB: a 300-frame video at 240 px "
-        "needs about 1); Ray runs no more tasks on a node than fit its memory",
+        "peaks at 1.3-1.8; more for longer videos); Ray runs no more tasks on a node than "
+        "fit its memory",
     )
 
 
@@ -116,8 +129,9 @@ def add_video_parser(commands: argparse._SubParsersAction) -> None:
         description="Proposals from motion masks, tracked forward; "
         "writes each video's patches to OUT/videos/<video>.npz (whole, or not at all: a "
         "rerun skips the videos done and mines the rest) and, once every video is done, "
-        "OUT/patches.npz, summary.json and preview.jpg. Other commands read OUT "
-        "itself: `graph build --patches OUT`, `train TASK --data OUT`.",
+        "OUT/manifest.json (the shards, one patch set), summary.json, preview.jpg and, up to "
+        "100,000 patches, the combined copy OUT/patches.npz. Other commands read OUT "
+        "itself: `graph build --patches OUT` (the shards), `train TASK --data OUT` (the copy).",
     )
     add_reading_options(patches, 240)
     add_mining_options(patches)
@@ -269,7 +283,7 @@ def command_patches(args: argparse.Namespace) -> None:
         f"{summary['patches']} patches in {summary['tracks']} tracks from "
         f"{len(summary['videos'])} videos ({summary['mined_now']} mined now) in "
         f"{summary['seconds']} s"
-        + (f"; wrote {args.out}/patches.npz" if summary["complete"] else "")
+        + (f"; wrote {args.out}/manifest.json" if summary["complete"] else "")
     )
     shard_line(args, summary, "mined")
 

@@ -30,6 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from selfsup.config import ConfigError, param
+from selfsup.data.patch_graph import MANIFEST_NAME
 from selfsup.outputs import written_atomically
 from selfsup.video.jobs import (
     EVERY_VIDEO,
@@ -228,30 +229,64 @@ def extract_patches(
     return summary
 
 
+# The combined copy `patches.npz` is written up to this many patches (about 1.2 GB at 64 px):
+# image training (`train TASK --data OUT`) reads it; beyond, only the shards (graph build).
+COMBINED_MAX_PATCHES = 100_000
+
+
 def write_dataset(videos: list[Path], out: Path, seconds: float, workers: int, now: int) -> dict:
-    """`patches.npz`, `summary.json` and `preview.jpg` from the videos' own files."""
-    results = []
+    """`manifest.json` (the shards, in the order of `videos`), `summary.json`, a preview and,
+    for a set of at most COMBINED_MAX_PATCHES, the combined copy `patches.npz`. Reads the
+    shards one at a time, except for the combined copy."""
+    stats, shards = [], []
     for video in videos:
         with np.load(video_file(out, video)) as data:
-            result = {k: data[k] for k in ("images", "masks", "track", "frame", "box")}
-            result["stats"] = json.loads(str(data["stats"]))
-        results.append(result)
-    dataset = merge(results, [video_name(p) for p in videos])
-    write_npz_atomic(out / "patches.npz", dataset)
+            stats.append(json.loads(str(data["stats"])))
+        shards.append(
+            {
+                "video": video_name(video),
+                "file": f"{VIDEOS_FOLDER}/{video_file(out, video).name}",
+                "patches": stats[-1]["patches"],
+                "tracks": stats[-1]["tracks"],
+            }
+        )
+    total = sum(s["patches"] for s in stats)
     summary = {
-        "videos": [r["stats"] for r in results],
-        "patches": len(dataset["images"]),
-        "tracks": len(np.unique(dataset["track"])),
+        "videos": stats,
+        "patches": total,
+        "tracks": sum(s["tracks"] for s in stats),
         "seconds": seconds,
         "workers": workers,
         "mined_now": now,
         "complete": True,
+        "combined": total <= COMBINED_MAX_PATCHES,
     }
+    if summary["combined"]:
+        results = []
+        for video, video_stats in zip(videos, stats):
+            with np.load(video_file(out, video)) as data:
+                results.append({k: data[k] for k in ("images", "masks", "track", "frame", "box")})
+            results[-1]["stats"] = video_stats
+        write_npz_atomic(out / "patches.npz", merge(results, [video_name(p) for p in videos]))
+    save_preview(first_tracks(videos, out), out / "preview.jpg")
     with written_atomically(out / "summary.json") as temporary:
         temporary.write_text(json.dumps(summary, indent=2))
-    if len(dataset["images"]):
-        save_preview(dataset, out / "preview.jpg")
+    manifest = {"format": 1, "patches": total, "tracks": summary["tracks"], "shards": shards}
+    with written_atomically(out / MANIFEST_NAME) as temporary:  # last: the set is whole
+        temporary.write_text(json.dumps(manifest, indent=1))
     return summary
+
+
+def first_tracks(videos: list[Path], out: Path, tracks: int = 8) -> dict:
+    """The patches of the first `tracks` tracks (from the first shards that have them)."""
+    images, ids = [], []
+    for video in videos:
+        with np.load(video_file(out, video)) as data:
+            images.append(data["images"])
+            ids.append(data["track"] + len(ids) * 10**9)  # unique over shards, in order
+        if len(np.unique(np.concatenate(ids))) >= tracks:
+            break
+    return {"images": np.concatenate(images), "track": np.concatenate(ids)}
 
 
 def merge(results: list[dict], names: list[str]) -> dict:
@@ -281,6 +316,8 @@ def save_preview(dataset: dict, path: Path, tracks: int = 8, per_track: int = 8)
     """One row per track (the first `tracks`), its patches left to right."""
     from PIL import Image
 
+    if not len(dataset["images"]):
+        return
     size = dataset["images"].shape[1]
     ids = np.unique(dataset["track"])[:tracks]
     canvas = np.zeros((len(ids) * size, per_track * size, 3), np.uint8)
@@ -288,4 +325,5 @@ def save_preview(dataset: dict, path: Path, tracks: int = 8, per_track: int = 8)
         patches = dataset["images"][dataset["track"] == track_id][:per_track]
         for col, patch in enumerate(patches):
             canvas[row * size : (row + 1) * size, col * size : (col + 1) * size] = patch
-    Image.fromarray(canvas).save(path, quality=90)
+    with written_atomically(path) as temporary:
+        Image.fromarray(canvas).save(temporary, quality=90)
