@@ -136,7 +136,7 @@ def run_videos(
                 while running:
                     done, _ = wait(running, return_when=FIRST_COMPLETED)
                     for future in done:
-                        finished(running.pop(future), future.result())
+                        finished(running.pop(future), pooled_outcome(future))
         else:
             for video in videos:
                 finished(video, guarded(work, video, *args))
@@ -147,6 +147,15 @@ def run_videos(
     return results, failures
 
 
+def pooled_outcome(future) -> dict:
+    """A pool worker's result; a worker that died (killed, out of memory) fails its video
+    and breaks the pool, so the videos not yet done fail too: done ones stay, a rerun goes on."""
+    try:
+        return future.result()
+    except Exception as err:
+        return {"error": f"its worker process died ({type(err).__name__}: {err})"}
+
+
 def guarded(work: Callable, video: Path, *args) -> dict:
     """`work`'s result, or {"error": message} for an error of this video's own (a bad file,
     a full disk): reported at the end of the run instead of stopping the others."""
@@ -155,7 +164,7 @@ def guarded(work: Callable, video: Path, *args) -> dict:
     cv2.setNumThreads(1)  # one video per process: parallel processes, not contending threads
     try:
         return work(video, *args)
-    except (ValueError, OSError, RuntimeError, MemoryError) as err:
+    except (ValueError, OSError, RuntimeError, MemoryError, cv2.error) as err:
         return {"error": str(err) or type(err).__name__}
 
 
