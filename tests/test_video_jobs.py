@@ -135,4 +135,3 @@ def test_graph_build_reads_the_shards_as_the_combined_patch_set(tmp_path):
     (out / "videos" / "v1.npz").unlink()
     with pytest.raises(ValueError, match=r"v1\.npz"):
         load_patches(out)
-
