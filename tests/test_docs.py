@@ -34,7 +34,7 @@ MARK = re.compile(r"^<!-- test: (run|syntax (\w+)) -->$")
 FENCE = re.compile(r"^(\s*)(`{3,})(.*)$")
 # Programs a syntax-only shell block may call besides selfsup, torchrun, python and make.
 OTHER_PROGRAMS = {"pip", "cd", "mkdir", "ls", "cat", "cp", "export", "nvidia-smi", "mkdocs",
-                  "pytest"}  # fmt: skip
+                  "pytest", "ray"}  # fmt: skip
 
 
 @dataclass
@@ -190,6 +190,7 @@ def commands(body: str) -> list[list[str]]:
     """The commands of a shell block: continuations joined, comments dropped, `&&` split."""
     out = []
     for line in body.replace("\\\n", " ").splitlines():
+        line = line.replace("$SLURM_ARRAY_TASK_ID", "0")  # a job array's task: 0 ... N - 1
         words = shlex.split(line, comments=True)
         current: list[str] = []
         for word in words:

@@ -9,6 +9,7 @@ backbone) lives in selfsup.graph.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,8 @@ from selfsup.outputs import input_file
 
 EDGE_TYPES = ("inter", "intra", "transitive")
 GRAPH_NAME = "graph.npz"  # the graph's name inside a folder given as --out
-PATCHES_NAME = "patches.npz"  # what `selfsup video patches` writes into its folder
+PATCHES_NAME = "patches.npz"  # the combined copy `selfsup video patches` writes (small sets)
+MANIFEST_NAME = "manifest.json"  # the index of its per-video shards, one patch set
 GRAPH_KEYS = {"pairs", "pair_type", "cliques", "clusters", "patches_fingerprint", "patch_count"}
 
 
@@ -47,10 +49,13 @@ class PatchSet:
 
 
 def load_patches(path: str | Path) -> PatchSet:
-    """A patch dataset (`patches.npz` or the `selfsup video patches` folder holding it). Plain
+    """A patch dataset: the folder `selfsup video patches` wrote (its shards, through their
+    manifest), a `patches.npz`, or a folder holding one. Plain
     image .npz files (`images` only, e.g. CIFAR decoded) load too, each image its own track.
     Optional class labels (`labels`, or `patch_labels` with -1 for unknown) give `graph stats`
     its purity figures."""
+    if Path(path).is_dir() and (Path(path) / MANIFEST_NAME).is_file():
+        return load_shards(Path(path))
     file = input_file(path, PATCHES_NAME)
     if not file.is_file():
         raise GraphError(
@@ -81,6 +86,40 @@ def load_patches(path: str | Path) -> PatchSet:
             )
     return PatchSet(
         images, track.astype(np.int64), frame.astype(np.int64), video.astype(np.int64), file, labels
+    )
+
+
+def load_shards(folder: Path) -> PatchSet:
+    """The per-video shards listed in `folder/manifest.json` as one patch set, the same arrays
+    the combined `patches.npz` holds: tracks numbered on from shard to shard, `video` the
+    shard's place in the manifest."""
+    manifest_file = folder / MANIFEST_NAME
+    try:
+        shards = json.loads(manifest_file.read_text())["shards"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise GraphError(f"{manifest_file}: not a patch manifest ({err})") from err
+    images, track, frame, video, offset = [], [], [], [], 0
+    for index, shard in enumerate(shards):
+        file = folder / shard["file"]
+        with open_npz(file, "a patch shard (`selfsup video patches`)") as data:
+            if len(data["track"]) != shard["patches"]:
+                raise GraphError(
+                    f"{file}: {len(data['track'])} patches, but {manifest_file} lists "
+                    f"{shard['patches']}; the folder was changed after it was written"
+                )
+            images.append(data["images"])
+            track.append(data["track"] + offset)
+            frame.append(data["frame"])
+            video.append(np.full(len(data["track"]), index, np.int64))
+        offset += shard["tracks"]
+    if not shards:
+        raise GraphError(f"{manifest_file}: lists no shards")
+    return PatchSet(
+        np.concatenate(images),
+        np.concatenate(track).astype(np.int64),
+        np.concatenate(frame).astype(np.int64),
+        np.concatenate(video),
+        folder,
     )
 
 

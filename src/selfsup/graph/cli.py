@@ -38,7 +38,9 @@ def add_graph_parser(commands: argparse._SubParsersAction) -> None:
         "command that reads a graph accepts what was given to --out.",
     )
     build.add_argument(
-        "--patches", required=True, help="the `video patches` folder, or its patches.npz"
+        "--patches",
+        required=True,
+        help="the `video patches` folder (its shards, read as one patch set), or a patches.npz",
     )
     build.add_argument(
         "--embed",

@@ -17,6 +17,8 @@ EXAMPLES = """examples:
   selfsup video masks clip.mp4 --out masks/ min_residual=2 temporal_window=5
   selfsup video masks clip.mp4 --out masks/ method=residual
   selfsup video patches videos/ --out patches/ --workers 2 track.tracker=kcf
+  selfsup video patches videos/ --out patches/ --shard $SLURM_ARRAY_TASK_ID/100
+  selfsup video patches videos/ --out patches/ --ray auto
   selfsup video track DAVIS/JPEGImages/480p --eval DAVIS/Annotations/480p --out tracks/
 """
 
@@ -45,6 +47,51 @@ def add_reading_options(p: argparse.ArgumentParser, default_size: int | None) ->
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def parse_shard(text: str):
+    from selfsup.video.jobs import parse_shard
+
+    return parse_shard(text)
+
+
+def check_ray_address(text: str) -> str:
+    from selfsup.video.jobs import check_ray_address
+
+    return check_ray_address(text)
+
+
+def add_mining_options(p: argparse.ArgumentParser) -> None:
+    """--shard, --ray, --task-memory (checked by selfsup.video.jobs, imported only when used:
+    the parsers answer --help without importing torch)."""
+    p.add_argument(
+        "--shard",
+        type=parse_shard,
+        metavar="I/N",
+        help="mine only the I-th of N disjoint parts of the videos (I from 0 to N-1, e.g. "
+        "$SLURM_ARRAY_TASK_ID/N with --array=0-<N-1>), chosen by a hash of each video's name: "
+        "N jobs into one --out mine every video once",
+    )
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const="auto",
+        type=check_ray_address,
+        metavar="ADDRESS",
+        help="run one task per video on a Ray cluster (needs pip install 'selfsup[ray]'): "
+        "ADDRESS is HOST:PORT or ray://HOST:PORT, `auto` (the default: $RAY_ADDRESS or the "
+        "cluster started here with `ray start --head`) or `local` (a cluster of this machine's "
+        "cores, for trying it). --out must be a folder every node sees",
+    )
+    p.add_argument(
+        "--task-memory",
+        type=float,
+        default=2.0,
+        metavar="GB",
+        help="memory each Ray task asks for (default 2 GiB: a 300-frame video at 240 px "
+        "peaks at 1.3-1.8; more for longer videos); Ray runs no more tasks on a node than "
+        "fit its memory",
+    )
+
+
 def add_video_parser(commands: argparse._SubParsersAction) -> None:
     video = commands.add_parser(
         "video",
@@ -64,9 +111,12 @@ def add_video_parser(commands: argparse._SubParsersAction) -> None:
         "Writes OUT/<video>/masks/*.png, masks.npz and overlay.jpg, "
         "OUT/motion_masks.npz (all videos, centre squares: the data of "
         "the motion-segmentation task) and OUT/scores.json. Training reads OUT itself: "
-        "`train motion-segmentation --data OUT`, `train multitask --videos OUT`.",
+        "`train motion-segmentation --data OUT`, `train multitask --videos OUT`. Each video's "
+        "folder appears whole; a rerun skips the videos done and masks the rest. The combined "
+        "files are written once every video is done.",
     )
     add_reading_options(masks, 240)
+    add_mining_options(masks)
     masks.add_argument(
         "--eval",
         metavar="GT",
@@ -77,10 +127,14 @@ def add_video_parser(commands: argparse._SubParsersAction) -> None:
         "patches",
         help="tracked moving-object patch dataset",
         description="Proposals from motion masks, tracked forward; "
-        "writes OUT/patches.npz, summary.json and preview.jpg. Other commands read OUT "
-        "itself: `graph build --patches OUT`, `train TASK --data OUT`.",
+        "writes each video's patches to OUT/videos/<video>.npz (whole, or not at all: a "
+        "rerun skips the videos done and mines the rest) and, once every video is done, "
+        "OUT/manifest.json (the shards, one patch set), summary.json, preview.jpg and, up to "
+        "100,000 patches, the combined copy OUT/patches.npz. Other commands read OUT "
+        "itself: `graph build --patches OUT` (the shards), `train TASK --data OUT` (the copy).",
     )
     add_reading_options(patches, 240)
+    add_mining_options(patches)
     patches.add_argument(
         "--workers", type=int, default=1, help="videos processed in parallel processes (default 1)"
     )
@@ -134,18 +188,58 @@ def check_truth(gt: Path, videos: list[Path]) -> None:
             )
 
 
+def runner(args: argparse.Namespace, workers: int = 1):
+    """Where the videos run, checked before any is read: --ray needs ray installed."""
+    from selfsup.video.jobs import Runner, import_ray
+
+    if args.task_memory <= 0:
+        raise ConfigError(f"--task-memory: must be > 0 GiB, got {args.task_memory}")
+    if args.ray is not None:
+        import_ray()
+    return Runner(workers, args.ray, args.task_memory, not args.quiet)
+
+
+def keeping_done(out: str, run):
+    """`run()` under nothing_half_written, except that when some videos failed the videos
+    done stay (whole, each on its own): a rerun retries only the failed."""
+    from selfsup.video.jobs import VideoFailures
+
+    failed = None
+    with nothing_half_written(out):
+        try:
+            return run()
+        except VideoFailures as err:
+            if not err.done:
+                raise
+            failed = err
+    raise failed
+
+
+def shard_line(args: argparse.Namespace, result: dict, what: str) -> None:
+    if not result.get("complete"):
+        print(
+            f"shard {args.shard}: {len(result['videos'])} videos {what} in {args.out}; the "
+            "combined files are written by the run that finishes the last video (or rerun "
+            "without --shard: it skips what is done)"
+        )
+
+
 def command_masks(args: argparse.Namespace) -> None:
+    from selfsup.video.jobs import EVERY_VIDEO
     from selfsup.video.masks import write_masks
     from selfsup.video.motion import MotionMaskConfig
     from selfsup.video.reader import find_videos
 
     cfg = settings(MotionMaskConfig, args.overrides)
     gt = Path(args.eval) if args.eval else None
-    videos, options = find_videos(args.videos), reading(args)
+    videos, options, where = find_videos(args.videos), reading(args), runner(args)
     if gt is not None:
         check_truth(gt, videos)
-    with nothing_half_written(args.out):
-        scores = write_masks(videos, Path(args.out), cfg, options, gt, progress=not args.quiet)
+    shard = args.shard or EVERY_VIDEO
+    scores = keeping_done(
+        args.out,
+        lambda: write_masks(videos, Path(args.out), cfg, options, gt, not args.quiet, shard, where),
+    )
     for r in scores["videos"]:
         line = f"{r['video']:24s} {r['frames']:5d} frames {r['fps']:6.1f} frames/s"
         if "J" in r:
@@ -156,7 +250,10 @@ def command_masks(args: argparse.Namespace) -> None:
     if "mean_J" in scores:
         means = {key[5:]: value for key, value in scores.items() if key.startswith("mean_")}
         print(f"{'mean':24s} {'':25s}  {davis_line(means)}")
-    print(f"wrote {args.out}/scores.json")
+    if scores.get("complete"):
+        print(f"wrote {args.out}/scores.json")
+    else:
+        shard_line(args, scores, "masked")
 
 
 def davis_line(r: dict) -> str:
@@ -179,19 +276,27 @@ def patch_settings(args: argparse.Namespace):
 
 
 def command_patches(args: argparse.Namespace) -> None:
+    from selfsup.video.jobs import EVERY_VIDEO
     from selfsup.video.patches import extract_patches
     from selfsup.video.reader import find_videos
 
     if args.workers < 1:
         raise ConfigError(f"--workers: must be >= 1, got {args.workers}")
-    videos, cfg = find_videos(args.videos), patch_settings(args)
-    with nothing_half_written(args.out):
-        summary = extract_patches(videos, Path(args.out), cfg, args.workers, not args.quiet)
+    videos, cfg, where = find_videos(args.videos), patch_settings(args), runner(args, args.workers)
+    shard = args.shard or EVERY_VIDEO
+    summary = keeping_done(
+        args.out,
+        lambda: extract_patches(
+            videos, Path(args.out), cfg, args.workers, not args.quiet, shard, where
+        ),
+    )
     print(
         f"{summary['patches']} patches in {summary['tracks']} tracks from "
-        f"{len(summary['videos'])} videos in {summary['seconds']} s; wrote "
-        f"{args.out}/patches.npz"
+        f"{len(summary['videos'])} videos ({summary['mined_now']} mined now) in "
+        f"{summary['seconds']} s"
+        + (f"; wrote {args.out}/manifest.json" if summary["complete"] else "")
     )
+    shard_line(args, summary, "mined")
 
 
 def command_track(args: argparse.Namespace) -> None:

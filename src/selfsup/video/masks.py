@@ -6,13 +6,22 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
+from selfsup.config import ConfigError
+from selfsup.outputs import fill_folder_once, written_atomically
 from selfsup.video.evaluate import read_masks, score_masks, upsample_masks
+from selfsup.video.jobs import (
+    EVERY_VIDEO,
+    Runner,
+    Shard,
+    VideoFailures,
+    report_failures,
+    run_videos,
+)
 from selfsup.video.motion import MotionMaskConfig
 from selfsup.video.patches import write_npz_atomic
 from selfsup.video.reader import MOTION_FRAMES, ReadOptions, frame_files, read_video, video_name
@@ -60,9 +69,12 @@ def centre_square(array: np.ndarray) -> np.ndarray:
     return array[:, top : top + side, left : left + side]
 
 
+RESULT_NAME = "result.json"  # in OUT/<video>/, written last: the video is done
+
+
 def mask_one(
     path: Path, folder: Path, cfg: MotionMaskConfig, options: ReadOptions, truth_path: Path | None
-) -> tuple[dict, np.ndarray, np.ndarray]:
+) -> dict:
     from PIL import Image
 
     frames = read_video(path, options, min_frames=MOTION_FRAMES)
@@ -90,7 +102,46 @@ def mask_one(
         result.update(score_masks(masks, truth, str(path)))
         truth = upsample_masks(truth, frames.shape[1:3])  # only to outline it on the overlay
     Image.fromarray(overlay(frames, masks, truth)).save(folder / "overlay.jpg", quality=90)
-    return result, frames, masks
+    return result
+
+
+def settings_of(cfg: MotionMaskConfig, options: ReadOptions, gt_root: Path | None) -> dict:
+    return {"masks": asdict(cfg), "read": asdict(options), "eval": gt_root is not None}
+
+
+def mask_video(
+    video: Path,
+    out: Path,
+    cfg: MotionMaskConfig,
+    options: ReadOptions,
+    gt_root: Path | None,
+    single: bool,
+) -> dict:
+    """One video's masks in `out/<video>/`, filled in a staging folder and renamed into place
+    whole, `result.json` (its statistics and settings) last; returns the statistics."""
+    truth = ground_truth_for(gt_root, video_name(video), single) if gt_root else None
+    settings = settings_of(cfg, options, gt_root)
+
+    def fill(staging: Path) -> None:
+        result = mask_one(video, staging, cfg, options, truth)
+        (staging / RESULT_NAME).write_text(json.dumps({**result, "settings": settings}))
+
+    fill_folder_once(out / video_name(video), fill, RESULT_NAME)
+    return done_result(out, video, settings)
+
+
+def done_result(out: Path, video: Path, settings: dict) -> dict | None:
+    """A video's statistics when its masks are already under `out`, else None; an error when
+    they were made with other settings than `settings`."""
+    file = out / video_name(video) / RESULT_NAME
+    if not file.is_file():
+        return None
+    result = json.loads(file.read_text())
+    if result.pop("settings", None) != json.loads(json.dumps(settings)):
+        raise ConfigError(
+            f"{file.parent}: masked with other settings than this run's; give another --out"
+        )
+    return result
 
 
 SUMMED = ("J", "J_recall", "J_decay", "F", "F_recall", "F_decay", "JF", "J_centre_box",
@@ -110,30 +161,53 @@ def write_masks(
     options: ReadOptions,
     gt_root: Path | None = None,
     progress: bool = True,
+    shard: Shard = EVERY_VIDEO,
+    runner: Runner | None = None,
 ) -> dict:
-    """Masks for every video under `out/<video>/`; a combined `out/motion_masks.npz` of
-    centre-square frames and masks (the input motion segmentation trains on); scores in
-    `out/scores.json`. Returns the scores."""
+    """Masks for the videos of `shard` not yet under `out`, each in `out/<video>/` (see
+    `mask_video`); once every video of `videos` is there, also a combined
+    `out/motion_masks.npz` of centre-square frames and masks (the input motion segmentation
+    trains on) and the scores in `out/scores.json`. Returns the scores (of the videos done);
+    raises VideoFailures, after the others are done, when any video failed."""
     out.mkdir(parents=True, exist_ok=True)
-    single = len(videos) == 1
+    runner = runner or Runner(progress=progress)
+    settings = settings_of(cfg, options, gt_root)
+    mine = [v for v in videos if shard.holds(v)]
+    results = {video_name(v): r for v in mine if (r := done_result(out, v, settings))}
+    todo = [v for v in mine if video_name(v) not in results]
+    if results:
+        print(f"{len(results)} of {len(mine)} videos already masked in {out}: skipped")
+    args = (out, cfg, options, gt_root, len(videos) == 1)
+    now, failures = run_videos(todo, mask_video, args, runner, "motion masks")
+    results.update(now)
+    scores: dict = {"videos": [results[video_name(v)] for v in mine if video_name(v) in results]}
+    complete = not failures and all(video_name(v) in results or
+                                    done_result(out, v, settings) for v in videos)  # fmt: skip
+    if complete:
+        scores = combine(videos, out, gt_root is not None, settings)
+    if failures:
+        report_failures(failures)
+        raise VideoFailures(failures, len(todo), len(now))
+    return scores
+
+
+def combine(videos: list[Path], out: Path, scored: bool, settings: dict) -> dict:
+    """`motion_masks.npz` and `scores.json` from every video's folder."""
     results, all_frames, all_masks = [], [], []
-    for path in tqdm(videos, desc="motion masks", unit="video", disable=not progress):
-        truth = ground_truth_for(gt_root, video_name(path), single) if gt_root else None
-        result, frames, masks = mask_one(path, out / video_name(path), cfg, options, truth)
-        results.append(result)
-        all_frames.append(centre_square(frames))
-        all_masks.append(centre_square(masks))
+    for video in videos:
+        results.append(done_result(out, video, settings))
+        with np.load(out / video_name(video) / "masks.npz") as data:
+            all_frames.append(centre_square(data["images"]))
+            all_masks.append(centre_square(data["masks"]))
     if len({f.shape[1:] for f in all_frames}) == 1:
         write_npz_atomic(
             out / "motion_masks.npz",
-            {
-                "images": np.concatenate(all_frames),
-                "masks": np.concatenate(all_masks).astype(np.uint8) * 255,
-            },
+            {"images": np.concatenate(all_frames), "masks": np.concatenate(all_masks)},
         )
-    scores: dict = {"videos": results}
-    if gt_root is not None:
+    scores: dict = {"videos": results, "complete": True}
+    if scored:
         scores.update(mean_scores(results))
     scores["mean_fps"] = float(np.mean([r["fps"] for r in results]))
-    (out / "scores.json").write_text(json.dumps(scores, indent=2))
+    with written_atomically(out / "scores.json") as temporary:
+        temporary.write_text(json.dumps(scores, indent=2))
     return scores

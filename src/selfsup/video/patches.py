@@ -23,15 +23,23 @@ from __future__ import annotations
 
 import json
 import time
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from selfsup.config import param
+from selfsup.config import ConfigError, param
+from selfsup.data.patch_graph import MANIFEST_NAME
 from selfsup.outputs import written_atomically
+from selfsup.video.jobs import (
+    EVERY_VIDEO,
+    Runner,
+    Shard,
+    VideoFailures,
+    report_failures,
+    run_videos,
+)
 from selfsup.video.motion import MotionMaskConfig
 from selfsup.video.proposals import ProposalConfig, box_iou, proposals, square_box
 from selfsup.video.reader import MOTION_FRAMES, ReadOptions, read_video, video_name
@@ -141,47 +149,144 @@ def process_video(path: Path, cfg: PatchConfig, position: int = 0, progress: boo
     }
 
 
-def _worker(args: tuple) -> dict:
-    path, cfg, position = args
-    import cv2
+VIDEOS_FOLDER = "videos"  # OUT/videos/<video>.npz: one video's patches, written whole
 
-    cv2.setNumThreads(1)  # one video per process: process parallelism, not thread contention
-    return process_video(path, cfg, position)
+
+def video_file(out: Path, video: Path) -> Path:
+    return out / VIDEOS_FOLDER / f"{video_name(video)}.npz"
+
+
+def settings_text(cfg: PatchConfig) -> str:
+    return json.dumps(asdict(cfg), sort_keys=True)
+
+
+def mine_video(video: Path, out: Path, cfg: PatchConfig) -> dict:
+    """Patches of one video written to `video_file` atomically (with its statistics and the
+    settings that made them); returns the statistics."""
+    result = process_video(video, cfg, progress=False)
+    arrays = {k: result[k] for k in ("images", "masks", "track", "frame", "box")}
+    stats = json.dumps(result["stats"])
+    write_npz_atomic(
+        video_file(out, video),
+        {**arrays, "stats": np.asarray(stats), "settings": np.asarray(settings_text(cfg))},
+    )
+    return result["stats"]
+
+
+def mined_stats(out: Path, video: Path, cfg: PatchConfig) -> dict | None:
+    """The statistics of `video` when its patches are already under `out`; an error when
+    they were mined with other settings (a rerun would mix two datasets)."""
+    file = video_file(out, video)
+    if not file.is_file():
+        return None
+    with np.load(file) as data:
+        if str(data["settings"]) != settings_text(cfg):
+            raise ConfigError(
+                f"{file}: mined with other settings than this run's; give another --out, or "
+                "the settings it was mined with"
+            )
+        return json.loads(str(data["stats"]))
 
 
 def extract_patches(
-    videos: list[Path], out: Path, cfg: PatchConfig, workers: int = 1, progress: bool = True
+    videos: list[Path],
+    out: Path,
+    cfg: PatchConfig,
+    workers: int = 1,
+    progress: bool = True,
+    shard: Shard = EVERY_VIDEO,
+    runner: Runner | None = None,
 ) -> dict:
-    """Run every video (in `workers` processes), write `patches.npz`, `summary.json` and a
-    preview image to `out`; returns the summary."""
+    """Mine the videos of `shard` not yet under `out` (in `workers` processes, or as
+    `runner` says), each into `out/videos/<video>.npz`; once every video of `videos` is
+    there, also `patches.npz` (all of them), `summary.json` and a preview image. Returns the
+    summary; raises VideoFailures, after the others are done, when any video failed."""
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    jobs = [(path, cfg, 1 + i % max(workers, 1)) for i, path in enumerate(videos)]
-    overall = tqdm(total=len(videos), desc="videos", unit="video", disable=not progress)
-    results = []
-    if workers > 1 and len(videos) > 1:
-        with ProcessPoolExecutor(workers) as pool:
-            for result in pool.map(_worker, jobs):
-                results.append(result)
-                overall.update()
-    else:
-        for path, _, position in jobs:
-            results.append(process_video(path, cfg, position, progress))
-            overall.update()
-    overall.close()
-    dataset = merge(results, [video_name(p) for p in videos])
-    write_npz_atomic(out / "patches.npz", dataset)
+    runner = runner or Runner(workers=workers, progress=progress)
+    mine = [v for v in videos if shard.holds(v)]
+    stats = {video_name(v): s for v in mine if (s := mined_stats(out, v, cfg)) is not None}
+    todo = [v for v in mine if video_name(v) not in stats]
+    if stats:
+        print(f"{len(stats)} of {len(mine)} videos already mined in {out}: skipped")
+    results, failures = run_videos(todo, mine_video, (out, cfg), runner, "patches")
+    stats.update(results)
+    seconds = round(time.perf_counter() - start, 1)
     summary = {
-        "videos": [r["stats"] for r in results],
-        "patches": len(dataset["images"]),
-        "tracks": len(np.unique(dataset["track"])),
-        "seconds": round(time.perf_counter() - start, 1),
+        "videos": [stats[video_name(v)] for v in mine if video_name(v) in stats],
+        "patches": sum(s["patches"] for s in stats.values()),
+        "tracks": sum(s["tracks"] for s in stats.values()),
+        "seconds": seconds,
         "workers": workers,
+        "mined_now": len(results),
+        "complete": False,
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    if len(dataset["images"]):
-        save_preview(dataset, out / "preview.jpg")
+    if not failures and all(video_file(out, v).is_file() for v in videos):
+        summary = write_dataset(videos, out, seconds, workers, len(results))
+    if failures:
+        report_failures(failures)
+        raise VideoFailures(failures, len(todo), len(results))
     return summary
+
+
+# The combined copy `patches.npz` is written up to this many patches (about 1.2 GB at 64 px):
+# image training (`train TASK --data OUT`) reads it; beyond, only the shards (graph build).
+COMBINED_MAX_PATCHES = 100_000
+
+
+def write_dataset(videos: list[Path], out: Path, seconds: float, workers: int, now: int) -> dict:
+    """`manifest.json` (the shards, in the order of `videos`), `summary.json`, a preview and,
+    for a set of at most COMBINED_MAX_PATCHES, the combined copy `patches.npz`. Reads the
+    shards one at a time, except for the combined copy."""
+    stats, shards = [], []
+    for video in videos:
+        with np.load(video_file(out, video)) as data:
+            stats.append(json.loads(str(data["stats"])))
+        shards.append(
+            {
+                "video": video_name(video),
+                "file": f"{VIDEOS_FOLDER}/{video_file(out, video).name}",
+                "patches": stats[-1]["patches"],
+                "tracks": stats[-1]["tracks"],
+            }
+        )
+    total = sum(s["patches"] for s in stats)
+    summary = {
+        "videos": stats,
+        "patches": total,
+        "tracks": sum(s["tracks"] for s in stats),
+        "seconds": seconds,
+        "workers": workers,
+        "mined_now": now,
+        "complete": True,
+        "combined": total <= COMBINED_MAX_PATCHES,
+    }
+    if summary["combined"]:
+        results = []
+        for video, video_stats in zip(videos, stats):
+            with np.load(video_file(out, video)) as data:
+                results.append({k: data[k] for k in ("images", "masks", "track", "frame", "box")})
+            results[-1]["stats"] = video_stats
+        write_npz_atomic(out / "patches.npz", merge(results, [video_name(p) for p in videos]))
+    save_preview(first_tracks(videos, out), out / "preview.jpg")
+    with written_atomically(out / "summary.json") as temporary:
+        temporary.write_text(json.dumps(summary, indent=2))
+    manifest = {"format": 1, "patches": total, "tracks": summary["tracks"], "shards": shards}
+    with written_atomically(out / MANIFEST_NAME) as temporary:  # last: the set is whole
+        temporary.write_text(json.dumps(manifest, indent=1))
+    return summary
+
+
+def first_tracks(videos: list[Path], out: Path, tracks: int = 8) -> dict:
+    """The patches of the first `tracks` tracks (from the first shards that have them)."""
+    images, ids = [], []
+    for video in videos:
+        with np.load(video_file(out, video)) as data:
+            images.append(data["images"])
+            ids.append(data["track"] + len(ids) * 10**9)  # unique over shards, in order
+        if len(np.unique(np.concatenate(ids))) >= tracks:
+            break
+    return {"images": np.concatenate(images), "track": np.concatenate(ids)}
 
 
 def merge(results: list[dict], names: list[str]) -> dict:
@@ -211,6 +316,8 @@ def save_preview(dataset: dict, path: Path, tracks: int = 8, per_track: int = 8)
     """One row per track (the first `tracks`), its patches left to right."""
     from PIL import Image
 
+    if not len(dataset["images"]):
+        return
     size = dataset["images"].shape[1]
     ids = np.unique(dataset["track"])[:tracks]
     canvas = np.zeros((len(ids) * size, per_track * size, 3), np.uint8)
@@ -218,4 +325,5 @@ def save_preview(dataset: dict, path: Path, tracks: int = 8, per_track: int = 8)
         patches = dataset["images"][dataset["track"] == track_id][:per_track]
         for col, patch in enumerate(patches):
             canvas[row * size : (row + 1) * size, col * size : (col + 1) * size] = patch
-    Image.fromarray(canvas).save(path, quality=90)
+    with written_atomically(path) as temporary:
+        Image.fromarray(canvas).save(temporary, quality=90)
