@@ -74,3 +74,20 @@ def test_a_followed_subject_is_found_against_a_background_of_two_depths():
     assert (one & ~truth)[:, :66].mean() > 0.2  # the far hillside taken for moving
     assert jaccard(two, truth).mean() > 0.9
     assert log.frames("background_layers") >= len(clip) - 1  # every forward flow
+
+
+def test_masks_do_not_depend_on_what_the_process_drew_before(real_data):
+    """Two background layers are split by k-means, whose k-means++ start draws from OpenCV's
+    per-thread RNG. A video's masks must not depend on that RNG's state (which videos the
+    process, or a Ray worker, handled before): goat's layers, with the RNG left at two
+    different states, give the same masks (they differed before the draw was seeded)."""
+    from selfsup.video.motion import MotionMaskConfig
+    from selfsup.video.reader import ReadOptions, read_video
+
+    clip = read_video(real_data / "video" / "davis2016" / "JPEGImages" / "480p" / "goat",
+                      ReadOptions(), min_frames=2)[:20]  # fmt: skip
+    runs = []
+    for state in (1, 2):
+        cv2.setRNGSeed(state)
+        runs.append(motion_masks(clip, MotionMaskConfig()))  # the defaults: two layers
+    assert runs[0].any() and np.array_equal(runs[0], runs[1])

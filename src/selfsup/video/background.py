@@ -42,6 +42,10 @@ def fit_layers(
     groups = [np.ones(len(src), bool)]
     if len(src) >= 16:
         criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 20, 0.05)
+        # k-means++ draws from OpenCV's per-thread RNG, whose state depends on every earlier
+        # draw in the process: seed it, so a video's masks do not depend on which videos
+        # the same process (or Ray worker) handled before it.
+        cv2.setRNGSeed(0)
         _, labels, centres = cv2.kmeans(vectors, 2, None, criteria, 2, cv2.KMEANS_PP_CENTERS)
         split = [labels.ravel() == k for k in (0, 1)]
         if (
