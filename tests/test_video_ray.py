@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 
 from selfsup.cli import main
-from tests.conftest import ROOT
+from tests.conftest import ROOT, real_data_dir
 
 ray = pytest.importorskip("ray", reason="ray is an optional extra: pip install 'selfsup[ray]'")
 psutil = pytest.importorskip("psutil", reason="ray[default] brings psutil")
 
-DATA = Path(os.environ.get("SELFSUP_SHARED_DATA", "/work/shared/data")) / "video"
+DATA = real_data_dir() / "video"  # $SELFSUP_DATA, else the shared data beside the repo
 DAVIS = DATA / "davis2016" / "JPEGImages" / "480p"
 VTEST = DATA / "opencv_vtest" / "vtest_first200_384x288.npz"
 FAST = ["--size", "96", "--quiet", "masks.flow_size=96"]
