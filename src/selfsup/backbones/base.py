@@ -105,18 +105,22 @@ class Backbone(nn.Module):
             x = stage(x)
         return x
 
+    def check_layers(self, layers: Sequence[str]) -> None:
+        """Refuse a bare string (it would be read as a list of characters) and unknown names."""
+        if isinstance(layers, str):
+            raise TypeError(f"layers must be a sequence of names, not the string {layers!r}")
+        unknown = [name for name in layers if name not in self.layer_channels]
+        if unknown:
+            valid = [*self._names, *self.aliases]
+            raise ValueError(f"unknown layer(s) {unknown}; valid: {', '.join(valid)}")
+
     def forward_layers(self, x: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
         """(B, 3, H, W) -> {name: (B, layer_channels[name], h, w)} for each requested name.
 
         Names may be layer names or aliases; the dict has exactly the requested names as keys.
         Stages after the deepest requested layer are not run. Unknown names raise ValueError.
         """
-        if isinstance(layers, str):  # a bare string would be read as a list of characters
-            raise TypeError(f"layers must be a sequence of names, not the string {layers!r}")
-        unknown = [name for name in layers if name not in self.layer_channels]
-        if unknown:
-            valid = [*self._names, *self.aliases]
-            raise ValueError(f"unknown layer(s) {unknown}; valid: {', '.join(valid)}")
+        self.check_layers(layers)
         self._check_input(x)
         # Which requested names each stage output answers (several names may share one).
         wanted: dict[str, list[str]] = {}

@@ -106,12 +106,7 @@ class TimmBackbone(Backbone):
 
     def forward_layers(self, x: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
         """As `Backbone.forward_layers`, through timm's `forward_intermediates`."""
-        if isinstance(layers, str):
-            raise TypeError(f"layers must be a sequence of names, not the string {layers!r}")
-        unknown = [name for name in layers if name not in self.layer_channels]
-        if unknown:
-            valid = [*self._names, *self.aliases]
-            raise ValueError(f"unknown layer(s) {unknown}; valid: {', '.join(valid)}")
+        self.check_layers(layers)
         self._check_input(x)
         stages = [self._names.index(self.aliases.get(name, name)) for name in layers]
         wanted = sorted(set(stages))
