@@ -92,13 +92,14 @@ def load_patches(path: str | Path) -> PatchSet:
 def load_shards(folder: Path) -> PatchSet:
     """The per-video shards listed in `folder/manifest.json` as one patch set, the same arrays
     the combined `patches.npz` holds: tracks numbered on from shard to shard, `video` the
-    shard's place in the manifest."""
+    index of the shard's video among the manifest's videos (the chunks of a long video are
+    shards of one video)."""
     manifest_file = folder / MANIFEST_NAME
     try:
         shards = json.loads(manifest_file.read_text())["shards"]
     except (ValueError, KeyError, TypeError) as err:
         raise GraphError(f"{manifest_file}: not a patch manifest ({err})") from err
-    images, track, frame, video, offset = [], [], [], [], 0
+    images, track, frame, video, offset, videos = [], [], [], [], 0, {}
     for index, shard in enumerate(shards):
         file = folder / shard["file"]
         with open_npz(file, "a patch shard (`selfsup video patches`)") as data:
@@ -110,7 +111,8 @@ def load_shards(folder: Path) -> PatchSet:
             images.append(data["images"])
             track.append(data["track"] + offset)
             frame.append(data["frame"])
-            video.append(np.full(len(data["track"]), index, np.int64))
+            number = videos.setdefault(shard.get("video", index), len(videos))
+            video.append(np.full(len(data["track"]), number, np.int64))
         offset += shard["tracks"]
     if not shards:
         raise GraphError(f"{manifest_file}: lists no shards")

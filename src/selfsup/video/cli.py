@@ -19,6 +19,7 @@ EXAMPLES = """examples:
   selfsup video patches videos/ --out patches/ --workers 2 track.tracker=kcf
   selfsup video patches videos/ --out patches/ --shard $SLURM_ARRAY_TASK_ID/100
   selfsup video patches videos/ --out patches/ --ray auto
+  selfsup video patches long_videos/ --out patches/ --ray auto --chunk-frames 300
   selfsup video track DAVIS/JPEGImages/480p --eval DAVIS/Annotations/480p --out tracks/
 """
 
@@ -137,6 +138,14 @@ def add_video_parser(commands: argparse._SubParsersAction) -> None:
     add_mining_options(patches)
     patches.add_argument(
         "--workers", type=int, default=1, help="videos processed in parallel processes (default 1)"
+    )
+    patches.add_argument(
+        "--chunk-frames",
+        type=int,
+        metavar="N",
+        help="mine a video of more than N kept frames in chunks of N, one task each (the "
+        "setting chunk_frames): a task's memory is then bounded by N frames, not by the "
+        "video's length; tracks end at a chunk's end (default: whole videos)",
     )
     track = sub.add_parser(
         "track",
@@ -272,6 +281,8 @@ def patch_settings(args: argparse.Namespace):
     flags = {"size": args.size, "stride": args.stride}
     if args.max_frames:
         flags["max_frames"] = args.max_frames
+    if getattr(args, "chunk_frames", None) is not None:  # `video track` has no chunks
+        flags["chunk_frames"] = args.chunk_frames
     return settings(PatchConfig, args.overrides, flags)
 
 
@@ -290,10 +301,13 @@ def command_patches(args: argparse.Namespace) -> None:
             videos, Path(args.out), cfg, args.workers, not args.quiet, shard, where
         ),
     )
+    videos = len({piece["video"] for piece in summary["videos"]})
+    chunked = sum("first_frame" in piece for piece in summary["videos"])
     print(
-        f"{summary['patches']} patches in {summary['tracks']} tracks from "
-        f"{len(summary['videos'])} videos ({summary['mined_now']} mined now) in "
-        f"{summary['seconds']} s"
+        f"{summary['patches']} patches in {summary['tracks']} tracks from {videos} "
+        f"video{'s' * (videos != 1)}"
+        + (f" ({chunked} chunks)" if chunked else "")
+        + f" ({summary['mined_now']} mined now) in {summary['seconds']} s"
         + (f"; wrote {args.out}/manifest.json" if summary["complete"] else "")
     )
     shard_line(args, summary, "mined")

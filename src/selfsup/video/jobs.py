@@ -15,7 +15,8 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +52,45 @@ class Shard:
 EVERY_VIDEO = Shard(0, 1)
 
 
+@dataclass(frozen=True)
+class Piece:
+    """What one task mines: a whole video, or a chunk of it: `frames` kept frames from kept
+    frame `first` (None: to the end of the video)."""
+
+    video: Path
+    first: int = 0
+    frames: int | None = None
+    chunked: bool = False
+
+    @property
+    def name(self) -> str:
+        """The name its outputs are written under: the video's, `<video>@<first frame>` for a
+        chunk (zero-padded, so names sort in time order)."""
+        base = video_name(self.video)
+        return f"{base}@{self.first:07d}" if self.chunked else base
+
+    def __str__(self) -> str:
+        if not self.chunked:
+            return str(self.video)
+        last = "end" if self.frames is None else self.first + self.frames - 1
+        return f"{self.video} (kept frames {self.first}-{last})"
+
+
+def chunks(video: Path, frames: int, chunk: int) -> list[Piece]:
+    """`video` of `frames` kept frames as pieces of `chunk` frames (0: one piece), the last
+    reading to the end of the video (a container's frame count may be rounded). A remainder
+    of one frame joins the chunk before it: motion needs two."""
+    if chunk <= 0 or frames <= chunk:
+        return [Piece(video)]
+    starts = list(range(0, frames, chunk))
+    if frames - starts[-1] < 2:
+        starts.pop()
+    return [
+        Piece(video, start, chunk if start != starts[-1] else None, chunked=True)
+        for start in starts
+    ]
+
+
 def parse_shard(text: str) -> Shard:
     """argparse type of `--shard I/N`: I from 0 to N - 1 (SLURM's `$SLURM_ARRAY_TASK_ID` with
     `--array=0-<N-1>`)."""
@@ -73,7 +113,7 @@ def parse_shard(text: str) -> Shard:
 
 @dataclass
 class Failure:
-    video: Path
+    video: Path | Piece
     error: str
 
 
@@ -109,22 +149,25 @@ class Runner:
 
 
 def run_videos(
-    videos: list[Path], work: Callable, args: tuple, runner: Runner, desc: str
+    videos: list, work: Callable, args: tuple, runner: Runner, desc: str, key=video_name
 ) -> tuple[dict[str, dict], list[Failure]]:
-    """`work(video, *args) -> dict` for every video (it writes the video's outputs itself);
-    returns the results by video name, and the failures."""
+    """`work(video, *args) -> dict` for every video (or `Piece`; it writes the outputs
+    itself); returns the results by `key(video)`, and the failures. At most `in_flight`
+    tasks are submitted at a time, so a list of 100,000 videos costs the driver (and the Ray
+    scheduler) the memory of a few hundred tasks, not of every one."""
     if runner.ray_address is not None and videos:
         connect_ray(runner.ray_address)  # before the bar: Ray says where its dashboard is
-    bar = tqdm(total=len(videos), desc=desc, unit="video", disable=not runner.progress)
+    unit = "chunk" if any(isinstance(v, Piece) and v.chunked for v in videos) else "video"
+    bar = tqdm(total=len(videos), desc=desc, unit=unit, disable=not runner.progress)
     results: dict[str, dict] = {}
     failures: list[Failure] = []
 
-    def finished(video: Path, outcome: dict) -> None:
+    def finished(video, outcome: dict) -> None:
         if "error" in outcome:
             failures.append(Failure(video, outcome["error"]))
             bar.set_postfix_str(f"{len(failures)} failed")
         else:
-            results[video_name(video)] = outcome
+            results[key(video)] = outcome
         bar.update()
 
     try:
@@ -132,19 +175,52 @@ def run_videos(
             run_on_ray(videos, work, args, runner, finished)
         elif runner.workers > 1 and len(videos) > 1:
             with ProcessPoolExecutor(runner.workers) as pool:
-                running = {pool.submit(guarded, work, v, *args): v for v in videos}
-                while running:
-                    done, _ = wait(running, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        finished(running.pop(future), pooled_outcome(future))
+                in_flight(
+                    videos,
+                    lambda video: pool_submit(pool, work, video, args),
+                    lambda futures: wait(futures, return_when=FIRST_COMPLETED)[0],
+                    pooled_outcome,
+                    2 * runner.workers,
+                    finished,
+                )
         else:
             for video in videos:
                 finished(video, guarded(work, video, *args))
     finally:
         bar.close()
-    order = {video_name(v): i for i, v in enumerate(videos)}
-    failures.sort(key=lambda f: order[video_name(f.video)])
+    order = {key(v): i for i, v in enumerate(videos)}
+    failures.sort(key=lambda f: order[key(f.video)])
     return results, failures
+
+
+def in_flight(
+    videos: list, submit: Callable, gather: Callable, outcome: Callable, limit: int,
+    finished: Callable,
+) -> None:  # fmt: skip
+    """Run `videos` with at most `limit` submitted and not yet finished: `submit(video)` gives
+    a handle, `gather(handles)` the handles done (at least one), `outcome(handle)` its result."""
+    queue, running = iter(videos), {}
+    for video in queue:
+        running[submit(video)] = video
+        if len(running) >= limit:
+            break
+    while running:
+        for handle in gather(list(running)):
+            finished(running.pop(handle), outcome(handle))
+            for video in queue:  # one new for each done
+                running[submit(video)] = video
+                break
+
+
+def pool_submit(pool: ProcessPoolExecutor, work: Callable, video, args: tuple) -> Future:
+    """`work(video, *args)` in the pool; once a worker has died the pool takes nothing more,
+    and the video gets a future holding that error (it fails, the run goes on to the end)."""
+    try:
+        return pool.submit(guarded, work, video, *args)
+    except BrokenProcessPool as err:
+        future: Future = Future()
+        future.set_exception(err)
+        return future
 
 
 def pooled_outcome(future) -> dict:
@@ -206,22 +282,29 @@ def connect_ray(address: str):
 
 
 def run_on_ray(
-    videos: list[Path], work: Callable, args: tuple, runner: Runner, finished: Callable
+    videos: list, work: Callable, args: tuple, runner: Runner, finished: Callable
 ) -> None:
     """One Ray task per video. A worker process or node that dies takes its task with it, and
     Ray runs the task again elsewhere (`max_retries`); the video's outputs appear atomically,
-    so a task run twice leaves them once."""
+    so a task run twice leaves them once. Twice the cluster's CPUs are kept in flight: every
+    core busy, the next task queued, and no scheduler holding 100,000 tasks."""
     ray = connect_ray(runner.ray_address or "auto")
     task = ray.remote(guarded).options(
         num_cpus=1, memory=int(runner.task_memory_gb * GIB), max_retries=3, name="selfsup-video"
     )
-    pending = {task.remote(work, video, *args): video for video in videos}
-    while pending:
-        done, _ = ray.wait(list(pending), num_returns=1)
-        for ref in done:
-            video = pending.pop(ref)
-            try:
-                outcome = ray.get(ref)
-            except Exception as err:  # a worker or node lost more often than max_retries
-                outcome = {"error": f"failed on the Ray cluster: {type(err).__name__}: {err}"}
-            finished(video, outcome)
+
+    def outcome(ref) -> dict:
+        try:
+            return ray.get(ref)
+        except Exception as err:  # a worker or node lost more often than max_retries
+            return {"error": f"failed on the Ray cluster: {type(err).__name__}: {err}"}
+
+    limit = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
+    in_flight(
+        videos,
+        lambda video: task.remote(work, video, *args),
+        lambda refs: ray.wait(refs, num_returns=1)[0],
+        outcome,
+        limit,
+        finished,
+    )

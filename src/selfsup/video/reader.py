@@ -131,7 +131,7 @@ def resize_frame(frame: np.ndarray, size: int | None) -> np.ndarray:
     return cv2.resize(frame, shape, interpolation=kernel)
 
 
-def _file_frames(path: Path, keep_partial: bool) -> Iterator[np.ndarray]:
+def _file_frames(path: Path, keep_partial: bool, skip: int = 0) -> Iterator[np.ndarray]:
     import cv2
 
     capture = cv2.VideoCapture(str(path))
@@ -140,6 +140,10 @@ def _file_frames(path: Path, keep_partial: bool) -> Iterator[np.ndarray]:
     declared = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
     read = 0
     try:
+        # Skipped frames are grabbed, not converted: seeking (CAP_PROP_POS_FRAMES) lands on
+        # the nearest key frame with some codecs, and a chunk must start where it says.
+        while read < skip and capture.grab():
+            read += 1
         while True:
             ok, frame = capture.read()
             if not ok:
@@ -157,14 +161,14 @@ def _file_frames(path: Path, keep_partial: bool) -> Iterator[np.ndarray]:
         )
 
 
-def _folder_frames(path: Path, keep_partial: bool) -> Iterator[np.ndarray]:
+def _folder_frames(path: Path, keep_partial: bool, skip: int = 0) -> Iterator[np.ndarray]:
     files = frame_files(path)
     if not files:
         raise VideoError(f"{path}: no frame images ({', '.join(FRAME_SUFFIXES)}) in folder")
-    note = frame_order_note(files)
+    note = frame_order_note(files) if not skip else None  # said once, by the first chunk
     if note:
         print(f"{path}: {note}")
-    for file in files:
+    for file in files[skip:]:
         try:
             yield open_image(file, str(file))
         except BadImageError as err:
@@ -173,7 +177,7 @@ def _folder_frames(path: Path, keep_partial: bool) -> Iterator[np.ndarray]:
             raise VideoError(f"{err} (frame of video {path})") from err
 
 
-def _npz_frames(path: Path, keep_partial: bool) -> Iterator[np.ndarray]:
+def _npz_frames(path: Path, keep_partial: bool, skip: int = 0) -> Iterator[np.ndarray]:
     try:
         archive = np.load(path)
     except Exception as err:  # OSError, EOFError (empty file), BadZipFile (cut short), ...
@@ -186,7 +190,7 @@ def _npz_frames(path: Path, keep_partial: bool) -> Iterator[np.ndarray]:
                     f"{path}: `images` must be (T, H, W, 3) uint8, got {images.shape} "
                     f"{images.dtype}"
                 )
-            yield from images
+            yield from images[skip:]
             return
         if not {"jpeg", "offsets"} <= set(archive.files):
             raise VideoError(
@@ -194,7 +198,7 @@ def _npz_frames(path: Path, keep_partial: bool) -> Iterator[np.ndarray]:
                 f"`offsets`; it has {', '.join(archive.files)}"
             )
         jpeg, offsets = archive["jpeg"], archive["offsets"]
-    for i in range(len(offsets) - 1):
+    for i in range(skip, len(offsets) - 1):
         name = f"{path}[{i}]"
         try:
             yield open_image(jpeg[offsets[i] : offsets[i + 1]].tobytes(), name)
@@ -204,26 +208,33 @@ def _npz_frames(path: Path, keep_partial: bool) -> Iterator[np.ndarray]:
             raise VideoError(str(err)) from err
 
 
-def iter_frames(path: str | Path, options: ReadOptions = ReadOptions()) -> Iterator[np.ndarray]:
-    """Yield the kept frames of a video, resized if asked."""
-    path = Path(path)
-    if options.stride < 1:
-        raise VideoError(f"stride must be >= 1, got {options.stride}")
+def frame_source(path: Path, keep_partial: bool, skip: int = 0) -> Iterator[np.ndarray]:
+    """The decoded frames of a video from raw frame `skip` on (those before are not decoded
+    where the format allows)."""
     if not path.exists():
         raise VideoError(f"{path}: no such file or folder")
     if path.is_dir():
-        frames = _folder_frames(path, options.keep_partial)
-    elif is_npz(path):
-        frames = _npz_frames(path, options.keep_partial)
-    elif path.suffix.lower() in VIDEO_SUFFIXES:
-        frames = _file_frames(path, options.keep_partial)
-    else:
-        raise VideoError(
-            f"{path}: not a video: expected a video file ({', '.join(VIDEO_SUFFIXES)}), a "
-            "folder of frame images or an .npz clip"
-        )
+        return _folder_frames(path, keep_partial, skip)
+    if is_npz(path):
+        return _npz_frames(path, keep_partial, skip)
+    if path.suffix.lower() in VIDEO_SUFFIXES:
+        return _file_frames(path, keep_partial, skip)
+    raise VideoError(
+        f"{path}: not a video: expected a video file ({', '.join(VIDEO_SUFFIXES)}), a "
+        "folder of frame images or an .npz clip"
+    )
+
+
+def iter_frames(
+    path: str | Path, options: ReadOptions = ReadOptions(), first: int = 0
+) -> Iterator[np.ndarray]:
+    """Yield the kept frames of a video, resized if asked, from kept frame `first` on
+    (`max_frames` of them at most)."""
+    path = Path(path)
+    if options.stride < 1:
+        raise VideoError(f"stride must be >= 1, got {options.stride}")
     kept = 0
-    for index, frame in enumerate(frames):
+    for index, frame in enumerate(frame_source(path, options.keep_partial, first * options.stride)):
         if index % options.stride:
             continue
         yield resize_frame(frame, options.size)
@@ -232,12 +243,40 @@ def iter_frames(path: str | Path, options: ReadOptions = ReadOptions()) -> Itera
             return
 
 
+def count_frames(path: str | Path, options: ReadOptions = ReadOptions()) -> int:
+    """How many frames `iter_frames` keeps, without decoding them: a folder's images, an .npz
+    clip's length, a video file's declared frame count (which containers may round: a
+    reader of its last frames goes to the end of the file, not to this count)."""
+    import cv2
+
+    path = Path(path)
+    if path.is_dir():
+        raw = len(frame_files(path))
+    elif is_npz(path):
+        try:
+            with np.load(path) as archive:
+                key = "images" if "images" in archive else "offsets"
+                raw = len(archive[key]) - (key == "offsets")
+        except Exception as err:
+            raise VideoError(f"{path}: cannot be read as an .npz clip ({err})") from err
+    else:
+        capture = cv2.VideoCapture(str(path))
+        raw = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if capture.isOpened() else 0
+        capture.release()
+    kept = -(-raw // max(options.stride, 1))
+    return min(kept, options.max_frames) if options.max_frames is not None else kept
+
+
 def read_video(
-    path: str | Path, options: ReadOptions = ReadOptions(), min_frames: int = 1
+    path: str | Path, options: ReadOptions = ReadOptions(), min_frames: int = 1, first: int = 0
 ) -> np.ndarray:
-    """All kept frames as one (T, H, W, 3) uint8 array; at least `min_frames` of them (motion
-    needs two: a single frame would give an empty "nothing moves" mask, not an answer)."""
-    frames = list(iter_frames(path, options))
+    """All kept frames (from kept frame `first` on) as one (T, H, W, 3) uint8 array; at least
+    `min_frames` of them (motion needs two: a single frame would give an empty "nothing
+    moves" mask, not an answer). With `min_frames=0`, no frames is an empty array (a chunk
+    past the end of a video whose container declared more frames than it holds)."""
+    frames = list(iter_frames(path, options, first))
+    if not frames and min_frames == 0:
+        return np.zeros((0, 0, 0, 3), np.uint8)
     if not frames:  # an .npz clip with 0 frames, or max_frames=0: nothing to stack
         raise VideoError(f"{path}: the video has no frames")
     if len(frames) < min_frames:
