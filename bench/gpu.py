@@ -6,11 +6,8 @@ its own set-up included, and runs on a CPU with --quick (so CI runs every line o
     python bench/gpu.py --quick        # tiny sizes, no demo, on any machine -> bench/work
     python bench/gpu.py --only tasks peer
 
-A profile of the library in bench/harness at the gpu sizes of harness/sizes.yaml: its
-sections run in order, and one that would end past `--deadline` (510 s) is skipped. `--prepare`
-writes what the run needs besides the repository (data subsets, the LightlySSL wheel) so that
-both travel in 64 MiB to a machine with PyTorch but no network. docs/performance.md ("On a
-GPU") says what each section measures.
+A profile of bench/harness at the gpu sizes; a section that would end past `--deadline` is
+skipped. docs/performance.md ("On a GPU") says what each section measures.
 """
 
 from __future__ import annotations

@@ -65,6 +65,11 @@ def prepare(names: list[str], graphs: list[Path]) -> None:
     carry(files, INPUTS, f"inputs of {len(names)} rows")
 
 
+def planned_steps(row: rowdata.Row, paths: dict[str, Path], trial: Path, args) -> int:
+    """The row's schedule for --minutes, its settings and --extra (harness.rows.planned_steps)."""
+    return rowdata.planned_steps(row, paths, trial, args.minutes, args.extra)
+
+
 def transitive_graph(root: Path, args, masks: tuple[str, ...] = ()) -> tuple[Path, Path]:
     """(patches, graph) of the transitive rows whose video patches come from masks made with
     `masks`, made once per machine (harness.rows.patch_graph), embedded by the
@@ -76,9 +81,7 @@ def transitive_graph(root: Path, args, masks: tuple[str, ...] = ()) -> tuple[Pat
             return RUNS / "relative-position"
         row = ROWS["relative-position"]
         paths = rowdata.data_paths(row, root)
-        steps = args.steps or rowdata.planned_steps(
-            row, paths, folder / "trial", args.minutes, args.extra
-        )
+        steps = args.steps or planned_steps(row, paths, folder / "trial", args)
         selfsup(*train_argv(row, paths, folder / "embedder", steps, args.extra))
         return folder / "embedder"
 
@@ -113,9 +116,7 @@ def run_row(name: str, root: Path, args) -> dict:
     paths = inputs(name, root, args)
     shutil.rmtree(folder, ignore_errors=True)
     steps = 1 if row.random_of else args.steps
-    steps = steps or rowdata.planned_steps(
-        row, paths, RUNS / f"{name}_trial", args.minutes, args.extra
-    )
+    steps = steps or planned_steps(row, paths, RUNS / f"{name}_trial", args)
     argv = train_argv(ROWS[row.random_of or name], paths, folder, steps, args.extra)
     train_seconds = selfsup(*argv)
     trained = {"train_command": None, "steps": 0, "train_seconds": None, "peak_memory_gib": None}

@@ -5,10 +5,8 @@ budget, beside random initialisation and LightlySSL's SimCLR.
     python bench/learning.py --quick    # tiny budget and data: a smoke run
     python bench/learning.py --only counting simclr-lightly --budget 300
 
-Each contender trains in its own one-thread process until it has used `--budget` seconds of
-process CPU time, then a weighted kNN on its pooled final layer scores it; the sizes are the
-quick and cpu profiles of bench/harness/sizes.yaml. docs/performance.md ("Learning per
-CPU-minute") has the details.
+Each contender trains in its own one-thread process for `--budget` CPU seconds, then a
+weighted kNN on its pooled final layer scores it (docs/performance.md has the details).
 """
 
 from __future__ import annotations

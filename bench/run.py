@@ -5,9 +5,8 @@ beside random init and a supervised baseline trained for the same budget.
     python bench/run.py --only counting_cifar10 --steps 200
     python bench/run.py --suite multitask   # then --suite transitive, whose graph it embeds
 
-The suites are data, in bench/suites.yaml: each entry pretrains a row of
-bench/gpu_results.yaml. Per entry, `bench/results/<entry>/` gets the reports (`linear/`,
-`knn/`) and `bench/results/<entry>.json` the figures, commands, timings and machine.
+The suites (bench/suites.yaml) pretrain rows of bench/gpu_results.yaml; per entry,
+bench/results/<entry>/ gets the reports and bench/results/<entry>.json the figures.
 """
 
 from __future__ import annotations

@@ -166,10 +166,8 @@ def cuda_tests_section(bench: Bench) -> dict:
 
 
 def pytest_verdicts(output: str | bytes) -> dict:
-    """Passed and skipped counts, and each failure's test and message, from the output of
-    `pytest -v -rfE`, also of a run stopped midway: its verdict lines count ("tests/x.py::
-    test_y[z] PASSED [ 10%]"), and its summary, when it got that far, gives the messages
-    ("FAILED tests/x.py::test_y[z] - AssertionError: ...")."""
+    """Passed and skipped counts and each failure's message from `pytest -v -rfE` output, also
+    of a run stopped midway (verdict lines count; the summary, if reached, gives messages)."""
     text = output.decode(errors="replace") if isinstance(output, bytes) else output
     found = re.findall(r"^(\S+::\S+) (PASSED|FAILED|SKIPPED|ERROR|XFAIL|XPASS)", text, re.M)
     verdicts = dict(found)
