@@ -48,9 +48,8 @@ def run_entry(name: str, entry: Entry, steps: int | None) -> dict:
     paths.update(patches=GRAPH / "patches.npz", graph=GRAPH / "graph.npz")
     probe = paths["train"]  # what the probes train on
     if entry.probe_per_class:
-        probe = carve_validation(paths["train"], rec.WORK / "cifar10_probe", entry.probe_per_class)[
-            1
-        ]
+        split = rec.WORK / "cifar10_probe"
+        probe = carve_validation(paths["train"], split, entry.probe_per_class)[1]
     data = ["--data", str(probe), "--test", str(paths["test"])]
     cache = ["--cache-dir", str(rec.WORK / "cache"), "--quiet"]
     argv = train_argv(ROWS[entry.row], paths, out, steps, tuple(entry.overrides))

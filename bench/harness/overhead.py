@@ -29,11 +29,10 @@ def measure_task(bench: Bench, argv: list[str]) -> dict:
         if bench.compile:
             compiled = stepper.compiled()
             contenders.update(full_compiled=compiled.full, bare_compiled=compiled.bare)
-        first = st.warm_up(contenders, bench.sizes.warmup, bench.device)
+        sizes = bench.sizes
+        first = st.warm_up(contenders, sizes.warmup, bench.device)
         stepper.phase_seconds = dict.fromkeys(st.PHASES, 0.0)  # shares of the timed steps only
-        rates = st.alternate(
-            contenders, bench.sizes.windows, bench.sizes.window_steps, bench.device
-        )
+        rates = st.alternate(contenders, sizes.windows, sizes.window_steps, bench.device)
     full, bare = rates["full"]["images_per_sec"], rates["bare"]["images_per_sec"]
     row = {
         "command": st.command_text(argv),
