@@ -6,11 +6,8 @@ random initialisation (and a supervised baseline with --supervised-data), at CPU
     python bench/dense.py RUN --smoke --out /tmp/dense.json # seconds: checks the pipeline only
     python bench/dense.py --models random:RUN --out part.json  # one share of the work
 
-Depth and normals: 7-Scenes redkitchen (first 80 % of the 200 frames to train the decoder, the
-last 20 % to test, frozen backbone); detection: COCO128's train2017 half split the same way,
-fine-tuned once per seed. Data comes from `$SELFSUP_DATA` (default: `../shared/data`). Each
-evaluation's JSON and grid go to bench/work/dense/; the rows, the exact commands and the
-machine to bench/results/dense.json (or --out).
+Data (7-Scenes, COCO128) and protocol: docs/evaluation.md. Each evaluation's JSON goes to
+bench/work/dense/; the rows, the commands and the machine to bench/results/dense.json (or --out).
 """
 
 from __future__ import annotations

@@ -6,11 +6,8 @@ its own set-up included, and runs on a CPU with --quick (so CI runs every line o
     python bench/gpu.py --quick        # tiny sizes, no demo, on any machine -> bench/work
     python bench/gpu.py --only tasks peer
 
-A profile of the library in bench/harness at the gpu sizes of harness/sizes.yaml: its
-sections run in order, and one that would end past `--deadline` (510 s) is skipped. `--prepare`
-writes what the run needs besides the repository (data subsets, the LightlySSL wheel) so that
-both travel in 64 MiB to a machine with PyTorch but no network. docs/performance.md ("On a
-GPU") says what each section measures.
+A profile of bench/harness at the gpu sizes; a section that would end past `--deadline` is
+skipped. docs/performance.md ("On a GPU") says what each section measures.
 """
 
 from __future__ import annotations
@@ -27,18 +24,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # nothing installed
 
 from harness import gpu_sections, overhead, peer
+from harness import record as rec
 from harness.data import carry, data_root, subset_npz
-from harness.record import (
-    WORK,
-    data_dir,
-    earlier,
-    machine,
-    parser,
-    portable,
-    results_file,
-    run,
-    write_json,
-)
 from harness.runner import PROFILES, Bench, finish, run_sections
 from harness.stepper import INFONCE, TASKS
 
@@ -55,7 +42,7 @@ SECTIONS = {
     "cuda_tests": gpu_sections.cuda_tests_section,
     "compile": gpu_sections.compile_section,
 }
-INPUTS = WORK / "gpu_inputs"
+INPUTS = rec.WORK / "gpu_inputs"
 CIFAR, TINY = "cifar10/train_jpeg.npz", "tinyimagenet/train_jpeg.npz"  # in a data folder
 # With --quick (CI, 2 CPU cores) every section but the demo runs once, on the two tasks that
 # cover both backbones; the demo's probes alone take minutes there (tests/test_demo.py runs it).
@@ -67,9 +54,9 @@ def prepare_inputs() -> None:
     shutil.rmtree(INPUTS, ignore_errors=True)
     # lightly's loss, heads and transforms import nothing beyond torch, torchvision and PIL.
     download = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
-    run([*download, "-d", str(INPUTS / "wheels"), "lightly==1.6.0"])
-    cifar = subset_npz(data_dir() / CIFAR, PROFILES["gpu"].train_images)
-    carry({CIFAR: cifar, TINY: data_dir() / TINY}, INPUTS, "inputs")
+    rec.run([*download, "-d", str(INPUTS / "wheels"), "lightly==1.6.0"])
+    cifar = subset_npz(rec.data_dir() / CIFAR, PROFILES["gpu"].train_images)
+    carry({CIFAR: cifar, TINY: rec.data_dir() / TINY}, INPUTS, "inputs")
 
 
 def pack(out: Path, results: Path, log: str) -> None:
@@ -87,7 +74,7 @@ def pack(out: Path, results: Path, log: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
-    p = parser(__doc__, "--quick", "--results", only=SECTIONS)
+    p = rec.parser(__doc__, "--quick", "--results", only=SECTIONS)
     p.add_argument("--prepare", action="store_true", help="write bench/work/gpu_inputs")
     p.add_argument("--deadline", type=float, default=510.0, help="seconds to stop starting at")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
@@ -97,15 +84,15 @@ def main(argv: list[str] | None = None) -> None:
         prepare_inputs()
         return
     sys.path.extend(str(w) for w in sorted((INPUTS / "wheels").glob("*-py3-none-any.whl")))
-    WORK.mkdir(parents=True, exist_ok=True)
+    rec.WORK.mkdir(parents=True, exist_ok=True)
     # The data: from the bundled CIFAR-10 sample with --quick (nothing else needed), else from
     # the prepared inputs, else from the shared data folder.
     root, sizes = data_root(INPUTS, args.quick), PROFILES["quick" if args.quick else "gpu"]
     if not (root / CIFAR).is_file():
         sys.exit(f"no inputs: run `python bench/gpu.py --prepare` where {root / CIFAR} exists")
     device = resolve_device(args.device)
-    path = results_file("gpu", args.quick, args.results)
-    results = earlier(path, args.only)  # the sections of an earlier run on this device
+    path = rec.results_file("gpu", args.quick, args.results)
+    results = rec.earlier(path, args.only)  # the sections of an earlier run on this device
     bench = Bench(
         sizes=sizes,
         device=device,
@@ -121,12 +108,12 @@ def main(argv: list[str] | None = None) -> None:
         results=results if results.get("device") == str(device) else {},
         started=started,
     )
-    bench.results.update(machine=machine(), device=str(device), date=time.strftime("%Y-%m-%d"))
+    bench.results.update(machine=rec.machine(), device=str(device), date=time.strftime("%Y-%m-%d"))
     log = []
 
     def save(name: str) -> None:
         bench.results["seconds"] = round(time.perf_counter() - bench.started, 1)
-        write_json(path, bench.results)
+        rec.write_json(path, bench.results)
         log.append(f"{name}: {json.dumps(bench.results[name])}\n")
         if args.out:
             pack(args.out, path, "".join(log))
@@ -136,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     names = ["hardware", *(name for name in SECTIONS if name in chosen and name != "hardware")]
     expected = {} if args.quick else gpu_sections.EXPECTED_SECONDS
     failed = run_sections(bench, SECTIONS, names, save, expected)
-    print(f"results: {portable([path])} ({bench.results['seconds']:.0f} s)")
+    print(f"results: {rec.portable([path])} ({bench.results['seconds']:.0f} s)")
     finish(failed, "sections")
 
 

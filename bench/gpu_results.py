@@ -28,38 +28,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # nothing installed
 
 import numpy as np
+from harness import record as rec
+from harness import rows as rowdata
 from harness.data import VIDEOS, carry, data_root
-from harness.record import (
-    CHILD_ENV,
-    WORK,
-    data_dir,
-    parser,
-    portable,
-    results_file,
-    say,
-    selfsup,
-    thread_caps,
-    write_json,
-)
-from harness.rows import (
-    CLAIMS,
-    ROWS,
-    SOURCES,
-    batch_of,
-    data_paths,
-    graph_set,
-    metrics,
-    patch_graph,
-    planned_steps,
-    train_argv,
-    video_patches,
-)
+from harness.record import selfsup
+from harness.rows import CLAIMS, ROWS, graph_set, train_argv
 from harness.runner import finish, run_all
 
 from selfsup.arguments import positive_int
 
-INPUTS = WORK / "gpu_results_inputs"
-RUNS = WORK / "gpu_results"
+INPUTS = rec.WORK / "gpu_results_inputs"
+RUNS = rec.WORK / "gpu_results"
 # Seconds a budgeted row needs beyond its training minutes (process starts, trial run, masks,
 # kNN and probes): rows are not started when less than that is left before --deadline.
 ROW_OVERHEAD_SECONDS = 150
@@ -74,16 +53,21 @@ def prepare(names: list[str], graphs: list[Path]) -> None:
     a set that would not travel with the repository in 64 MiB."""
     shutil.rmtree(INPUTS, ignore_errors=True)
     for masks in sorted({ROWS[name].masks for name in names if ROWS[name].graph}):
-        video_patches(data_dir(), INPUTS / graph_set(masks), masks)
+        rowdata.video_patches(rec.data_dir(), INPUTS / graph_set(masks), masks)
     for graph in graphs:
         target = INPUTS / graph.name.removesuffix("-graph.npz") / "graph.npz"
         if not target.parent.is_dir():
             sys.exit(f"--graph {graph}: none of these rows trains on {target.parent.name}")
         shutil.copyfile(graph, target)
-    files = {f for name in names for f in SOURCES[ROWS[name].data].values()}
+    files = {f for name in names for f in rowdata.SOURCES[ROWS[name].data].values()}
     files |= {VIDEOS for name in names if ROWS[name].videos}
-    files = {relative: data_dir() / relative for relative in sorted(files)}
+    files = {relative: rec.data_dir() / relative for relative in sorted(files)}
     carry(files, INPUTS, f"inputs of {len(names)} rows")
+
+
+def planned_steps(row: rowdata.Row, paths: dict[str, Path], trial: Path, args) -> int:
+    """The row's schedule for --minutes, its settings and --extra (harness.rows.planned_steps)."""
+    return rowdata.planned_steps(row, paths, trial, args.minutes, args.extra)
 
 
 def transitive_graph(root: Path, args, masks: tuple[str, ...] = ()) -> tuple[Path, Path]:
@@ -96,13 +80,13 @@ def transitive_graph(root: Path, args, masks: tuple[str, ...] = ()) -> tuple[Pat
         if (RUNS / "relative-position" / "checkpoints" / "last.pt").is_file():
             return RUNS / "relative-position"
         row = ROWS["relative-position"]
-        paths = data_paths(row, root)
-        steps = args.steps or planned_steps(row, paths, folder / "trial", args.minutes, args.extra)
+        paths = rowdata.data_paths(row, root)
+        steps = args.steps or planned_steps(row, paths, folder / "trial", args)
         selfsup(*train_argv(row, paths, folder / "embedder", steps, args.extra))
         return folder / "embedder"
 
     if not (folder / "graph.npz").is_file():
-        patch_graph(root, folder, embedder, masks)
+        rowdata.patch_graph(root, folder, embedder, masks)
     return folder / "patches.npz", folder / "graph.npz"
 
 
@@ -111,7 +95,7 @@ def inputs(name: str, root: Path, args) -> dict[str, Path]:
     patch graph, and the motion masks of its videos made with its mask settings."""
     row = ROWS[ROWS[name].random_of or name]
     with SPLITTING:  # made once, by the first row that needs it
-        paths = data_paths(row, root)
+        paths = rowdata.data_paths(row, root)
     if row.graph:
         with GRAPHING:
             paths["patches"], paths["graph"] = transitive_graph(root, args, row.masks)
@@ -132,19 +116,19 @@ def run_row(name: str, root: Path, args) -> dict:
     paths = inputs(name, root, args)
     shutil.rmtree(folder, ignore_errors=True)
     steps = 1 if row.random_of else args.steps
-    steps = steps or planned_steps(row, paths, RUNS / f"{name}_trial", args.minutes, args.extra)
+    steps = steps or planned_steps(row, paths, RUNS / f"{name}_trial", args)
     argv = train_argv(ROWS[row.random_of or name], paths, folder, steps, args.extra)
     train_seconds = selfsup(*argv)
     trained = {"train_command": None, "steps": 0, "train_seconds": None, "peak_memory_gib": None}
     epochs = 0.0
     if not row.random_of:  # trained here, not an untrained architecture
         with np.load(paths["train"]) as archive:
-            epochs = steps * batch_of(folder) / len(archive["labels"])
+            epochs = steps * rowdata.batch_of(folder) / len(archive["labels"])
         trained = {
-            "train_command": portable(["selfsup", *argv]),
+            "train_command": rec.portable(["selfsup", *argv]),
             "steps": steps,
             "train_seconds": round(train_seconds, 1),
-            "peak_memory_gib": metrics(folder)[-1].get("max_memory_gib"),
+            "peak_memory_gib": rowdata.metrics(folder)[-1].get("max_memory_gib"),
         }
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     return {
@@ -201,9 +185,9 @@ def run_rows(names: list[str], root: Path, args, results: dict) -> list[str]:
             left = args.deadline - (time.monotonic() - started) if args.deadline else np.inf
             budgeted = not (row.random_of or row.epochs or args.steps)  # sized by --minutes
             if budgeted and left < args.minutes * 60 + ROW_OVERHEAD_SECONDS:
-                say(f"{name}: {left:.0f} s left before --deadline, not started")
+                rec.say(f"{name}: {left:.0f} s left before --deadline, not started")
                 return None
-            say(f"{name}: running")
+            rec.say(f"{name}: running")
             return run_row(name, root, args)
         finally:
             if name == "relative-position":
@@ -212,8 +196,8 @@ def run_rows(names: list[str], root: Path, args, results: dict) -> list[str]:
     def save(name: str, result: dict) -> None:
         if "error" not in result:
             results["rows"][name] = result
-            write_json(args.results, results)
-            say(f"{name}: kNN {result['knn_top1']:.1f} %")
+            rec.write_json(args.results, results)
+            rec.say(f"{name}: kNN {result['knn_top1']:.1f} %")
 
     return run_all(names, start, save, args.parallel)
 
@@ -301,7 +285,7 @@ def table(results: dict) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = parser(__doc__, "--quick", "--steps", "--results", "--deadline")
+    p = rec.parser(__doc__, "--quick", "--steps", "--results", "--deadline")
     p.add_argument("rows", nargs="*", help="rows to run (default: every row not measured)")
     p.add_argument("--list", action="store_true", help="print the rows and their state")
     p.add_argument("--prepare", action="store_true", help="write the rows' inputs")
@@ -332,14 +316,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.extra = ("data.batch_size=16",)
         # One L2 strength and a few L-BFGS iterations: the probe's code runs, not its search.
         args.probe = ["--weight-decay", "0.01", "--steps", "10"]
-    args.results = results_file("gpu_results", args.quick, args.results)
+    args.results = rec.results_file("gpu_results", args.quick, args.results)
     return args
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.parallel > 1:  # the CPU's threads shared out, not oversubscribed K times
-        CHILD_ENV.update(thread_caps(max(1, (os.cpu_count() or 1) // args.parallel)))
+        rec.CHILD_ENV.update(rec.thread_caps(max(1, (os.cpu_count() or 1) // args.parallel)))
     results = load_results(args.results)
     names = args.rows or list(ROWS)
     if args.list:

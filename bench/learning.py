@@ -5,10 +5,8 @@ budget, beside random initialisation and LightlySSL's SimCLR.
     python bench/learning.py --quick    # tiny budget and data: a smoke run
     python bench/learning.py --only counting simclr-lightly --budget 300
 
-Each contender trains in its own one-thread process until it has used `--budget` seconds of
-process CPU time, then a weighted kNN on its pooled final layer scores it; the sizes are the
-quick and cpu profiles of bench/harness/sizes.yaml. docs/performance.md ("Learning per
-CPU-minute") has the details.
+Each contender trains in its own one-thread process for `--budget` CPU seconds, then a
+weighted kNN on its pooled final layer scores it (docs/performance.md has the details).
 """
 
 from __future__ import annotations
@@ -23,30 +21,11 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
+from harness import record as rec
+from harness import stepper as st
 from harness.data import subset_npz
 from harness.peer import PeerSimCLR, decode_pil
-from harness.record import (
-    cifar,
-    earlier,
-    in_child,
-    machine,
-    parser,
-    plotted,
-    portable,
-    results_file,
-    say,
-    write_json,
-)
 from harness.runner import PROFILES, Sizes, finish, run_all
-from harness.stepper import (
-    INFONCE,
-    TASKS,
-    LoopStepper,
-    command_text,
-    loop_config,
-    run_folder,
-    task_argv,
-)
 
 from selfsup.runtime import resolve_device, resolve_precision
 
@@ -58,12 +37,12 @@ LEARNING_SIZES = ("budget", "train_images", "test_images", "batch")  # what the 
 # name: (kind, task, label). "ours" trains the task's command (a TASKS name or INFONCE, the
 # peer comparison's step), "random" leaves its backbone untrained, "peer" is LightlySSL's.
 CONTENDERS = {
-    **{task: ("ours", task, task) for task in TASKS},
-    INFONCE: ("ours", INFONCE, "exemplar, InfoNCE, ResNet-18 (the peer's setup)"),
+    **{task: ("ours", task, task) for task in st.TASKS},
+    st.INFONCE: ("ours", st.INFONCE, "exemplar, InfoNCE, ResNet-18 (the peer's setup)"),
     "simclr-lightly": ("peer", None, "LightlySSL SimCLR, ResNet-18"),
     "random-alexnet_small": ("random", "counting", "random init: counting's AlexNet"),
     "random-multitask-trunk": ("random", "exemplar", "random init: multi-task trunk"),
-    "random-resnet18": ("random", INFONCE, "random init: ResNet-18"),
+    "random-resnet18": ("random", st.INFONCE, "random init: ResNet-18"),
 }
 
 
@@ -99,16 +78,16 @@ def train_on_budget(step: Callable[[], int], budget: float, planned: int) -> dic
 def train_ours(argv: list[str], budget: float) -> tuple[torch.nn.Module, dict]:
     """Our task's command on `budget` CPU seconds, its cosine schedule over the steps they
     afford (warm-up at most a tenth of them)."""
-    with run_folder() as folder:
-        planned = affordable_steps(LoopStepper(loop_config(argv), folder).full, budget)
-    warmup = min(loop_config(argv).optim.warmup_steps, planned // 10)
+    with st.run_folder() as folder:
+        planned = affordable_steps(st.LoopStepper(st.loop_config(argv), folder).full, budget)
+    warmup = min(st.loop_config(argv).optim.warmup_steps, planned // 10)
     kept = [a for a in argv if not a.startswith(("train.steps=", "optim.warmup_steps="))]
     argv = [*kept, f"train.steps={planned}", f"optim.warmup_steps={warmup}"]
-    with run_folder() as folder:
-        stepper = LoopStepper(loop_config(argv), folder)
+    with st.run_folder() as folder:
+        stepper = st.LoopStepper(st.loop_config(argv), folder)
         row = train_on_budget(stepper.full, budget, planned)
     batch = stepper.run.cfg.data.batch_size
-    return stepper.run.model.backbone, {"command": command_text(argv), "batch": batch, **row}
+    return stepper.run.model.backbone, {"command": st.command_text(argv), "batch": batch, **row}
 
 
 def train_peer(setup: tuple, data: Path, batch: int, budget: float) -> tuple[PeerSimCLR, dict]:
@@ -142,15 +121,15 @@ def run_one(name: str, sizes: Sizes) -> dict:
     kind, task, label = CONTENDERS[name]
     device = resolve_device("auto")
     setup = (device, resolve_precision("auto", device))
-    data = subset_npz(cifar("train"), sizes.train_images)
+    data = subset_npz(rec.cifar("train"), sizes.train_images)
     row: dict = {"name": name, "kind": kind, "label": label}
     if kind == "peer":
         peer, trained = train_peer(setup, data, sizes.peer_batch, sizes.budget)
         features, layer = peer.features, "backbone (512-d pooled)"
     else:
         # The peer comparison's step times a constant lr; here it learns, cosine like the rest.
-        argv = task_argv(task, data, sizes, schedule="cosine")
-        cfg = loop_config(argv)
+        argv = st.task_argv(task, data, sizes, schedule="cosine")
+        cfg = st.loop_config(argv)
         if kind == "ours":
             backbone, trained = train_ours(argv, sizes.budget)
         else:
@@ -166,7 +145,7 @@ def run_one(name: str, sizes: Sizes) -> dict:
 
         row["backbone"] = asdict(cfg.backbone)
     train = load_labelled(str(data), 32, progress=False)
-    test = load_labelled(str(subset_npz(cifar("test"), sizes.test_images)), 32, progress=False)
+    test = load_labelled(str(subset_npz(rec.cifar("test"), sizes.test_images)), 32, progress=False)
     started = time.perf_counter()
     settings = KnnSettings(k=200, temperature=0.1)
     bank = features(train.images)
@@ -187,7 +166,7 @@ def run_one(name: str, sizes: Sizes) -> dict:
 def plot(rows: dict[str, dict], path: Path, budget: float) -> None:
     ordered = sorted(rows.values(), key=lambda r: r["knn_top1"])
     colours = {"ours": "tab:blue", "peer": "tab:orange", "random": "tab:gray"}
-    with plotted(path, (7, 0.38 * len(ordered) + 1.2)) as axes:
+    with rec.plotted(path, (7, 0.38 * len(ordered) + 1.2)) as axes:
         axes.barh(
             [r["label"] or r["name"] for r in ordered],
             [r["knn_top1"] for r in ordered],
@@ -202,7 +181,7 @@ def plot(rows: dict[str, dict], path: Path, budget: float) -> None:
 
 
 def main() -> None:
-    p = parser(__doc__, "--quick", only=CONTENDERS)
+    p = rec.parser(__doc__, "--quick", only=CONTENDERS)
     p.add_argument("--budget", type=float, help="CPU seconds of training each (default 600)")
     p.add_argument("--jobs", type=int, default=2, help="contenders run at once")
     p.add_argument("--one", choices=sorted(CONTENDERS), help=argparse.SUPPRESS)
@@ -211,8 +190,8 @@ def main() -> None:
     sizes = PROFILES["quick" if args.quick else "cpu"]
     args.budget = args.budget or sizes.budget
     sizes = replace(sizes, budget=args.budget)
-    if not cifar("train").exists():
-        sys.exit(f"CIFAR-10 not found at {cifar('train')}; set SELFSUP_DATA")
+    if not rec.cifar("train").exists():
+        sys.exit(f"CIFAR-10 not found at {rec.cifar('train')}; set SELFSUP_DATA")
     if args.one:  # a child process: its row, as the last line it prints
         print(json.dumps(run_one(args.one, sizes)))
         return
@@ -221,10 +200,10 @@ def main() -> None:
         try:
             import lightly  # noqa: F401
         except ImportError:
-            say("  skipped simclr-lightly: pip install -e '.[bench]'")
+            rec.say("  skipped simclr-lightly: pip install -e '.[bench]'")
             names.remove("simclr-lightly")
-    out = results_file("learning", args.quick, args.out)
-    results = earlier(out, args.only)
+    out = rec.results_file("learning", args.quick, args.out)
+    results = rec.earlier(out, args.only)
     if results.get("budget_cpu_seconds", args.budget) != args.budget:
         sys.exit(f"{out} holds a {results['budget_cpu_seconds']} s budget; rerun all or match it")
     rows, started = results.get("rows", {}), time.perf_counter()
@@ -233,8 +212,8 @@ def main() -> None:
     def launch(name: str) -> dict:
         """One contender in a one-thread child process."""
         argv = ["--one", name, "--budget", args.budget, *(["--quick"] if args.quick else [])]
-        row = in_child(__file__, argv, threads=1)
-        say(
+        row = rec.in_child(__file__, argv, threads=1)
+        rec.say(
             f"  {name}: {row['steps']} steps in {row['cpu_seconds']} CPU-s, kNN {row['knn_top1']} %"
         )
         return row
@@ -244,22 +223,22 @@ def main() -> None:
             return
         rows[name] = row
         plot(rows, figure, args.budget)
-        write_json(out, {
+        rec.write_json(out, {
             "what": "CIFAR-10 kNN top-1 (k=200, T=0.1, cosine, final layer pooled) of each "
             "contender after the same CPU budget of training, one thread per contender",
             "budget_cpu_seconds": args.budget,
             "sizes": {size: getattr(sizes, size) for size in LEARNING_SIZES},
-            "command": portable(["python", "bench/learning.py", *sys.argv[1:]]),
+            "command": rec.portable(["python", "bench/learning.py", *sys.argv[1:]]),
             "seconds": round(time.perf_counter() - started, 1),
-            "machine": {**machine(), "threads": 1, "jobs_at_once": args.jobs},
-            "plot": portable([figure]),
+            "machine": {**rec.machine(), "threads": 1, "jobs_at_once": args.jobs},
+            "plot": rec.portable([figure]),
             "rows": rows,
         })  # fmt: skip
 
     failed = run_all(names, launch, save, args.jobs)
     if rows:
         best = max(rows.values(), key=lambda r: r["knn_top1"])
-        print(f"wrote {portable([out])}; best: {best['name']} {best['knn_top1']:.1f} %")
+        print(f"wrote {rec.portable([out])}; best: {best['name']} {best['knn_top1']:.1f} %")
     finish(failed, "contenders")
 
 

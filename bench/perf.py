@@ -8,9 +8,8 @@ with processes and data.
     python bench/perf.py --only peer --compile        # ours also compiled
     python bench/perf.py --only overhead --compile    # also time train.compile=true
 
-A profile of the library in bench/harness at the cpu sizes of harness/sizes.yaml
-(docs/performance.md says what each section measures). With --only the named sections replace
-theirs in the results file; the hardware section reads the overhead and peer sections there.
+A profile of bench/harness at the cpu sizes (docs/performance.md says what each section
+measures). With --only the named sections replace theirs in the results file.
 """
 
 from __future__ import annotations

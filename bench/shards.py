@@ -4,10 +4,9 @@ turn, rounds interleaved so a change in the machine's load falls on all three al
 
     python bench/shards.py [--quick] [--workers 2] [--rounds 3]
 
-Two image sets: the bundled CIFAR-10 sample (5000 JPEGs of 32 px: per-sample overhead
-dominates) and 600 JPEGs of 256x320 px fitted to 224 (decoding dominates). Also times the
-first open of the shards (every member header read) against a cached open. Writes
-bench/results/shards.json with the machine and its load average.
+Two image sets: the bundled CIFAR-10 sample (32 px: per-sample overhead dominates) and 600
+JPEGs of 256x320 px fitted to 224 (decoding dominates); also the shards' first open against
+a cached one. Writes bench/results/shards.json.
 """
 
 from __future__ import annotations

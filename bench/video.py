@@ -6,23 +6,12 @@ and the patch pipeline at 240 px (shorter side), with 1 and 2 worker processes.
     python bench/video.py --loo    # + leave-one-clip-out choice of the mask settings (~4 min)
     python bench/video.py --davis --loo   # the DAVIS table alone (bench/results/video_davis.json)
 
-Masks are scored as the DAVIS 2016 benchmark scores them, at the ground truth's 480p: region
-similarity J, contour accuracy F, their recall and decay (selfsup.video.evaluate). The
-twenty-sequence table (`davis_table`) holds a row per DAVIS 2016 val sequence: the clips
-here are measured, the ten held out for independent evaluation stay blank for whoever holds
-them, and the published unsupervised methods' means are cited beneath.
-
-Masks are also scored on stress sets made from the same clips, for the failure cases of clips
-the method was not tuned on (docs/video.md gives the figures): **followed** (a window that
-follows the true mask's centroid, so the object stays put while the background moves),
-**half** (120 px: everything moves half as many pixels), **fast** (every second frame),
-**static scene** (the 7-Scenes kitchen: nothing moves, so the right mask is empty),
-**walkers** (vtest, against a pseudo-truth: far in colour from the median frame) and
-**compressed** (the clips through OpenCV's mp4v encoder). The true masks place the followed
-window only; the masks never see them.
-
-Data comes from `$SELFSUP_DATA` (default: `../shared/data` beside the repository). Results go
-to `bench/results/video.json` with the commands and the machine.
+Masks are scored as the DAVIS 2016 benchmark scores them (selfsup.video.evaluate), also on
+stress sets made from the same clips (followed, half, fast, static scene, walkers,
+compressed: docs/video.md says what each tests and gives the figures); the true masks place
+the followed window only. `davis_table` has a row per DAVIS 2016 val sequence, blank where
+held out, and the published unsupervised methods' means. Data comes from `$SELFSUP_DATA`;
+results go to `bench/results/video.json` with the commands and the machine.
 """
 
 from __future__ import annotations
@@ -228,43 +217,43 @@ def leave_one_out(masks_command: list[str], out: Path) -> dict:
     return result
 
 
-def davis_only(masks_command: list[str], loo: bool) -> None:
-    """The object masks of the DAVIS clips alone, the twenty-row table printed, results to
-    bench/results/video_davis.json."""
-    out = WORK / "video"
-    seconds = round(run([*masks_command, "--out", str(out / "masks_davis")]).seconds, 1)
-    result = {
+def davis_result(base: list[str], out: Path) -> dict:
+    """--davis: the object masks of the DAVIS clips alone."""
+    seconds = round(run([*base, "--out", str(out / "masks_davis")]).seconds, 1)
+    return {
         "resolution": "masks at 240 px shorter side, scored at the truth's 480p",
         "motion_masks": mask_scores(out / "masks_davis"),
         "published": PUBLISHED,
         "seconds": seconds,
-        "commands": {"masks": portable([*masks_command, "--out", "OUT"])},
+        "commands": {"masks": portable([*base, "--out", "OUT"])},
         "machine": machine(),
     }
-    if loo:
-        result["leave_one_out"] = leave_one_out(masks_command, out)
-        result["commands"]["leave_one_out"] = portable([*masks_command, "--out", "OUT",
-                                                        "KEY=VALUE..."])  # fmt: skip
-    write_json(RESULTS / "video_davis.json", result)
-    print(davis_table(result["motion_masks"], result.get("leave_one_out")))
 
 
 def main() -> None:
     p = parser(__doc__)
     p.add_argument("--loo", action="store_true", help="also run the leave-one-out grid")
-    p.add_argument(
-        "--davis", action="store_true", help="only the DAVIS clips' masks and their table"
-    )
+    p.add_argument("--davis", action="store_true", help="only the DAVIS clips' masks and table")
     args = p.parse_args()
     davis = data_dir() / "video" / "davis2016"
     frames, truth = davis / "JPEGImages" / "480p", davis / "Annotations" / "480p"
     selfsup = [sys.executable, "-m", "selfsup", "video"]
-    if args.davis:
-        davis_only([*selfsup, "masks", str(frames), "--eval", str(truth), "--quiet"], args.loo)
-        return
+    base = [*selfsup, "masks", str(frames), "--eval", str(truth), "--quiet"]  # of the DAVIS masks
+    out = WORK / "video"
+    result = davis_result(base, out) if args.davis else full_result(selfsup, frames, truth, out)
+    if args.loo:
+        result["leave_one_out"] = leave_one_out(base, out)
+        result["commands"]["leave_one_out"] = portable([*base, "--out", "OUT", "KEY=VALUE..."])
+    write_json(RESULTS / ("video_davis.json" if args.davis else "video.json"), result)
+    if not args.davis:
+        print(json.dumps({k: result[k] for k in ("stress", "patches")}, indent=2))
+    print(davis_table(result["motion_masks"], result.get("leave_one_out")))
+
+
+def full_result(selfsup: list[str], frames: Path, truth: Path, out: Path) -> dict:
+    """Every set's masks with both methods, tracking and the patch pipeline's throughput."""
     vtest = data_dir() / "video" / "opencv_vtest" / "vtest_first200_384x288.npz"
     still = data_dir() / "depth" / "7scenes_redkitchen_200.npz"  # packed JPEG frames + depth
-    out = WORK / "video"
     followed, followed_truth = write_followed_clips(frames, truth, out / "followed")
     walkers = data_dir() / "video" / "opencv_vtest" / "vtest.avi"
     walker_truth = write_walker_truth(walkers, out / "walker_truth")
@@ -342,15 +331,7 @@ def main() -> None:
         "commands": {name: portable(c) for name, c in commands.items()},
         "machine": machine(),
     }  # fmt: skip
-    if args.loo:
-        base = [c for c in commands["masks"] if c != str(out / "masks")]
-        base.remove("--out")
-        result["leave_one_out"] = leave_one_out(base, out)
-        result["commands"]["leave_one_out"] = portable([*base, "--out", "OUT", "KEY=VALUE..."])
-    write_json(RESULTS / "video.json", result)
-    summary = ("stress", "patches")
-    print(json.dumps({k: result[k] for k in summary if k in result}, indent=2))
-    print(davis_table(result["motion_masks"], result.get("leave_one_out")))
+    return result
 
 
 if __name__ == "__main__":

@@ -4,9 +4,8 @@ classic DAVIS 2016 clips.
 
     python bench/video_ray.py      # ~3 min on 2 idle cores; needs pip install 'selfsup[ray]'
 
-Each Ray row starts its cluster first (`ray.init(num_cpus=N)`, timed apart: a real cluster
-is started once for many videos), then times the whole command, its workers' start included.
-Results go to `bench/results/video_ray.json` with the commands and the machine.
+Each Ray row starts its cluster first (timed apart: a real cluster serves many videos), then
+times the whole command. Results go to `bench/results/video_ray.json`.
 """
 
 from __future__ import annotations

@@ -32,11 +32,9 @@ def data_root(carried: Path, quick: bool) -> Path:
 
 
 def carry(files: dict[str, Path], folder: Path, what: str) -> None:
-    """Copy `files` (path in `folder` -> source) into `folder`, to travel to a machine without
-    the data: folders as they are, files xz-compressed (every CIFAR-10 image repeats the same
-    623 bytes of JPEG header: the two CIFAR-10 files shrink from 58 to about 18 MiB), to be
-    unpacked there byte for byte by data_root. Refuses a folder (`what`) that would not travel
-    with the repository in CARRY_LIMIT_MIB."""
+    """Copy `files` (path in `folder` -> source) into `folder` for a machine without the data:
+    files xz-compressed (CIFAR-10's repeated JPEG headers: 58 -> 18 MiB), unpacked there by
+    data_root. Refuses a `what` that would not travel with the repository in CARRY_LIMIT_MIB."""
     for relative, source in files.items():
         target = folder / relative
         target.parent.mkdir(parents=True, exist_ok=True)

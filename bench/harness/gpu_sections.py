@@ -13,20 +13,11 @@ from pathlib import Path
 
 import torch
 
+from . import stepper as st
 from .overhead import SHOWN, measure_task
 from .peer import decode_pil
 from .record import CHILD_ENV, ROOT, WORK, figures, portable, say
 from .runner import Bench
-from .stepper import (
-    INFONCE,
-    LoopStepper,
-    alternate,
-    command_text,
-    loop_config,
-    run_folder,
-    task_argv,
-    train_argv,
-)
 
 # Rough seconds each section of bench/gpu.py takes on an H200, to skip what would overrun
 # the deadline.
@@ -51,7 +42,7 @@ def counting_paper_section(bench: Bench) -> dict:
     crops, 114 px tiles, AlexNet) on Tiny ImageNet upscaled to 256 px."""
     base = ["counting", "--config", "counting_alexnet_imagenet"]
     workers = [f"data.workers={loader_workers()}"]
-    argv = train_argv(base, bench.data["tiny"], bench.sizes.paper_batch, bench.extra or workers)
+    argv = st.train_argv(base, bench.data["tiny"], bench.sizes.paper_batch, bench.extra or workers)
     row = measure_task(bench, argv)
     say(f"  counting at paper scale: {figures(row, *SHOWN, 'data_cache')}")
     return row
@@ -135,20 +126,20 @@ def compile_section(bench: Bench) -> dict:
     max-autotune, the slowest to compile, goes last, and only while the deadline allows.
     Compiling on a CPU takes minutes: there (--quick) the eager step alone is timed."""
     rows = {}
-    argv = [*task_argv(INFONCE, bench.data["cifar"], bench.sizes), *bench.extra]
+    argv = [*st.task_argv(st.INFONCE, bench.data["cifar"], bench.sizes), *bench.extra]
     sizes = bench.sizes
     for mode in ("off", *COMPILE_MODES) if bench.device.type == "cuda" else ("off",):
         if mode == "max-autotune" and bench.seconds_left() < 240:
             rows[mode] = {"skipped": f"{bench.seconds_left():.0f} s left before the deadline"}
             continue
-        with run_folder() as folder:
-            stepper = LoopStepper(loop_config([*argv, f"train.compile={mode}"]), folder)
+        with st.run_folder() as folder:
+            stepper = st.LoopStepper(st.loop_config([*argv, f"train.compile={mode}"]), folder)
             first = stepper.warmed_up(sizes.warmup)
-            rate = alternate({"": stepper.full}, sizes.windows, sizes.window_steps, bench.device)
+            rate = st.alternate({"": stepper.full}, sizes.windows, sizes.window_steps, bench.device)
         rows[mode] = {"first_step_seconds": first, "images_per_sec": rate[""]["images_per_sec"]}
         say(f"  train.compile={mode}: {figures(rows[mode], *rows[mode])}")
         torch._dynamo.reset()  # each mode compiles anew
-    return {"command": command_text(argv), "modes": rows}
+    return {"command": st.command_text(argv), "modes": rows}
 
 
 def cuda_tests_section(bench: Bench) -> dict:
@@ -175,10 +166,8 @@ def cuda_tests_section(bench: Bench) -> dict:
 
 
 def pytest_verdicts(output: str | bytes) -> dict:
-    """Passed and skipped counts, and each failure's test and message, from the output of
-    `pytest -v -rfE`, also of a run stopped midway: its verdict lines count ("tests/x.py::
-    test_y[z] PASSED [ 10%]"), and its summary, when it got that far, gives the messages
-    ("FAILED tests/x.py::test_y[z] - AssertionError: ...")."""
+    """Passed and skipped counts and each failure's message from `pytest -v -rfE` output, also
+    of a run stopped midway (verdict lines count; the summary, if reached, gives messages)."""
     text = output.decode(errors="replace") if isinstance(output, bytes) else output
     found = re.findall(r"^(\S+::\S+) (PASSED|FAILED|SKIPPED|ERROR|XFAIL|XPASS)", text, re.M)
     verdicts = dict(found)

@@ -9,21 +9,9 @@ import torch
 from selfsup.config import dump
 from selfsup.runtime import cpu_has_amx
 
+from . import stepper as st
 from .record import figures, portable, say
 from .runner import Bench
-from .stepper import (
-    PHASES,
-    LoopStepper,
-    alternate,
-    command_text,
-    loop_config,
-    matmul_tflops,
-    peak_memory_gib,
-    run_folder,
-    task_argv,
-    utilisation,
-    warm_up,
-)
 
 # The figures a progress line shows of a timed task.
 SHOWN = ("full_images_per_sec", "bare_images_per_sec", "overhead_pct", "matmul_share")
@@ -33,20 +21,21 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 def measure_task(bench: Bench, argv: list[str]) -> dict:
     """Full against bare step of one command line, alternating; with --compile also both
     compiled; the share of the matmul rate once the hardware section has measured it."""
-    cfg = loop_config(argv)
-    with run_folder() as folder:
-        stepper = LoopStepper(cfg, folder)
+    cfg = st.loop_config(argv)
+    with st.run_folder() as folder:
+        stepper = st.LoopStepper(cfg, folder)
         flops = stepper.flops_per_image()
         contenders = {"full": stepper.full, "bare": stepper.bare}
         if bench.compile:
             compiled = stepper.compiled()
             contenders.update(full_compiled=compiled.full, bare_compiled=compiled.bare)
-        first = warm_up(contenders, bench.sizes.warmup, bench.device)
-        stepper.phase_seconds = dict.fromkeys(PHASES, 0.0)  # shares of the timed steps only
-        rates = alternate(contenders, bench.sizes.windows, bench.sizes.window_steps, bench.device)
+        sizes = bench.sizes
+        first = st.warm_up(contenders, sizes.warmup, bench.device)
+        stepper.phase_seconds = dict.fromkeys(st.PHASES, 0.0)  # shares of the timed steps only
+        rates = st.alternate(contenders, sizes.windows, sizes.window_steps, bench.device)
     full, bare = rates["full"]["images_per_sec"], rates["bare"]["images_per_sec"]
     row = {
-        "command": command_text(argv),
+        "command": st.command_text(argv),
         "batch": cfg.data.batch_size,
         "backbone": dump(cfg)["backbone"],
         "data_cache": stepper.run.data.streams[0].mode,
@@ -55,10 +44,10 @@ def measure_task(bench: Bench, argv: list[str]) -> dict:
         "overhead_pct": round(100 * (1 - full / bare), 1),
         "full_phase_shares": stepper.phase_shares(),
         "train_flops_per_image": flops,
-        "matmul_share": bench.peak_tflops and utilisation(flops, full, bench.peak_tflops),
+        "matmul_share": bench.peak_tflops and st.utilisation(flops, full, bench.peak_tflops),
         "prepare_seconds": stepper.prepare_seconds,
         "first_step_seconds": first,
-        "peak_memory_gib": peak_memory_gib(bench.device),
+        "peak_memory_gib": st.peak_memory_gib(bench.device),
         "windows": {key: value["windows"] for key, value in rates.items()},
     }
     if bench.compile:
@@ -71,7 +60,7 @@ def measure_task(bench: Bench, argv: list[str]) -> dict:
 def overhead_section(bench: Bench) -> dict:
     tasks = {}
     for name in bench.tasks:
-        argv = [*task_argv(name, bench.data["cifar"], bench.sizes), *bench.extra]
+        argv = [*st.task_argv(name, bench.data["cifar"], bench.sizes), *bench.extra]
         tasks[name] = row = measure_task(bench, argv)
         shown = (*SHOWN, "full_phase_shares", "compiled_full_images_per_sec")
         say(f"  {name}: {figures(row, *shown)}")
@@ -104,8 +93,8 @@ def fractions(bench: Bench, peak: float) -> dict:
         flops = row["train_flops_per_image"]
         out[name] = {
             "train_gflops_per_image": round(flops / 1e9, 4),
-            "full_fraction_of_matmul": utilisation(flops, row["full_images_per_sec"], peak),
-            "bare_fraction_of_matmul": utilisation(flops, row["bare_images_per_sec"], peak),
+            "full_fraction_of_matmul": st.utilisation(flops, row["full_images_per_sec"], peak),
+            "bare_fraction_of_matmul": st.utilisation(flops, row["bare_images_per_sec"], peak),
         }
     return out
 
@@ -114,7 +103,7 @@ def hardware_section(bench: Bench) -> dict:
     names = ["fp32", "bf16", *(["fp16"] if bench.precision == "fp16" else [])]
     sizes = bench.sizes
     matmul = {
-        name: matmul_tflops(sizes.matmul, DTYPES[name], sizes.matmul_repeats, bench.device)
+        name: st.matmul_tflops(sizes.matmul, DTYPES[name], sizes.matmul_repeats, bench.device)
         for name in names
     }
     device = torch.cuda.get_device_name(bench.device) if bench.device.type == "cuda" else "cpu"

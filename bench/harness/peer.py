@@ -1,10 +1,8 @@
 """The peer: LightlySSL's SimCLR as its CIFAR-10 benchmark writes it, stepped in this process
-(`PeerSimCLR`) or in a child process of its own (`PeerProcess`); and the peer section, which
-times it against our exemplar task with InfoNCE on the same images, batch and precision.
-
-The section runs the peer in processes of its own, one per C heap setting of the profile
-(`Sizes.peer_heaps`): "system", the defaults a plain PyTorch script gets (the headline ratio),
-and "reuse", our train.heap=reuse (like for like)."""
+(`PeerSimCLR`) or in a child process (`PeerProcess`), and the peer section, which times it
+against our exemplar task with InfoNCE on the same images, batch and precision. The peer runs
+in one process per C heap setting of `Sizes.peer_heaps`: "system", a plain PyTorch script's
+defaults (the headline ratio), and "reuse", our train.heap=reuse (like for like)."""
 
 from __future__ import annotations
 
@@ -22,21 +20,9 @@ from torch import nn
 
 from selfsup.runtime import autocast, keep_freed_memory
 
+from . import stepper as st
 from .record import figures, portable, say
 from .runner import PRECISION_NAMES, Bench
-from .stepper import (
-    INFONCE,
-    PEER_LR_PER_128,
-    Contenders,
-    LoopStepper,
-    alternate,
-    command_text,
-    loop_config,
-    run_folder,
-    task_argv,
-    training_flops,
-    warm_up,
-)
 
 PREFIX = {"system": "peer", "reuse": "peer_reuse_heap"}  # the results' names of each heap
 
@@ -67,11 +53,10 @@ class PilImages(torch.utils.data.Dataset):
 
 
 class PeerSimCLR:
-    """SimCLR as LightlySSL's CIFAR-10 benchmark writes it: SimCLRTransform(input_size=32,
-    gaussian_blur=0) over PIL images in a torch DataLoader; torchvision's ResNet-18 as
-    SimCLR's CIFAR-10 recipes use it (a 3x3 stride-1 first conv, no max pool, no classifier);
-    SimCLRProjectionHead(512, 512, 128), NTXentLoss (temperature 0.5), SGD; one forward per
-    view. channels_last and autocast as our loop uses them."""
+    """SimCLR as LightlySSL's CIFAR-10 benchmark writes it (`peer_setup` in the results):
+    its transforms over PIL images in a torch DataLoader, torchvision's ResNet-18 with the
+    CIFAR stem, its projection head and NTXentLoss, SGD; channels_last and autocast as our
+    loop uses them."""
 
     def __init__(self, images: list, batch: int, workers: int, device, amp_dtype, seed=0):
         import torchvision
@@ -87,7 +72,7 @@ class PeerSimCLR:
         self.model = nn.Sequential(self.backbone, SimCLRProjectionHead(512, 512, 128))
         self.model.to(self.device, memory_format=torch.channels_last)
         self.criterion = NTXentLoss()
-        lr = PEER_LR_PER_128 * batch / 128
+        lr = st.PEER_LR_PER_128 * batch / 128
         self.optimizer = torch.optim.SGD(
             self.model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4
         )
@@ -137,7 +122,7 @@ class PeerSimCLR:
     def flops_per_image(self) -> float:
         x0, x1 = next(self.batches)
         self.model.train()
-        return training_flops(self.model, lambda: self._loss(x0, x1)) / len(x0)
+        return st.training_flops(self.model, lambda: self._loss(x0, x1)) / len(x0)
 
     @torch.no_grad()
     def features(self, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
@@ -164,8 +149,7 @@ PEER: PeerSimCLR | None = None  # in a PeerProcess's child: the peer it steps
 
 
 def start_peer(data: str, batch: int, workers: int, device: str, amp_dtype, heap: str) -> None:
-    """Make this process's PEER, with `selfsup train`'s C heap settings (heap="reuse") or
-    with the defaults a plain PyTorch script gets (heap="system")."""
+    """Make this process's PEER, with train.heap=reuse's C heap settings or the defaults."""
     global PEER
     if heap == "reuse":
         keep_freed_memory()
@@ -181,9 +165,8 @@ def call_peer(method: str):
 
 
 class PeerProcess:
-    """A PeerSimCLR in a child process of its own, as the C heap settings are per process:
-    its methods, and the child's `minor_page_faults` and `peak_rss_mb`, called by name
-    (`peer.full()`), run there."""
+    """A PeerSimCLR in a child process of its own (the C heap settings are per process):
+    its methods, and the child's `minor_page_faults` and `peak_rss_mb`, run there by name."""
 
     def __init__(self, data: Path, batch: int, workers: int, device, amp_dtype, heap: str):
         setup = (str(data), batch, workers, str(device), amp_dtype, heap)
@@ -201,22 +184,20 @@ class PeerProcess:
         self.pool.shutdown()
 
 
-def peer_throughput(bench: Bench, ours: LoopStepper, peers: dict[str, PeerProcess]) -> dict:
-    """Full and bare steps of both, the peer's full step with each heap setting, ours
-    compiled with --compile; alternating. Then each data pipeline alone, and the minor page
-    faults of one more full step of each (counted in the process that runs it): the cost of
-    memory a step maps afresh."""
-    peer = peers["system"]
-    contenders: Contenders = {"ours_full": ours.full}
+def peer_throughput(bench: Bench, ours: st.LoopStepper, peers: dict[str, PeerProcess]) -> dict:
+    """Full and bare steps of both (the peer's full step with each heap setting, ours also
+    compiled with --compile), alternating; then each data pipeline alone, and the minor page
+    faults of one more full step of each: the cost of memory a step maps afresh."""
+    peer, sizes = peers["system"], bench.sizes
+    contenders: st.Contenders = {"ours_full": ours.full}
     contenders.update({f"{PREFIX[heap]}_full": process.full for heap, process in peers.items()})
     contenders.update(ours_bare=ours.bare, peer_bare=peer.bare)
     if bench.compile:
         contenders["ours_compiled_full"] = ours.compiled().full
-    first = warm_up(contenders, bench.sizes.warmup, bench.device)
-    steps, windows = bench.sizes.peer_window_steps, bench.sizes.windows
-    rates = alternate(contenders, windows, steps, bench.device)
+    first = st.warm_up(contenders, sizes.warmup, bench.device)
+    rates = st.alternate(contenders, sizes.windows, sizes.peer_window_steps, bench.device)
     data_only = {"ours_views": ours.views_only, "peer_loader": peer.loader_only}
-    data_rates = alternate(data_only, windows, steps, bench.device)
+    data_rates = st.alternate(data_only, sizes.windows, sizes.peer_window_steps, bench.device)
     counters = {"ours_full": minor_page_faults}
     counters.update({f"{PREFIX[heap]}_full": p.minor_page_faults for heap, p in peers.items()})
     faults = {}
@@ -224,7 +205,7 @@ def peer_throughput(bench: Bench, ours: LoopStepper, peers: dict[str, PeerProces
         before = count()
         contenders[name]()
         faults[name] = count() - before
-    speed = {name: value["images_per_sec"] for name, value in rates.items()}
+    speed = {name: value["images_per_sec"] for name, value in {**rates, **data_rates}.items()}
 
     def ratio(ours: str, theirs: str) -> float:
         return round(speed[ours] / speed[theirs], 3)
@@ -237,9 +218,9 @@ def peer_throughput(bench: Bench, ours: LoopStepper, peers: dict[str, PeerProces
         ratios["compiled_ratio_ours_over_peer"] = ratio("ours_compiled_full", "peer_full")
         ratios["compile_seconds"] = first["ours_compiled_full"]
     return {
-        **{f"{name}_images_per_sec": value for name, value in speed.items()},
+        **{f"{name}_images_per_sec": value for name, value in speed.items() if name in rates},
         **ratios,
-        **{f"{name}_images_per_sec": value["images_per_sec"] for name, value in data_rates.items()},
+        **{f"{name}_images_per_sec": speed[name] for name in data_rates},
         "minor_page_faults_per_step": faults,
         # The heap setting's memory cost: each peer process's peak (same model and batch).
         "peer_peak_rss_mb": {heap: process.peak_rss_mb() for heap, process in peers.items()},
@@ -256,16 +237,15 @@ def peer_section(bench: Bench) -> dict:
         say(f"  skipped: {why}")
         return {"skipped": why}
     data, batch = bench.data["cifar"], bench.sizes.peer_batch
-    argv = [*task_argv(INFONCE, data, bench.sizes), *bench.extra]
+    argv = [*st.task_argv(st.INFONCE, data, bench.sizes), *bench.extra]
     # Each at its own default precision: ours as `train.precision=auto` chooses (on a CPU,
-    # measured on this very step), the peer as a plain script runs on a CPU (fp32) and with
-    # the GPU's autocast on a GPU.
+    # measured on this very step), the peer as a plain script runs (fp32 on a CPU, the GPU's
+    # autocast on a GPU).
     peer_dtype = bench.amp_dtype if bench.device.type == "cuda" else None
     setup = (data, batch, bench.peer_workers, bench.device, peer_dtype)
-    with run_folder() as folder:
-        cfg = loop_config(argv)
-        ours = LoopStepper(cfg, folder, choose_precision=True)
-        choice = ours.precision_choice
+    with st.run_folder() as folder:
+        cfg = st.loop_config(argv)
+        ours = st.LoopStepper(cfg, folder, choose_precision=True)
         peers = {heap: PeerProcess(*setup, heap=heap) for heap in bench.sizes.peer_heaps}
         flops = {"ours": ours.flops_per_image(), "peer": peers["system"].flops_per_image()}
         result = peer_throughput(bench, ours, peers)
@@ -285,15 +265,15 @@ def peer_section(bench: Bench) -> dict:
         "precision": PRECISION_NAMES[ours.amp_dtype],
         "peer_precision": PRECISION_NAMES[peer_dtype],
         # On a CPU, the rates auto measured for ours in each dtype before choosing.
-        "ours_precision_rates": choice.rates if choice else None,
+        "ours_precision_rates": ours.precision_choice and ours.precision_choice.rates,
         "channels_last": True,
         "lightly": lightly.__version__,
         "peer_workers": bench.peer_workers,
         "peer_setup": "SimCLRTransform(input_size=32, gaussian_blur=0.0); torchvision resnet18 "
         "with conv1 3x3/1, no maxpool, fc=Identity; SimCLRProjectionHead(512, 512, 128); "
-        f"NTXentLoss(temperature=0.5); SGD(lr={PEER_LR_PER_128 * batch / 128:g}, momentum=0.9, "
-        "weight_decay=5e-4); one forward per view",
-        "ours_command": command_text(argv),
+        f"NTXentLoss(temperature=0.5); SGD(lr={st.PEER_LR_PER_128 * batch / 128:g}, "
+        "momentum=0.9, weight_decay=5e-4); one forward per view",
+        "ours_command": st.command_text(argv),
         "train_flops_per_image": flops,
         **result,
     }

@@ -1,7 +1,6 @@
-"""The rows the results scripts train, as bench/gpu_results.yaml describes them: the data a
-row reads, its `selfsup train` command and schedule, and the patch graph the transitive rows
-train on (video patches beside images). bench/gpu_results.py runs them on a GPU,
-bench/run.py's suites on a CPU."""
+"""The rows of bench/gpu_results.yaml (run by gpu_results.py on a GPU, run.py's suites on a
+CPU): the data a row reads, its `selfsup train` command and schedule, the transitive rows'
+patch graph."""
 
 from __future__ import annotations
 
@@ -133,10 +132,8 @@ def graph_set(masks: tuple[str, ...]) -> str:
 
 
 def video_patches(root: Path, folder: Path, masks: tuple[str, ...] = ()) -> dict[str, list]:
-    """`selfsup video patches` on each VIDEO_PATCHES set whose videos are under data folder
-    `root`, with mask settings `masks` (`selfsup video masks` key=value), into `folder`/<set>
-    (once: kept there); the commands, by set. Where OpenCV lacks its contrib trackers (CSRT),
-    MIL follows the objects."""
+    """`selfsup video patches` with mask settings `masks` on each VIDEO_PATCHES set under
+    `root`, into `folder`/<set> (once); the commands, by set. MIL tracks without CSRT."""
     from selfsup.video.track import tracker_available
 
     tracker = [] if tracker_available("csrt") else ["track.tracker=mil"]
@@ -158,14 +155,11 @@ def video_patches(root: Path, folder: Path, masks: tuple[str, ...] = ()) -> dict
 def patch_graph(
     root: Path, folder: Path, embedder: Callable[[], Path], masks: tuple[str, ...] = ()
 ) -> dict:
-    """The transitive rows' patches and graph, made in `folder` (patches.npz, graph.npz): the
-    video patches under data folder `root` (carried there by --prepare, else mined from its
-    videos with mask settings `masks`) beside the CIFAR-10 training images, each its own
-    track, built into one graph by the relative-position run `embedder()` returns; or the
-    graph an earlier run kept, carried beside them (training checks that it was built for
-    these very patches). The videos give the tracks (intra edges) but too few patches for
-    inter edges to mean much alone: the images add them. Returns the patch counts, and the
-    commands run and the graph's seconds."""
+    """The transitive rows' patches.npz and graph.npz in `folder`: the video patches under
+    `root` (carried, else mined with mask settings `masks`) beside the CIFAR-10 training
+    images, each its own track (the videos give intra edges, the images inter ones), built
+    into one graph by the run `embedder()` returns, or the kept graph carried beside them.
+    The patch counts, and the commands run and the graph's seconds."""
     carried = root / graph_set(masks)
     videos, commands = sorted(carried.glob("*/patches.npz")), {}
     if not videos:

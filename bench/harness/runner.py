@@ -69,11 +69,9 @@ def run_all(
     done: Callable[[str, dict], None],
     parallel: int = 1,
 ) -> list[str]:
-    """Run `job(name)` for each name, up to `parallel` at once (one: in order, in this thread),
-    and hand each result to `done` as it ends, one at a time, so that the caller saves it then
-    and a run stopped from outside keeps what it measured. A job that raises hands
-    {"error": ...} instead, so that one broken job does not cost the others their run; one
-    that returns None did not start. The names of the jobs that failed."""
+    """Run `job(name)` for each name, up to `parallel` at once, handing each result to `done`
+    as it ends (a stopped run keeps what it measured); a job that raises hands {"error": ...}
+    instead, one that returns None did not start. The names of the jobs that failed."""
     failed = []
 
     def attempt(name: str) -> tuple[str, dict | None]:
@@ -101,10 +99,8 @@ def run_sections(
     expected: dict[str, float] | None = None,
     stamp: dict | None = None,
 ) -> list[str]:
-    """Run sections `names` into `bench.results`, each with its seconds and `stamp`, calling
-    `save` after each. A section expected to take longer than is left before the deadline is
-    skipped and says so; one that fails is recorded with its message. The sections that
-    failed."""
+    """Run sections `names` into `bench.results` with their seconds and `stamp`, `save` after
+    each; one `expected` to overrun the deadline is skipped. The sections that failed."""
 
     def section(name: str) -> dict:
         left = bench.seconds_left()

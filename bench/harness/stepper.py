@@ -157,16 +157,10 @@ def peak_memory_gib(device: torch.device) -> float | None:
 
 
 class LoopStepper:
-    """Steps of `selfsup train` on a prepared run, made by the loop's own functions.
-
-    `full`: one iteration of the loop (next cached batch, train.step_views, train.optimize,
-    MetricWindow.add, and its read every `train.log_every` steps). On a CPU each phase is
-    timed; on a GPU, where timing a phase means waiting for the device, none is, so that the
-    step overlaps host and device work as the loop does. `bare`: train.optimize alone, on
-    the views of one batch built once. `views_only`: the batch and its views, no model.
-    `choose_precision`: on a CPU with `train.precision=auto`, the dtype the loop would
-    measure and take (`precision_choice`), instead of the bench's.
-    """
+    """Steps of `selfsup train` on a prepared run, made by the loop's own functions: `full`,
+    one iteration of the loop (its phases timed on a CPU only: on a GPU that would wait for
+    the device); `bare`, train.optimize alone on one batch's views; `views_only`, no model.
+    `choose_precision`: with `train.precision=auto` on a CPU, the dtype the loop would take."""
 
     def __init__(self, cfg: ExperimentConfig, folder: Path, choose_precision: bool = False):
         started = time.perf_counter()
