@@ -214,6 +214,11 @@ def leave_one_out(masks_command: list[str], out: Path) -> dict:
     for measure in ("J", "F"):
         chosen = [r[measure] for r in result["per_video"].values()]
         result[f"mean_{measure}"] = round(float(np.mean(chosen)), 3)
+    # Every setting's mean over all the clips: where the default stands in the grid.
+    result["mean_J_per_setting"] = [
+        {**setting, "J": round(float(np.mean([scores[c]["J"] for c in clips])), 3)}
+        for setting, scores in zip(grid, per_setting)
+    ]
     return result
 
 
