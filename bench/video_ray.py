@@ -4,8 +4,10 @@ classic DAVIS 2016 clips.
 
     python bench/video_ray.py      # ~3 min on 2 idle cores; needs pip install 'selfsup[ray]'
 
-Each Ray row starts its cluster first (timed apart: a real cluster serves many videos), then
-times the whole command. Results go to `bench/results/video_ray.json`.
+Each Ray row starts its cluster and its worker processes first (each imports selfsup, OpenCV
+and PyTorch once; timed apart, as a real cluster serves many videos), then times the whole
+command. The last row mines the same clips in chunks of 20 frames (`--chunk-frames`), two or
+three tasks per clip. Results go to `bench/results/video_ray.json`.
 """
 
 from __future__ import annotations
@@ -30,6 +32,15 @@ def timed(argv: list[str]) -> float:
     if code != 0:
         raise SystemExit(f"selfsup {' '.join(argv)}: exit code {code}")
     return seconds
+
+
+def start_worker() -> int:
+    """What a worker imports before its first video, and a second of work so that every
+    worker of the cluster is started, not one worker twice."""
+    import selfsup.video.patches  # noqa: F401
+
+    time.sleep(1)
+    return os.getpid()
 
 
 def main() -> None:
@@ -65,11 +76,14 @@ def main() -> None:
 
     row("one process", [])
     row("process pool, 2 workers", ["--workers", "2"])
-    for cpus in (1, 2):
+    for cpus, chunks in ((1, []), (2, []), (2, ["--chunk-frames", "20"])):
         start = time.perf_counter()
         ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+        warm = ray.remote(num_cpus=1)(start_worker)
+        ray.get([warm.remote() for _ in range(cpus)])  # one busy task per worker: both start
         started = time.perf_counter() - start
-        row(f"ray, {cpus} worker{'s' * (cpus > 1)}", ["--ray", "local"], started)
+        name = f"ray, {cpus} worker{'s' * (cpus > 1)}" + (", chunks of 20 frames" * bool(chunks))
+        row(name, ["--ray", "local", *chunks], started)
         ray.shutdown()
     write_json(
         RESULTS / "video_ray.json",
