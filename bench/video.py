@@ -245,6 +245,7 @@ def main() -> None:
     selfsup = [sys.executable, "-m", "selfsup", "video"]
     base = [*selfsup, "masks", str(frames), "--eval", str(truth), "--quiet"]  # of the DAVIS masks
     out = WORK / "video"
+    shutil.rmtree(out, ignore_errors=True)  # a measurement afresh: outputs are not reused
     result = davis_result(base, out) if args.davis else full_result(selfsup, frames, truth, out)
     if args.loo:
         result["leave_one_out"] = leave_one_out(base, out)
