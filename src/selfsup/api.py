@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from selfsup.config import ConfigError, ExperimentConfig, load_yaml, merge, resolve
+from selfsup.config import ConfigError, ExperimentConfig, load_yaml, merge, resolve, set_dotted
 from selfsup.presets import config_file
 
 
@@ -93,13 +93,8 @@ def nested(settings: dict[str, Any]) -> dict:
     """
     tree: dict = {}
     for key, value in settings.items():
-        *parents, leaf = key.split(".")
-        node = tree
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"{key}: {part} is a value, not a section")
-        node[leaf] = value
+        if (part := set_dotted(tree, key, value)) is not None:
+            raise ConfigError(f"{key}: {part} is a value, not a section")
     return tree
 
 

@@ -488,14 +488,22 @@ def parse_overrides(items: list[str]) -> dict:
         except yaml.YAMLError as err:
             problem = yaml_problem(err)
             raise ConfigError(f"override {item!r}: not a valid YAML value ({problem})") from err
-        node = tree
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r} conflicts with an earlier override")
-        node[leaf] = value
+        if set_dotted(tree, key, value) is not None:
+            raise ConfigError(f"override {item!r} conflicts with an earlier override")
     return tree
+
+
+def set_dotted(tree: dict, key: str, value: Any) -> str | None:
+    """`tree["a"]["b"] = value` for `key` "a.b", making the sections on the way. Returns None,
+    or, setting nothing, the first section of `key` whose place already holds a value."""
+    *parents, leaf = key.split(".")
+    node = tree
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            return part
+    node[leaf] = value
+    return None
 
 
 def merge(base: dict, update: dict) -> dict:
