@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 
 import pytest
@@ -47,6 +49,44 @@ def test_auto_takes_the_faster_dtype_and_caches_it(tmp_path, faster):
     calls.clear()
     precision.measure(step, items=8, workload="other", cache_dir=tmp_path, budget_s=0.1)
     assert calls
+
+
+# A process that waits for `go`, then measures a step on which `faster` is faster; prints
+# its choice and whether it measured or read the cache.
+MEASURE_AFTER_GO = """
+import sys, time
+from pathlib import Path
+from selfsup import precision
+go, cache, faster = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+while not go.exists():
+    time.sleep(0.005)
+def step(dtype):
+    name = "bf16" if dtype is not None else "fp32"
+    time.sleep(0.01 if name == faster else 0.03)
+choice = precision.measure(step, items=8, workload="w", cache_dir=cache, budget_s=0.5)
+print(choice.choice, choice.source)
+"""
+
+
+def test_runs_started_together_make_one_choice(tmp_path):
+    """Two processes measure one workload at the same moment, each on a machine that would
+    favour another dtype: one measures, the other waits and takes its choice from the cache
+    (without the lock both would miss the cache and disagree)."""
+    go = tmp_path / "go"
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-c", MEASURE_AFTER_GO, str(go), str(tmp_path / "cache"), faster],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for faster in ("bf16", "fp32")
+    ]
+    time.sleep(2)  # both started and waiting (imports done)
+    go.touch()
+    said = sorted(run.communicate(timeout=120)[0].split() for run in runs)
+    assert all(run.returncode == 0 for run in runs)
+    assert said[0][0] == said[1][0]  # one choice
+    assert [source for _, source in said] == ["cached", "measured"]
 
 
 def test_a_step_slower_than_the_budget_is_timed_once_per_dtype(tmp_path):

@@ -7,8 +7,9 @@ can read: on an AMD EPYC with avx512_bf16 and no AMX, bf16 ran a ResNet-18 InfoN
 each dtype, interleaved so that a machine getting busier hurts both alike, bounded to a few
 seconds. The answer is cached per CPU model, torch version, thread count and workload under
 the cache folder, and recorded in the run folder (`precision.json`), so a resumed run keeps
-the dtype it started with. CUDA devices keep their rule (bf16 where supported, else fp16):
-there bf16 is never slower.
+the dtype it started with. Runs of one workload started together measure one at a time (a
+lock beside the cache), so they make one choice rather than one each. CUDA devices keep
+their rule (bf16 where supported, else fp16): there bf16 is never slower.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import hashlib
 import json
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -113,9 +114,17 @@ def measure(
     `workload` were measured before."""
     path = (cache_dir or default_cache_dir()) / CACHE_NAME
     key = cache_key(workload)
-    cached = read_cache(path).get(key)
-    if cached:
-        return PrecisionChoice(**{**cached, "source": "cached"})
+    with measuring_alone(path):
+        cached = read_cache(path).get(key)
+        if cached:
+            return PrecisionChoice(**{**cached, "source": "cached"})
+        return measured(step, items, budget_s, path, key)
+
+
+def measured(
+    step: Callable[[torch.dtype | None], None], items: int, budget_s: float, path: Path, key: str
+) -> PrecisionChoice:
+    """Time `step` in each dtype and cache the faster under `key` in `path`."""
     seconds = time_dtypes(step, budget_s)
     rates = {name: round(items / max(s, 1e-9), 2) for name, s in seconds.items()}
     choice = PrecisionChoice(
@@ -131,6 +140,25 @@ def measure(
         entries[key] = asdict(choice)
         write_json(path, entries)
     return choice
+
+
+@contextlib.contextmanager
+def measuring_alone(path: Path) -> Iterator[None]:
+    """Held while this process reads the cache and, on a miss, measures: two runs of one
+    workload started together (a sweep, a run and its reference) would otherwise both miss
+    and, timing each other's load, could choose differently. A lock on a file beside the
+    cache; where none can be taken (no fcntl, a read-only cache), measure without it."""
+    try:
+        import fcntl
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = path.with_suffix(".lock").open("a")
+    except (ImportError, OSError):
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the handle closes
+        yield
 
 
 @contextlib.contextmanager
