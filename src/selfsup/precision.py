@@ -7,8 +7,8 @@ can read: on an AMD EPYC with avx512_bf16 and no AMX, bf16 ran a ResNet-18 InfoN
 each dtype, interleaved so that a machine getting busier hurts both alike, bounded to a few
 seconds. The answer is cached per CPU model, torch version, thread count and workload under
 the cache folder, and recorded in the run folder (`precision.json`), so a resumed run keeps
-the dtype it started with. Runs of one workload started together measure one at a time (a
-lock beside the cache), so they make one choice rather than one each. CUDA devices keep
+the dtype it started with. Runs started together measure one at a time (a lock beside the
+cache), so runs of one workload make one choice rather than one each. CUDA devices keep
 their rule (bf16 where supported, else fp16): there bf16 is never slower.
 """
 
@@ -134,8 +134,9 @@ def measured(
         cpu=cpu_model(),
         torch=torch.__version__,
     )
-    with contextlib.suppress(OSError):  # a read-only cache only costs a measurement next time
-        path.parent.mkdir(parents=True, exist_ok=True)
+    # The folder was made for the lock (measuring_alone); where it could not be, nor can the
+    # cache be written, and a read-only cache only costs a measurement next time.
+    with contextlib.suppress(OSError):
         entries = read_cache(path)
         entries[key] = asdict(choice)
         write_json(path, entries)
