@@ -14,6 +14,7 @@ from .pages import NOT_MEASURED, RESULTS, md_table
 COUNTING_ENTRIES = {
     "counting_cifar10": "python bench/run.py --only counting_cifar10",
     "counting_tinyimagenet": "python bench/run.py --only counting_tinyimagenet",
+    "counting_tinyimagenet_fp32": "python bench/run.py --only counting_tinyimagenet_fp32",
 }
 SINGLE_TASKS = [
     "relative-position",
