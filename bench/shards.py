@@ -23,6 +23,7 @@ from PIL import Image
 
 from selfsup.data import open_source
 from selfsup.data.pack import pack, shard_pattern
+from selfsup.data.split import save_packed
 from selfsup.data.throughput import decode_throughput
 
 
@@ -35,9 +36,8 @@ def photo_npz(path, count: int, height: int = 256, width: int = 320) -> None:
         image = Image.fromarray(coarse).resize((width, height), Image.BICUBIC)
         buffer = io.BytesIO()
         image.save(buffer, format="JPEG", quality=90)
-        blobs.append(np.frombuffer(buffer.getvalue(), dtype=np.uint8))
-    offsets = np.concatenate([[0], np.cumsum([len(b) for b in blobs])])
-    np.savez(path, jpeg=np.concatenate(blobs), offsets=offsets, labels=np.arange(count) % 10)
+        blobs.append(buffer.getvalue())
+    save_packed(path, blobs, labels=np.arange(count) % 10)
 
 
 def as_folder(npz, folder) -> None:

@@ -13,22 +13,21 @@ from pathlib import Path
 
 import numpy as np
 
+from selfsup.data.split import save_packed
 
-def take_per_class(archive: np.lib.npyio.NpzFile, per_class: int) -> dict[str, np.ndarray]:
+
+def write_sample(archive: np.lib.npyio.NpzFile, per_class: int, out: Path) -> int:
+    """The first `per_class` images of each class, by file name, as a packed .npz at `out`;
+    the images written."""
     labels, names, offsets, jpeg = (archive[k] for k in ("labels", "names", "offsets", "jpeg"))
     keep = []
     for label in range(len(archive["class_names"])):
         rows = np.flatnonzero(labels == label)
         keep += sorted(rows, key=lambda i: names[i])[:per_class]
-    blobs = [jpeg[offsets[i] : offsets[i + 1]] for i in keep]
-    new_offsets = np.concatenate([[0], np.cumsum([len(b) for b in blobs])]).astype(np.int64)
-    return {
-        "jpeg": np.concatenate(blobs),
-        "offsets": new_offsets,
-        "labels": labels[keep],
-        "names": names[keep],
-        "class_names": archive["class_names"],
-    }
+    blobs = [jpeg[offsets[i] : offsets[i + 1]].tobytes() for i in keep]
+    class_names = [str(name) for name in archive["class_names"]]
+    save_packed(out, blobs, labels[keep], class_names, names=names[keep])
+    return len(keep)
 
 
 def main() -> None:
@@ -39,11 +38,10 @@ def main() -> None:
     parser.add_argument("--test-per-class", type=int, default=100)
     args = parser.parse_args()
     for split, per_class in (("train", args.train_per_class), ("test", args.test_per_class)):
-        with np.load(args.cifar10_dir / f"{split}_jpeg.npz") as archive:
-            sample = take_per_class(archive, per_class)
         out = args.out_dir / f"cifar10_sample_{split}.npz"
-        np.savez(out, **sample)  # JPEG bytes do not compress further
-        print(f"{out}: {len(sample['labels'])} images, {out.stat().st_size / 2**20:.1f} MiB")
+        with np.load(args.cifar10_dir / f"{split}_jpeg.npz") as archive:
+            count = write_sample(archive, per_class, out)
+        print(f"{out}: {count} images, {out.stat().st_size / 2**20:.1f} MiB")
 
 
 if __name__ == "__main__":

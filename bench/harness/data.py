@@ -10,6 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
+from selfsup.data import open_source
+from selfsup.data.split import split_source, write_rows
+
 from .record import ASSETS, ROOT, SCRATCH, WORK, data_dir, portable, run
 
 QUICK_DATA = WORK / "quick_data"  # laid out like the data folder, from the bundled sample
@@ -86,50 +89,24 @@ def write_quick_clip(folder: Path, seed: int, frames: int = 24, size: int = 96) 
         Image.fromarray(frame).save(folder / f"{t:05d}.jpg", quality=95)
 
 
-def write_npz(path: Path, archive, rows: np.ndarray) -> None:
-    """Rows `rows` of a labelled packed-JPEG archive as an archive of their own (written
-    whole: rows running at once may ask for the same subset)."""
-    from selfsup.outputs import written_atomically
-
-    jpeg, offsets = archive["jpeg"], archive["offsets"]
-    blobs = [jpeg[offsets[i] : offsets[i + 1]] for i in rows]
-    with written_atomically(path) as temporary, temporary.open("wb") as file:
-        np.savez(
-            file,
-            jpeg=np.concatenate(blobs),
-            offsets=np.concatenate([[0], np.cumsum([len(b) for b in blobs])]).astype(np.int64),
-            labels=archive["labels"][rows],
-            class_names=archive["class_names"],
-        )
-
-
 def subset_npz(source: Path, count: int | None) -> Path:
     """`count` images of a packed-JPEG .npz drawn at random (seeded; the CIFAR-10 files are
     sorted by class), written once under bench/work/perf; `source` itself when count is None
     or covers it."""
-    with np.load(source) as archive:
-        total = len(archive["offsets"]) - 1
-        if count is None or count >= total:
-            return source
-        out = SCRATCH / f"{source.parent.name}_{source.stem}_{count}.npz"
-        if not out.exists():
-            write_npz(out, archive, np.sort(np.random.default_rng(0).permutation(total)[:count]))
+    images = open_source(source)
+    if count is None or count >= len(images):
+        return source
+    out = SCRATCH / f"{source.parent.name}_{source.stem}_{count}.npz"
+    if not out.exists():  # written whole: rows running at once may ask for the same subset
+        write_rows(images, np.sort(np.random.default_rng(0).permutation(len(images))[:count]), out)
     return out
 
 
 def carve_validation(source: Path, out_dir: Path, per_class: int) -> tuple[Path, Path]:
     """Split a labelled packed-JPEG .npz into train / validation (the last `per_class` images
-    of every class, by file order) so a probe is never scored on held-out test data."""
+    of every class, by file order: `selfsup data split --last`) so a probe is never scored on
+    held-out test data."""
     train_path, val_path = out_dir / "train.npz", out_dir / "val.npz"
-    if train_path.exists() and val_path.exists():
-        return train_path, val_path
-    with np.load(source) as archive:
-        labels = archive["labels"]
-        val_rows = np.concatenate(
-            [np.flatnonzero(labels == c)[-per_class:] for c in np.unique(labels)]
-        )
-        is_val = np.zeros(len(labels), bool)
-        is_val[val_rows] = True
-        write_npz(train_path, archive, np.flatnonzero(~is_val))
-        write_npz(val_path, archive, val_rows)
+    if not (train_path.exists() and val_path.exists()):
+        split_source(open_source(source), out_dir, per_class, seed=None, progress=False)
     return train_path, val_path

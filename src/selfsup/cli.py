@@ -25,6 +25,7 @@ from selfsup.video.cli import add_video_parser, command_video
 
 if TYPE_CHECKING:
     from selfsup.config import ExperimentConfig
+    from selfsup.data.sources import ImageSource
 
 EXAMPLES = """examples:
   selfsup demo
@@ -110,13 +111,15 @@ DATA_EXAMPLES = """examples:
   selfsup data pack train.npz --out shards/ --shard-size 5000
   selfsup train counting --data 'shards/train-{000000..000004}.tar' --out runs/count
   selfsup train counting --data shards/ --out runs/count
+  selfsup data split labelled/ --out split/ --holdout 50
+  selfsup eval linear runs/count --data split/train.npz --test split/val.npz
 """
 
 
 def add_data_parser(commands: argparse._SubParsersAction) -> None:
     data = commands.add_parser(
         "data",
-        help="prepare training data: pack images into WebDataset tar shards",
+        help="prepare data: pack images into tar shards, split off a held-out set",
         epilog=DATA_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -144,14 +147,61 @@ def add_data_parser(commands: argparse._SubParsersAction) -> None:
     )
     pack.add_argument("--prefix", default="train", help="shard names' prefix (default train)")
     pack.add_argument("--quiet", action="store_true", help="no progress bar")
+    split = sub.add_parser(
+        "split",
+        help="hold out images of every class: train.npz and val.npz for --data and --test",
+        description="Write labelled SOURCE as --out/train.npz and --out/val.npz, the second "
+        "holding out --holdout images of every class, so that evaluation (--data, --test) "
+        "never scores a probe on images it was fitted on. Both keep the images' encoded "
+        "bytes: they decode to exactly SOURCE's pixels.",
+    )
+    split.add_argument("source", help="labelled images: an ImageFolder tree, an .npz or shards")
+    split.add_argument("--out", required=True, help="folder for train.npz and val.npz")
+    split.add_argument(
+        "--holdout",
+        type=float,
+        required=True,
+        help="images held out of every class: a count (e.g. 50), or a fraction under 1 (0.1)",
+    )
+    split.add_argument("--seed", type=int, default=0, help="seed of the draw (default 0)")
+    split.add_argument(
+        "--last",
+        action="store_true",
+        help="hold out the last images of each class in SOURCE's order instead of a draw",
+    )
+    split.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def command_data(args: argparse.Namespace) -> None:
     from selfsup.data.formats import open_source
+
+    source = open_source(args.source)
+    if args.data_command == "split":
+        split_data(source, args)
+    else:
+        pack_data(source, args)
+
+
+def split_data(source: ImageSource, args: argparse.Namespace) -> None:
+    from selfsup.data.sources import DataFormatError
+    from selfsup.data.split import split_source
+
+    targets = [Path(args.out) / name for name in ("train.npz", "val.npz")]
+    existing = [str(path) for path in targets if path.exists()]
+    if existing:
+        raise DataFormatError(f"{' and '.join(existing)}: already there; choose another --out")
+    seed = None if args.last else args.seed
+    written = split_source(source, Path(args.out), args.holdout, seed, not args.quiet)
+    for path, count in written.items():
+        print(f"wrote {path}: {count} images")
+    train, val = written
+    print(f"evaluate with --data {train} --test {val}")
+
+
+def pack_data(source: ImageSource, args: argparse.Namespace) -> None:
     from selfsup.data.pack import pack, shard_pattern
     from selfsup.data.shards import ShardSource
 
-    source = open_source(args.source)
     if isinstance(source, ShardSource):
         from selfsup.data.sources import DataFormatError
 

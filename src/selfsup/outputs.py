@@ -147,6 +147,14 @@ def written_atomically(path: str | Path) -> Iterator[Path]:
         temporary.unlink(missing_ok=True)
 
 
+def save_npz(path: str | Path, arrays: dict) -> None:
+    """`arrays` as an uncompressed .npz at `path`, written atomically (`written_atomically`)."""
+    import numpy as np
+
+    with written_atomically(path) as temporary:
+        np.savez(temporary, **arrays)
+
+
 class FolderBusy(ValueError):
     """Another process is writing the run folder this one would write."""
 

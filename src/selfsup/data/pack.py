@@ -20,7 +20,7 @@ from selfsup.data.shards import require_webdataset
 from selfsup.data.sources import DataFormatError, FilesSource, ImageSource, NpzSource
 
 
-def _sample_image(source: ImageSource, index: int) -> tuple[str, bytes]:
+def stored_image(source: ImageSource, index: int) -> tuple[str, bytes]:
     """(extension, bytes) of image `index` as stored; PNG for images stored decoded."""
     encoded = source.encoded(index)
     if encoded is not None:
@@ -65,7 +65,7 @@ def pack(
             webdataset.TarWriter(stream) as writer,
         ):
             for index in range(first, min(first + shard_size, count)):
-                ext, data = _sample_image(source, index)
+                ext, data = stored_image(source, index)
                 sample = {"__key__": f"{index:08d}", ext: data}
                 if source.labels is not None:
                     sample["cls"] = str(int(source.labels[index])).encode()

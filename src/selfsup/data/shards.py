@@ -22,6 +22,7 @@ wildcards.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import os
@@ -182,7 +183,7 @@ def _label(text: bytes, shard: Path, member: str) -> int:
 def cached_index(shard: Path, base_plus_ext) -> dict[str, np.ndarray]:
     """`index_shard`, read from the cache when this shard (same path, size, modification
     time) was indexed before; written atomically, so ranks indexing at once do not clash."""
-    from selfsup.outputs import written_atomically
+    from selfsup.outputs import save_npz
 
     cache = _cache_file(shard)
     if cache.is_file():
@@ -192,11 +193,8 @@ def cached_index(shard: Path, base_plus_ext) -> dict[str, np.ndarray]:
         except Exception:  # a cache file from a crashed writer: index again
             pass
     index = index_shard(shard, base_plus_ext)
-    try:
-        with written_atomically(cache) as temporary:
-            np.savez(temporary, **index)
-    except OSError:
-        pass  # an unwritable cache only costs the next run another pass over the headers
+    with contextlib.suppress(OSError):  # an unwritable cache costs the next run a pass only
+        save_npz(cache, index)
     return index
 
 

@@ -38,7 +38,12 @@ def add_common(p: argparse.ArgumentParser, multiple: bool = False) -> None:
     else:
         p.add_argument("run", metavar="RUN", help=RUN_HELP)
     p.add_argument("--data", required=True, help="labelled training images (folder or .npz)")
-    p.add_argument("--test", required=True, help="labelled test images (folder or .npz)")
+    p.add_argument(
+        "--test",
+        required=True,
+        help="labelled test images (folder or .npz; `selfsup data split` holds them out of "
+        "one labelled set)",
+    )
     p.add_argument(
         "--layers",
         nargs="+",

@@ -29,7 +29,7 @@ import numpy as np
 from selfsup.config import param
 from selfsup.data.patch_graph import EDGE_TYPES, GRAPH_NAME, GraphError, PatchSet
 from selfsup.graph.mining import cluster_and_search, four_cliques
-from selfsup.outputs import output_file, written_atomically
+from selfsup.outputs import output_file, save_npz
 
 
 @dataclass
@@ -208,8 +208,7 @@ def save_graph(graph: dict, out: str | Path) -> Path:
     """Write the graph for `--out` (`g` -> `g.npz`, `folder/` -> `folder/graph.npz`; see
     selfsup.outputs); returns the path written."""
     path = output_file(out, GRAPH_NAME)
-    with written_atomically(path) as temporary:
-        np.savez(temporary, **graph)
+    save_npz(path, graph)
     return path
 
 

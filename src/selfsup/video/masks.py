@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from selfsup.config import ConfigError
-from selfsup.outputs import fill_folder_once, written_atomically
+from selfsup.outputs import fill_folder_once, save_npz, written_atomically
 from selfsup.video.evaluate import read_masks, score_masks, upsample_masks
 from selfsup.video.jobs import (
     EVERY_VIDEO,
@@ -23,7 +23,6 @@ from selfsup.video.jobs import (
     run_videos,
 )
 from selfsup.video.motion import MotionMaskConfig
-from selfsup.video.patches import write_npz_atomic
 from selfsup.video.reader import MOTION_FRAMES, ReadOptions, frame_files, read_video, video_name
 from selfsup.video.rules import RuleLog
 from selfsup.video.segment import motion_masks
@@ -85,9 +84,7 @@ def mask_one(
     (folder / "masks").mkdir(parents=True, exist_ok=True)
     for t, mask in enumerate(masks):
         Image.fromarray(mask.astype(np.uint8) * 255).save(folder / "masks" / f"{t:05d}.png")
-    write_npz_atomic(
-        folder / "masks.npz", {"images": frames, "masks": masks.astype(np.uint8) * 255}
-    )
+    save_npz(folder / "masks.npz", {"images": frames, "masks": masks.astype(np.uint8) * 255})
     result: dict = {
         "video": video_name(path),
         "frames": len(frames),
@@ -200,7 +197,7 @@ def combine(videos: list[Path], out: Path, scored: bool, settings: dict) -> dict
             all_frames.append(centre_square(data["images"]))
             all_masks.append(centre_square(data["masks"]))
     if len({f.shape[1:] for f in all_frames}) == 1:
-        write_npz_atomic(
+        save_npz(
             out / "motion_masks.npz",
             {"images": np.concatenate(all_frames), "masks": np.concatenate(all_masks)},
         )

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from selfsup.config import ConfigError, param
 from selfsup.data.patch_graph import MANIFEST_NAME
-from selfsup.outputs import written_atomically
+from selfsup.outputs import save_npz, written_atomically
 from selfsup.video.jobs import (
     EVERY_VIDEO,
     Piece,
@@ -245,7 +245,7 @@ def mine_video(piece: Path | Piece, out: Path, cfg: PatchConfig) -> dict:
     result = process_video(piece, cfg, progress=False)
     arrays = {k: result[k] for k in ("images", "masks", "track", "frame", "box")}
     stats = json.dumps(result["stats"])
-    write_npz_atomic(
+    save_npz(
         video_file(out, piece),
         {**arrays, "stats": np.asarray(stats), "settings": np.asarray(settings_text(cfg))},
     )
@@ -355,7 +355,7 @@ def write_dataset(pieces: list[Piece], out: Path, seconds: float, workers: int, 
             with np.load(video_file(out, piece)) as data:
                 results.append({k: data[k] for k in ("images", "masks", "track", "frame", "box")})
             results[-1]["stats"] = piece_stats
-        write_npz_atomic(out / "patches.npz", merge(results, [video_name(p.video) for p in pieces]))
+        save_npz(out / "patches.npz", merge(results, [video_name(p.video) for p in pieces]))
     save_preview(first_tracks(pieces, out), out / "preview.jpg")
     with written_atomically(out / "summary.json") as temporary:
         temporary.write_text(json.dumps(summary, indent=2))
@@ -396,11 +396,6 @@ def merge(results: list[dict], names: list[str]) -> dict:
         "box": np.concatenate([r["box"] for r in results]),
         "video_names": np.asarray(list(index)),
     }
-
-
-def write_npz_atomic(path: Path, arrays: dict) -> None:
-    with written_atomically(path) as temporary:
-        np.savez(temporary, **arrays)
 
 
 def save_preview(dataset: dict, path: Path, tracks: int = 8, per_track: int = 8) -> None:
