@@ -91,7 +91,9 @@ def test_runs_started_together_make_one_choice(tmp_path):
 
 def test_a_step_slower_than_the_budget_is_timed_once_per_dtype(tmp_path):
     calls: list = []
-    step = sleeper({"bf16": 0.05, "fp32": 0.1}, calls)
+    # Far apart: each dtype is timed once, so a scheduling delay on a loaded machine must not
+    # be able to turn the order round.
+    step = sleeper({"bf16": 0.02, "fp32": 0.25}, calls)
     choice = precision.measure(step, items=1, workload="w", cache_dir=tmp_path, budget_s=0.01)
     assert calls == ["bf16", "fp32"] and choice.choice == "bf16"
 
