@@ -15,6 +15,9 @@ COUNTING_ENTRIES = {
     "counting_cifar10": "python bench/run.py --only counting_cifar10",
     "counting_tinyimagenet": "python bench/run.py --only counting_tinyimagenet",
     "counting_tinyimagenet_fp32": "python bench/run.py --only counting_tinyimagenet_fp32",
+    "counting_tinyimagenet_fp32_seed1": (
+        "python bench/run.py --only counting_tinyimagenet_fp32_seed1"
+    ),
 }
 SINGLE_TASKS = [
     "relative-position",
