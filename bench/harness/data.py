@@ -93,12 +93,16 @@ def subset_npz(source: Path, count: int | None) -> Path:
     """`count` images of a packed-JPEG .npz drawn at random (seeded; the CIFAR-10 files are
     sorted by class), written once under bench/work/perf; `source` itself when count is None
     or covers it."""
-    images = open_source(source)
-    if count is None or count >= len(images):
+    if count is None:
         return source
     out = SCRATCH / f"{source.parent.name}_{source.stem}_{count}.npz"
-    if not out.exists():  # written whole: rows running at once may ask for the same subset
-        write_rows(images, np.sort(np.random.default_rng(0).permutation(len(images))[:count]), out)
+    if out.exists():  # written before: the source is not read again
+        return out
+    images = open_source(source)
+    if count >= len(images):
+        return source
+    # Written whole: rows running at once may ask for the same subset.
+    write_rows(images, np.sort(np.random.default_rng(0).permutation(len(images))[:count]), out)
     return out
 
 
